@@ -1,0 +1,1 @@
+"""Kalshi market data into DuckDB, orchestrated by Dagster."""
