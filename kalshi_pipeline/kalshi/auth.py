@@ -38,7 +38,9 @@ def signing_message(timestamp_ms: int | str, method: str, path: str) -> bytes:
     return f"{timestamp_ms}{method.upper()}{signed_path(path)}".encode()
 
 
-def load_private_key(path: str | os.PathLike[str], passphrase: str | None = None) -> rsa.RSAPrivateKey:
+def load_private_key(
+    path: str | os.PathLike[str], passphrase: str | None = None
+) -> rsa.RSAPrivateKey:
     """Read an RSA private key (PKCS#1 or PKCS#8 PEM), refusing files others can read."""
     p = Path(path).expanduser()
     try:
@@ -101,7 +103,9 @@ class Signer:
     def sign(self, message: bytes) -> str:
         return base64.b64encode(self._key.sign(message, PSS_PADDING, hashes.SHA256())).decode()
 
-    def headers(self, method: str, url_or_path: str, *, now_ms: int | None = None) -> dict[str, str]:
+    def headers(
+        self, method: str, url_or_path: str, *, now_ms: int | None = None
+    ) -> dict[str, str]:
         """The three KALSHI-ACCESS-* headers for one request, signed now."""
         ts = str(now_ms if now_ms is not None else time.time_ns() // 1_000_000)
         return {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any, ClassVar
 
 
@@ -85,6 +86,50 @@ class KalshiServerError(KalshiAPIError):
 
 class KalshiConnectionError(KalshiError):
     """The server could not be reached, or did not answer in time."""
+
+
+# error bodies (kalshi-protocol.md §4.7): nested, flat, bare, and the 429 one
+
+
+def auth_reason(code: str | None, details: str | None) -> str:
+    text = f"{code or ''} {details or ''}".upper()
+    if "INCORRECT_API_KEY_SIGNATURE" in text:
+        return "bad_signature"
+    if "NOT_FOUND" in text:
+        return "unknown_key"
+    if "SIGNATURE_IS_MISSING" in text:
+        return "missing_signature"
+    if "TIMESTAMP_EXPIRED" in text:
+        return "clock_skew"
+    return "unknown"
+
+
+def parse_error_body(body: bytes) -> tuple[str | None, str | None, str | None]:
+    """(code, message, details) from any of Kalshi's error-body shapes; Nones when unparseable."""
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return None, None, None
+    if not isinstance(data, dict):
+        return None, None, None
+    err = data.get("error")
+    if isinstance(err, dict):  # nested {"error": {"code", "message", "details"}}
+        data = err
+    elif isinstance(err, str):  # 429: {"error": "too many requests"}
+        return None, err, None
+    if "code" in data or "message" in data:  # flat {"code", "message", "details"}
+        return (
+            _str_or_none(data.get("code")),
+            _str_or_none(data.get("message")),
+            _str_or_none(data.get("details")),
+        )
+    if "msg" in data:  # bare {"msg": "..."}
+        return None, _str_or_none(data.get("msg")), None
+    return None, None, None
+
+
+def _str_or_none(v: Any) -> str | None:
+    return None if v is None else str(v)
 
 
 # --------------------------------------------------------------------------- WebSocket
@@ -192,16 +237,34 @@ UnderlyingTickersRequiredError = _err(28, "Underlying tickers required")
 ERROR_CODES: dict[int, type[SubscriptionError]] = {
     cls.code: cls
     for cls in (
-        UnableToProcessMessageError, ParamsRequiredError, ChannelsRequiredError,
-        SubscriptionIdsRequiredError, UnknownCommandError, AlreadySubscribedError,
-        UnknownSubscriptionIdError, UnknownChannelNameError, AuthenticationRequiredError,
-        ChannelError, InvalidParameterError, ExactlyOneSubscriptionIdRequiredError,
-        UnsupportedActionError, MarketTickerRequiredError, ActionRequiredError,
-        MarketNotFoundError, InternalServerError, CommandTimeoutError,
-        ShardFactorRequiredError, ShardFactorInvalidError, ShardKeyRequiredError,
-        ShardKeyInvalidError, MatchIdsRequiredError, IndexIdsRequiredError,
-        SubscriptionBufferOverflowError, SubscriptionMarketLimitExceededError,
-        TooManyRequestsError, UnderlyingTickersRequiredError,
+        UnableToProcessMessageError,
+        ParamsRequiredError,
+        ChannelsRequiredError,
+        SubscriptionIdsRequiredError,
+        UnknownCommandError,
+        AlreadySubscribedError,
+        UnknownSubscriptionIdError,
+        UnknownChannelNameError,
+        AuthenticationRequiredError,
+        ChannelError,
+        InvalidParameterError,
+        ExactlyOneSubscriptionIdRequiredError,
+        UnsupportedActionError,
+        MarketTickerRequiredError,
+        ActionRequiredError,
+        MarketNotFoundError,
+        InternalServerError,
+        CommandTimeoutError,
+        ShardFactorRequiredError,
+        ShardFactorInvalidError,
+        ShardKeyRequiredError,
+        ShardKeyInvalidError,
+        MatchIdsRequiredError,
+        IndexIdsRequiredError,
+        SubscriptionBufferOverflowError,
+        SubscriptionMarketLimitExceededError,
+        TooManyRequestsError,
+        UnderlyingTickersRequiredError,
     )
 }
 

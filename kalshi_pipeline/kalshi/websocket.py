@@ -1,0 +1,425 @@
+"""One Kalshi WebSocket connection's life: signed handshake, commands, frames, silence watchdog.
+
+The reconnect policy lives with the caller (the stream engine): this class connects once, hands
+on every frame as received (bytes plus receive time) through a bounded queue, answers commands by
+matching their `id`, tracks sids from `subscribed`, and ends with a typed error when the socket
+closes, cleanly or not, or goes silent. It pings on its own and counts pongs as life, because
+the server's pings may stop while data flows and a half-open socket sends nothing at all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+import websockets
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+
+from kalshi_pipeline.kalshi.auth import Signer
+from kalshi_pipeline.kalshi.errors import (
+    ConnectionClosedError,
+    FrameDecodeError,
+    KalshiAuthError,
+    KalshiWebSocketError,
+    RetiredChannelError,
+    SilenceTimeoutError,
+    WebSocketAuthError,
+    WebSocketHandshakeError,
+    auth_reason,
+    parse_error_body,
+)
+from kalshi_pipeline.kalshi.messages import (
+    ErrorMessage,
+    Message,
+    Ok,
+    Subscribed,
+    SubscriptionInfo,
+    Unsubscribed,
+    decode_frame,
+)
+
+log = logging.getLogger(__name__)
+
+RETIRED_CHANNELS = {
+    "ticker_v2": (
+        "Kalshi retired the ticker_v2 channel in February 2026 (2026-02-12; subscribing now "
+        "answers error 8, Unknown channel name); subscribe to 'ticker' instead"
+    ),
+}
+UPDATE_ACTIONS = ("add_markets", "delete_markets", "get_snapshot")
+_TICKER_PREFIX = b'{"type":"ticker"'
+_ENCODER = msgspec.json.Encoder()
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """One text frame exactly as received, and when (epoch ns)."""
+
+    data: bytes
+    received_ns: int
+
+
+class _End:
+    __slots__ = ("error",)
+
+    def __init__(self, error: KalshiWebSocketError) -> None:
+        self.error = error
+
+
+class _Pending:
+    __slots__ = ("expected", "future", "responses")
+
+    def __init__(self, expected: int) -> None:
+        self.expected = expected
+        self.responses: list[Message] = []
+        self.future: asyncio.Future[list[Message]] = asyncio.get_running_loop().create_future()
+
+
+class KalshiWebSocket:
+    """A single signed connection. Use `connect()`, then `recv()` in one task; commands from any."""
+
+    def __init__(
+        self,
+        url: str,
+        signer: Signer,
+        *,
+        max_frame_bytes: int = 16 * 1024 * 1024,
+        silence_timeout_s: float = 30.0,
+        ping_interval_s: float | None = None,
+        open_timeout_s: float = 10.0,
+        command_timeout_s: float = 10.0,
+        queue_size: int = 10_000,
+    ) -> None:
+        if silence_timeout_s <= 0:
+            raise ValueError(f"silence_timeout_s={silence_timeout_s} must be positive")
+        self.url = url
+        self._signer = signer
+        self.max_frame_bytes = max_frame_bytes
+        self.silence_timeout_s = silence_timeout_s
+        self.ping_interval_s = ping_interval_s or max(0.5, min(10.0, silence_timeout_s / 3))
+        self.open_timeout_s = open_timeout_s
+        self.command_timeout_s = command_timeout_s
+        self.subscriptions: dict[int, str] = {}  # sid -> channel, from `subscribed`
+        self.last_activity = time.monotonic()
+        self.frames_received = 0
+        self.bytes_received = 0
+        self._ws: ClientConnection | None = None
+        self._queue: asyncio.Queue[Frame | _End] = asyncio.Queue(queue_size)
+        self._ids = itertools.count(1)
+        self._pending: dict[int, _Pending] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._end: KalshiWebSocketError | None = None
+        self._reader_blocked = False
+
+    # ------------------------------------------------------------------ life
+
+    async def connect(self) -> None:
+        """Open the socket with a fresh signature. Raises WebSocketAuthError on 401."""
+        headers = self._signer.headers("GET", self.url)
+        try:
+            self._ws = await connect(
+                self.url,
+                additional_headers=headers,
+                max_size=self.max_frame_bytes,
+                ping_interval=None,  # our watchdog pings, so that pongs count as life
+                open_timeout=self.open_timeout_s,
+                close_timeout=2,
+                compression=None,
+                user_agent_header="kalshi-pipeline/0.1",
+            )
+        except InvalidStatus as exc:
+            status = exc.response.status_code
+            body = exc.response.body or b""
+            if status in (401, 403):
+                code, _message, details = parse_error_body(body)
+                reason = auth_reason(code, details)
+                raise WebSocketAuthError(
+                    f"WebSocket handshake to {self.url} answered HTTP {status} "
+                    f"{body.decode('utf-8', 'replace').strip()}; {KalshiAuthError.HINTS[reason]}",
+                    status=status,
+                    body=body,
+                    reason=reason,
+                ) from None
+            raise WebSocketHandshakeError(
+                f"WebSocket handshake to {self.url} answered HTTP {status}: "
+                f"{body[:200].decode('utf-8', 'replace').strip()}",
+                status=status,
+                body=body,
+            ) from None
+        except (OSError, TimeoutError, InvalidHandshake) as exc:
+            raise WebSocketHandshakeError(
+                f"cannot open WebSocket {self.url}: {type(exc).__name__}: {exc}"
+            ) from None
+        self.last_activity = time.monotonic()
+        self._tasks = [
+            asyncio.create_task(self._read(), name="kalshi-ws-reader"),
+            asyncio.create_task(self._watch(), name="kalshi-ws-watchdog"),
+        ]
+
+    async def close(self) -> None:
+        """Close (politely if the server answers within 2 s) and stop the helper tasks."""
+        if self._ws is not None:
+            with contextlib.suppress(Exception):
+                await self._ws.close()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._finish(self._end or ConnectionClosedError("closed by the client", code=1000))
+
+    async def __aenter__(self) -> KalshiWebSocket:
+        await self.connect()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._end is not None
+
+    # ------------------------------------------------------------------ frames
+
+    async def recv(self) -> Frame:
+        """The next frame; raises the connection's end (closed, silent) once all are handed on."""
+        item = await self._queue.get()
+        if isinstance(item, _End):
+            self._queue.put_nowait(item)  # every later call raises too
+            raise item.error
+        return item
+
+    async def frames(self) -> AsyncIterator[Frame]:
+        """Every frame until the connection ends; the end is raised, not swallowed."""
+        while True:
+            yield await self.recv()
+
+    async def messages(self) -> AsyncIterator[Message | FrameDecodeError]:
+        """Decoded messages; undecodable frames are yielded as their error, never raised."""
+        async for frame in self.frames():
+            try:
+                yield decode_frame(frame.data)
+            except FrameDecodeError as exc:
+                yield exc
+
+    def _finish(self, error: KalshiWebSocketError) -> None:
+        if self._end is None:
+            self._end = error
+        for pending in self._pending.values():
+            if not pending.future.done():
+                pending.future.set_exception(self._end)
+        self._pending.clear()
+
+    async def _read(self) -> None:
+        assert self._ws is not None
+        ws = self._ws
+        queue = self._queue
+        error: KalshiWebSocketError
+        try:
+            while True:
+                data = await ws.recv(decode=False)
+                now = time.time_ns()
+                self.last_activity = time.monotonic()
+                self.frames_received += 1
+                self.bytes_received += len(data)
+                if not data.startswith(_TICKER_PREFIX):
+                    self._route(data)
+                frame = Frame(data, now)
+                try:
+                    queue.put_nowait(frame)
+                except asyncio.QueueFull:
+                    self._reader_blocked = True
+                    await queue.put(frame)
+                    self._reader_blocked = False
+        except ConnectionClosed as exc:
+            rcvd = exc.rcvd
+            if isinstance(self._end, SilenceTimeoutError):
+                error = self._end
+            else:
+                error = ConnectionClosedError(
+                    f"WebSocket closed by {'the server' if rcvd else 'the network'}"
+                    f" (code {rcvd.code if rcvd else exc.sent.code if exc.sent else 'none'}"
+                    f"{': ' + rcvd.reason if rcvd and rcvd.reason else ''})",
+                    code=rcvd.code if rcvd else None,
+                    reason=rcvd.reason if rcvd else "",
+                )
+        except asyncio.CancelledError:
+            error = self._end or ConnectionClosedError("closed by the client", code=1000)
+            self._finish(error)
+            with contextlib.suppress(asyncio.QueueFull):
+                queue.put_nowait(_End(error))
+            raise
+        except Exception as exc:  # a bug in routing must not hang the consumer
+            error = ConnectionClosedError(f"WebSocket reader failed: {type(exc).__name__}: {exc}")
+        self._finish(error)
+        await queue.put(_End(self._end or error))
+
+    def _route(self, data: bytes) -> None:
+        """Match command responses to their callers and track sids; everything stays queued."""
+        try:
+            message = decode_frame(data)
+        except FrameDecodeError:
+            return
+        if isinstance(message, Subscribed):
+            self.subscriptions[message.sid] = message.channel
+        elif (isinstance(message, Unsubscribed) and message.sid is not None) or (
+            isinstance(message, ErrorMessage)
+            and message.sid is not None
+            and message.to_exception().terminal
+        ):
+            self.subscriptions.pop(message.sid, None)
+        cmd_id = getattr(message, "cmd_id", None)
+        pending = self._pending.get(cmd_id) if cmd_id else None
+        if pending is None:
+            return
+        pending.responses.append(message)
+        if len(pending.responses) >= pending.expected or isinstance(message, ErrorMessage):
+            self._pending.pop(cmd_id, None)
+            if not pending.future.done():
+                pending.future.set_result(pending.responses)
+
+    async def _watch(self) -> None:
+        assert self._ws is not None
+        ws = self._ws
+        while True:
+            await asyncio.sleep(self.ping_interval_s)
+            if self._reader_blocked:  # the consumer is slow, not the server
+                self.last_activity = time.monotonic()
+            silent = time.monotonic() - self.last_activity
+            if silent > self.silence_timeout_s:
+                self._end = SilenceTimeoutError(
+                    f"no frame and no pong for {silent:.1f}s (limit {self.silence_timeout_s}s) "
+                    f"on {self.url}; the socket is treated as dead"
+                )
+                ws.transport.abort()
+                return
+            try:
+                waiter = await ws.ping()
+            except ConnectionClosed:
+                return
+            waiter.add_done_callback(self._on_pong)
+
+    def _on_pong(self, fut: asyncio.Future[float]) -> None:
+        if not fut.cancelled() and fut.exception() is None:
+            self.last_activity = time.monotonic()
+
+    # ------------------------------------------------------------------ commands
+
+    async def command(
+        self, cmd: str, params: dict[str, Any] | None = None, *, expected: int = 1
+    ) -> list[Message]:
+        """Send one command and wait for its `expected` responses (or its first error)."""
+        if self._ws is None:
+            raise KalshiWebSocketError("not connected: call connect() first")
+        if self._end is not None:
+            raise self._end
+        cmd_id = next(self._ids)
+        pending = _Pending(expected)
+        self._pending[cmd_id] = pending
+        body: dict[str, Any] = {"id": cmd_id, "cmd": cmd}
+        if params is not None:
+            body["params"] = params
+        try:
+            await self._ws.send(_ENCODER.encode(body).decode())
+        except ConnectionClosed:
+            self._pending.pop(cmd_id, None)
+            raise self._end or ConnectionClosedError("WebSocket closed while sending") from None
+        try:
+            return await asyncio.wait_for(pending.future, self.command_timeout_s)
+        except TimeoutError:
+            self._pending.pop(cmd_id, None)
+            raise KalshiWebSocketError(
+                f"no answer to {cmd} (id {cmd_id}) within {self.command_timeout_s}s"
+            ) from None
+
+    @staticmethod
+    def _raise_errors(responses: list[Message]) -> None:
+        for r in responses:
+            if isinstance(r, ErrorMessage):
+                raise r.to_exception()
+
+    async def subscribe(
+        self,
+        channels: Sequence[str],
+        *,
+        market_tickers: Sequence[str] | None = None,
+        market_ids: Sequence[str] | None = None,
+        send_initial_snapshot: bool = False,
+        skip_ticker_ack: bool = False,
+    ) -> list[Subscribed | Ok]:
+        """Subscribe; returns one `Subscribed` (new) or `Ok` (repeat) per channel."""
+        if isinstance(channels, str):
+            channels = [channels]
+        for channel in channels:
+            if channel in RETIRED_CHANNELS:
+                raise RetiredChannelError(RETIRED_CHANNELS[channel])
+        params: dict[str, Any] = {"channels": list(channels)}
+        if market_tickers is not None:
+            params["market_tickers"] = list(market_tickers)
+        if market_ids is not None:
+            params["market_ids"] = list(market_ids)
+        if send_initial_snapshot:
+            params["send_initial_snapshot"] = True
+        if skip_ticker_ack:
+            params["skip_ticker_ack"] = True
+        responses = await self.command("subscribe", params, expected=len(channels))
+        self._raise_errors(responses)
+        return [r for r in responses if isinstance(r, Subscribed | Ok)]
+
+    async def update_subscription(
+        self,
+        sid: int,
+        action: str,
+        *,
+        market_tickers: Sequence[str] | None = None,
+        market_ids: Sequence[str] | None = None,
+        send_initial_snapshot: bool = False,
+    ) -> Ok:
+        if action not in UPDATE_ACTIONS:
+            raise ValueError(f"action={action!r} must be one of {', '.join(UPDATE_ACTIONS)}")
+        params: dict[str, Any] = {"sids": [sid], "action": action}
+        if market_tickers is not None:
+            params["market_tickers"] = list(market_tickers)
+        if market_ids is not None:
+            params["market_ids"] = list(market_ids)
+        if send_initial_snapshot:
+            params["send_initial_snapshot"] = True
+        responses = await self.command("update_subscription", params)
+        self._raise_errors(responses)
+        ok = responses[0]
+        if not isinstance(ok, Ok):
+            raise KalshiWebSocketError(f"unexpected answer to update_subscription: {ok!r}")
+        return ok
+
+    async def add_markets(self, sid: int, market_tickers: Sequence[str]) -> Ok:
+        return await self.update_subscription(sid, "add_markets", market_tickers=market_tickers)
+
+    async def delete_markets(self, sid: int, market_tickers: Sequence[str]) -> Ok:
+        return await self.update_subscription(sid, "delete_markets", market_tickers=market_tickers)
+
+    async def unsubscribe(self, sids: Sequence[int]) -> list[Unsubscribed]:
+        responses = await self.command("unsubscribe", {"sids": list(sids)}, expected=len(sids))
+        self._raise_errors(responses)
+        for r in responses:
+            if isinstance(r, Unsubscribed) and r.sid is not None:
+                self.subscriptions.pop(r.sid, None)
+        return [r for r in responses if isinstance(r, Unsubscribed)]
+
+    async def list_subscriptions(self) -> list[SubscriptionInfo]:
+        responses = await self.command("list_subscriptions")
+        self._raise_errors(responses)
+        ok = responses[0]
+        if not isinstance(ok, Ok) or ok.subscriptions is None:
+            raise KalshiWebSocketError(f"unexpected answer to list_subscriptions: {ok!r}")
+        return ok.subscriptions
+
+
+__all__ = ["RETIRED_CHANNELS", "Frame", "KalshiWebSocket", "websockets"]
