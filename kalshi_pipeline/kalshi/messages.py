@@ -19,6 +19,8 @@ from kalshi_pipeline.kalshi.errors import FrameDecodeError, SubscriptionError, s
 CENT = Decimal("0.01")
 ZERO = Decimal(0)
 ONE = Decimal(1)
+MAX_COUNT = Decimal(10) ** 15
+_QUANTUM = {2: Decimal("0.01"), 4: Decimal("0.0001")}
 
 # --------------------------------------------------------------------------- records
 
@@ -262,8 +264,14 @@ KNOWN_TYPES = frozenset(
 
 
 def _decimal(
-    value: str | None, field: str, *, lo: Decimal | None = ZERO, hi: Decimal | None = None
+    value: str | None,
+    field: str,
+    *,
+    lo: Decimal | None = ZERO,
+    hi: Decimal | None = None,
+    places: int = 2,
 ) -> Decimal | None:
+    """An exact decimal from a wire string; out of range or too precise raises ValueError."""
     if value is None or value == "":
         return None
     try:
@@ -272,11 +280,16 @@ def _decimal(
         raise ValueError(f"{field}={value!r} is not a decimal") from None
     if not d.is_finite() or (lo is not None and d < lo) or (hi is not None and d > hi):
         raise ValueError(f"{field}={value!r} is out of range")
+    exponent = d.as_tuple().exponent
+    if isinstance(exponent, int) and exponent < -places and d != d.quantize(_QUANTUM[places]):
+        raise ValueError(f"{field}={value!r} has more than {places} decimal places")
+    if d >= MAX_COUNT:
+        raise ValueError(f"{field}={value!r} is too large")
     return d
 
 
 def _price(value: str | None, field: str) -> Decimal | None:
-    return _decimal(value, field, lo=ZERO, hi=ONE)
+    return _decimal(value, field, lo=ZERO, hi=ONE, places=4)
 
 
 def _cents(value: int | None, field: str) -> Decimal | None:
@@ -290,8 +303,8 @@ def _cents(value: int | None, field: str) -> Decimal | None:
 def _count(value: int | None, field: str) -> Decimal | None:
     if value is None:
         return None
-    if value < 0:
-        raise ValueError(f"{field}={value!r} is negative")
+    if not 0 <= value < MAX_COUNT:
+        raise ValueError(f"{field}={value!r} is out of range")
     return Decimal(value)
 
 

@@ -1,0 +1,164 @@
+"""The engine's typed config: one home for the Dagster resource, the CLI and the benchmarks.
+
+Defaults come from the environment, honouring the predecessor's variables
+(`USE_WEBSOCKET_MARKET_DATA`, `WEBSOCKET_FALLBACK_TO_HTTP`, `WEBSOCKET_TIMEOUT`,
+`WEBSOCKET_MAX_RETRIES`, `WEBSOCKET_DEBUG`) so an old `.env` keeps meaning what it meant.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+from pathlib import Path
+
+from kalshi_pipeline.kalshi.settings import KalshiSettings
+
+
+class Mode(StrEnum):
+    WEBSOCKET = "websocket"
+    HTTP = "http"
+    BOTH = "both"
+
+
+class ConfigError(ValueError):
+    """A config value is invalid; the message names the field and the fix."""
+
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def env_bool(environ: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = environ.get(name)
+    if raw is None:
+        return default
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ConfigError(f"{name}={raw!r} is not a boolean: use true or false")
+
+
+def env_float(environ: Mapping[str, str], name: str, default: float) -> float:
+    raw = environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a number") from None
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Which markets to follow: all (the default), or some series, events or tickers."""
+
+    series: tuple[str, ...] = ()
+    events: tuple[str, ...] = ()
+    tickers: tuple[str, ...] = ()
+
+    @property
+    def is_all(self) -> bool:
+        return not (self.series or self.events or self.tickers)
+
+    @classmethod
+    def of(
+        cls,
+        series: Sequence[str] = (),
+        events: Sequence[str] = (),
+        tickers: Sequence[str] = (),
+    ) -> Scope:
+        def clean(values: Sequence[str]) -> tuple[str, ...]:
+            return tuple(dict.fromkeys(v.strip().upper() for v in values if v and v.strip()))
+
+        return cls(clean(series), clean(events), clean(tickers))
+
+    def describe(self) -> str:
+        if self.is_all:
+            return "all markets"
+        parts = [
+            f"{name} {','.join(values)}"
+            for name, values in (
+                ("series", self.series),
+                ("events", self.events),
+                ("tickers", self.tickers),
+            )
+            if values
+        ]
+        return "; ".join(parts)
+
+
+@dataclass(frozen=True)
+class StreamConfig:
+    mode: Mode = Mode.WEBSOCKET
+    fallback_to_http: bool = True
+    websocket_timeout_s: float = 30.0
+    max_retries: int = 3
+    poll_interval_s: float = 1.0
+    flush_interval_ms: int = 250
+    flush_rows: int = 50_000
+    scope: Scope = field(default_factory=Scope)
+    database: Path = Path("data/kalshi.duckdb")
+    landing_dir: Path | None = None  # default: <database folder>/landing
+    retention_s: float = 24 * 3600.0
+    requests_per_s: float = 20.0
+    healthy_after_s: float = 60.0  # a connection this old resets the reconnect backoff
+    backoff_base_s: float = 0.5
+    backoff_cap_s: float = 30.0
+    debug: bool = False
+    kalshi: KalshiSettings = field(default_factory=KalshiSettings)
+
+    @property
+    def landing(self) -> Path:
+        return self.landing_dir or self.database.parent / "landing"
+
+    def validate(self) -> StreamConfig:
+        checks = [
+            (self.websocket_timeout_s > 0, "websocket_timeout_s must be > 0 (seconds)"),
+            (self.max_retries >= 1, "max_retries must be >= 1"),
+            (self.poll_interval_s > 0, "poll_interval_s must be > 0 (seconds)"),
+            (self.flush_interval_ms >= 10, "flush_interval_ms must be >= 10"),
+            (self.flush_rows >= 1, "flush_rows must be >= 1"),
+            (self.retention_s >= 0, "retention_s must be >= 0"),
+            (self.requests_per_s > 0, "requests_per_s must be > 0"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
+        if not isinstance(self.mode, Mode):
+            raise ConfigError(f"mode={self.mode!r} must be one of websocket, http, both")
+        return self
+
+    def with_(self, **changes: object) -> StreamConfig:
+        return replace(self, **changes).validate()  # type: ignore[arg-type]
+
+    @classmethod
+    def from_env(
+        cls, environ: Mapping[str, str] | None = None, **overrides: object
+    ) -> StreamConfig:
+        """Defaults from the environment; explicit keyword overrides win."""
+        e = os.environ if environ is None else environ
+        use_ws = env_bool(e, "USE_WEBSOCKET_MARKET_DATA", True)
+        base = cls(
+            mode=Mode.WEBSOCKET if use_ws else Mode.HTTP,
+            fallback_to_http=env_bool(e, "WEBSOCKET_FALLBACK_TO_HTTP", True),
+            websocket_timeout_s=env_float(e, "WEBSOCKET_TIMEOUT", 30.0),
+            max_retries=int(env_float(e, "WEBSOCKET_MAX_RETRIES", 3)),
+            debug=env_bool(e, "WEBSOCKET_DEBUG", False),
+            database=Path(e.get("KALSHI_DUCKDB_PATH") or "data/kalshi.duckdb"),
+            kalshi=KalshiSettings.from_env(e),
+        )
+        clean = {k: v for k, v in overrides.items() if v is not None}
+        if "mode" in clean and not isinstance(clean["mode"], Mode):
+            try:
+                clean["mode"] = Mode(str(clean["mode"]).lower())
+            except ValueError:
+                raise ConfigError(
+                    f"mode={clean['mode']!r} must be one of websocket, http, both"
+                ) from None
+        if "database" in clean:
+            clean["database"] = Path(str(clean["database"]))
+        return replace(base, **clean).validate()  # type: ignore[arg-type]

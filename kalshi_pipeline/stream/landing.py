@@ -1,0 +1,231 @@
+"""The landing log: every frame and REST page is appended here before it is parsed.
+
+Segments are append-only files under `data/landing/`. A record is a fixed header (kind, source,
+length, receive time, CRC-32) and its payload. A process writes only its own segment, named
+`<start_ms>-<pid>-<n>`, with suffix `.open` while it writes and `.seg` once closed; a `.open`
+whose process is gone was closed by a crash, and its torn tail (if any) is ignored. Readers take
+only whole records whose CRC matches, so another process's active segment is safe to read.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import struct
+import threading
+import time
+import zlib
+from dataclasses import dataclass
+from enum import IntEnum
+from pathlib import Path
+
+HEADER = struct.Struct("<BBHIqI")  # kind, source, reserved, length, received_ns, crc32
+MAX_RECORD = 256 * 1024 * 1024
+
+
+class Kind(IntEnum):
+    WS_FRAME = 1  # one WebSocket text frame
+    REST_PAGE = 2  # one GET /markets page: JSON meta line, then the body
+    FEED_EVENT = 3  # JSON {source, kind, detail}
+    POLL_PASS = 4  # JSON figures of one finished polling pass
+
+
+class Source(IntEnum):
+    ENGINE = 0
+    WEBSOCKET = 1
+    HTTP = 2
+    WRITER = 3
+
+
+SOURCE_NAMES = {s.value: s.name.lower() for s in Source}
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    segment: str
+    offset: int
+    end: int
+    kind: int
+    source: int
+    received_ns: int
+    payload: bytes
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@dataclass(frozen=True)
+class SegmentFile:
+    name: str  # without suffix: the key of its position
+    path: Path
+    pid: int
+    start_ms: int
+    open: bool  # still being written by a live process
+
+    @property
+    def segment_id(self) -> int:
+        """A number unique per segment, stored with each tick (start ms and pid)."""
+        return (self.start_ms << 22) | (self.pid & 0x3FFFFF)
+
+
+def list_segments(folder: Path) -> list[SegmentFile]:
+    out: list[SegmentFile] = []
+    if not folder.exists():
+        return out
+    for path in folder.iterdir():
+        if path.suffix not in (".open", ".seg"):
+            continue
+        try:
+            start, pid, _n = path.stem.split("-")
+            start_ms, pid_i = int(start), int(pid)
+        except ValueError:
+            continue
+        live = path.suffix == ".open" and (pid_i == os.getpid() or _pid_alive(pid_i))
+        out.append(SegmentFile(path.stem, path, pid_i, start_ms, live))
+    out.sort(key=lambda s: (s.start_ms, s.name))
+    return out
+
+
+def read_records(
+    seg: SegmentFile, start: int, *, max_bytes: int = 32 * 1024 * 1024
+) -> tuple[list[Record], int, str | None]:
+    """Whole, CRC-checked records from `start`, up to about `max_bytes`.
+
+    Returns (records, next_position, problem): `problem` is set when a closed segment has a
+    damaged record that will never become whole (a torn tail after a crash, or corruption).
+    """
+    records: list[Record] = []
+    try:
+        with open(seg.path, "rb") as f:
+            f.seek(start)
+            data = f.read(max_bytes)
+            more = bool(f.read(1))
+    except FileNotFoundError:
+        return records, start, None
+    pos = 0
+    n = len(data)
+    problem: str | None = None
+    while pos + HEADER.size <= n:
+        kind, source, _r, length, received_ns, crc = HEADER.unpack_from(data, pos)
+        end = pos + HEADER.size + length
+        if length > MAX_RECORD or kind not in Kind._value2member_map_:
+            problem = f"bad record header at offset {start + pos}"
+            break
+        if end > n:
+            if pos == 0 and more:  # one record bigger than the read window
+                return read_records(seg, start, max_bytes=HEADER.size + length)
+            break
+        payload = data[pos + HEADER.size : end]
+        if zlib.crc32(payload) != crc:
+            problem = f"CRC mismatch at offset {start + pos}"
+            break
+        records.append(
+            Record(seg.name, start + pos, start + end, kind, source, received_ns, payload)
+        )
+        pos = end
+    if problem is None and not seg.open and not more and pos < n:
+        problem = f"torn record at offset {start + pos} ({n - pos} bytes)"
+    if seg.open and problem is not None:
+        problem = None  # the writer may still be finishing that record
+    return records, start + pos, problem
+
+
+class LandingLog:
+    """This process's appender. Thread-safe; `sync()` forces appended bytes to disk."""
+
+    def __init__(
+        self, folder: Path, *, rotate_bytes: int = 64 * 1024 * 1024, rotate_s: float = 600.0
+    ) -> None:
+        self.folder = folder
+        self.rotate_bytes = rotate_bytes
+        self.rotate_s = rotate_s
+        self._lock = threading.Lock()
+        self._n = 0
+        self._file = None
+        self._path: Path | None = None
+        self._opened = 0.0
+        self._size = 0
+        self._dirty = False
+        self.records_appended = 0
+        self.bytes_appended = 0
+        folder.mkdir(parents=True, exist_ok=True)
+        self._open_new()
+
+    def _open_new(self) -> None:
+        self._n += 1
+        name = f"{time.time_ns() // 1_000_000}-{os.getpid()}-{self._n:06d}"
+        self._path = self.folder / f"{name}.open"
+        self._file = open(self._path, "ab", buffering=1024 * 1024)  # noqa: SIM115
+        self._opened = time.monotonic()
+        self._size = 0
+
+    @property
+    def current_segment(self) -> str:
+        assert self._path is not None
+        return self._path.stem
+
+    def append(
+        self, kind: Kind, source: Source, payload: bytes, received_ns: int | None = None
+    ) -> None:
+        header = HEADER.pack(
+            kind,
+            source,
+            0,
+            len(payload),
+            received_ns if received_ns is not None else time.time_ns(),
+            zlib.crc32(payload),
+        )
+        with self._lock:
+            f = self._file
+            assert f is not None
+            f.write(header)
+            f.write(payload)
+            self._size += HEADER.size + len(payload)
+            self._dirty = True
+            self.records_appended += 1
+            self.bytes_appended += HEADER.size + len(payload)
+            if self._size >= self.rotate_bytes:
+                self._rotate_locked()
+
+    def _close_locked(self) -> None:
+        if self._file is None or self._path is None:
+            return
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+        self._file = None
+        closed = self._path.with_suffix(".seg")
+        os.replace(self._path, closed)
+
+    def _rotate_locked(self) -> None:
+        self._close_locked()
+        self._open_new()
+
+    def sync(self) -> None:
+        """Flush to the OS and fsync; rotate by age. Called by the writer every flush interval."""
+        with self._lock:
+            if self._file is None:
+                return
+            if self._dirty:
+                self._file.flush()
+                fd = self._file.fileno()
+                self._dirty = False
+            else:
+                fd = -1
+            if time.monotonic() - self._opened >= self.rotate_s and self._size > 0:
+                self._rotate_locked()
+                return
+        if fd >= 0:
+            with contextlib.suppress(OSError):
+                os.fsync(fd)
+
+    def close(self) -> None:
+        with self._lock:
+            self._close_locked()

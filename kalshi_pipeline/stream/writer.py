@@ -1,0 +1,597 @@
+"""The writer: loads the landing log into DuckDB in batches, exactly once.
+
+Each cycle takes the database (short connection, file lock), reads the committed position of
+every segment, decodes the records after it, and inserts the rows together with the new
+positions in one transaction. A crash before COMMIT loads the same records again next time; a
+crash after finds them committed. Two engines sharing a landing folder (a mode handover) are
+serialised by the lock, so neither stores a record the other already stored. When the database
+is busy the cycle gives up quickly: receiving never waits, the log simply grows.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pyarrow as pa
+
+from kalshi_pipeline.kalshi.errors import FrameDecodeError
+from kalshi_pipeline.kalshi.messages import (
+    ErrorMessage,
+    EventLifecycle,
+    MarketLifecycle,
+    Tick,
+    UnknownMessage,
+    decode_frame,
+    decode_markets_page,
+    decode_tick,
+)
+from kalshi_pipeline.stream.landing import (
+    SOURCE_NAMES,
+    Kind,
+    LandingLog,
+    Record,
+    SegmentFile,
+    Source,
+    list_segments,
+    read_records,
+)
+from kalshi_pipeline.stream.stats import EngineStats
+from kalshi_pipeline.warehouse import Warehouse, WarehouseBusyError
+
+log = logging.getLogger(__name__)
+
+TICKER_PREFIX = b'{"type":"ticker"'
+MAX_ERROR_ROWS_PER_BATCH = 200
+LIFECYCLE_STATUS = {
+    "created": "initialized",
+    "activated": "active",
+    "deactivated": "inactive",
+    "determined": "determined",
+    "settled": "finalized",
+}
+PRICE = pa.decimal128(10, 4)
+COUNT = pa.decimal128(18, 2)
+TICK_SCHEMA = pa.schema(
+    [
+        ("market_ticker", pa.string()),
+        ("source", pa.string()),
+        ("exchange_ts", pa.timestamp("ms", tz="UTC")),
+        ("received_at", pa.timestamp("ns", tz="UTC")),
+        ("price", PRICE),
+        ("yes_bid", PRICE),
+        ("yes_ask", PRICE),
+        ("yes_bid_size", COUNT),
+        ("yes_ask_size", COUNT),
+        ("last_trade_size", COUNT),
+        ("volume", COUNT),
+        ("open_interest", COUNT),
+        ("landing_segment", pa.int64()),
+        ("landing_offset", pa.int32()),
+    ]
+)
+MARKET_FIELDS = (
+    "market_ticker",
+    "event_ticker",
+    "series_ticker",
+    "title",
+    "yes_sub_title",
+    "status",
+    "open_time",
+    "close_time",
+    "result",
+    "updated_by",
+)
+
+
+def _l1(t: Tick) -> tuple[Decimal | None, ...]:
+    return (
+        t.price,
+        t.yes_bid,
+        t.yes_ask,
+        t.yes_bid_size,
+        t.yes_ask_size,
+        t.volume,
+        t.open_interest,
+    )
+
+
+def series_of(event_ticker: str | None) -> str | None:
+    """Kalshi's event tickers start with their series ticker (KXBTCD-25JUL2117 → KXBTCD)."""
+    return event_ticker.split("-", 1)[0] if event_ticker else None
+
+
+class PageMeta(msgspec.Struct):
+    pass_id: int
+    page: int
+    purpose: str = "poll"
+
+
+class PassFigures(msgspec.Struct):
+    pass_id: int
+    purpose: str
+    started_ns: int
+    finished_ns: int
+    pages: int
+    requests: int
+    retries: int
+    response_bytes: int
+
+
+class FeedEventPayload(msgspec.Struct):
+    kind: str
+    detail: str = ""
+
+
+_META = msgspec.json.Decoder(PageMeta)
+_PASS = msgspec.json.Decoder(PassFigures)
+_EVENT = msgspec.json.Decoder(FeedEventPayload)
+
+
+@dataclass
+class _Batch:
+    cols: dict[str, list[Any]] = field(default_factory=lambda: {f.name: [] for f in TICK_SCHEMA})
+    markets: dict[str, dict[str, Any]] = field(default_factory=dict)
+    events: dict[str, dict[str, Any]] = field(default_factory=dict)
+    feed_events: list[tuple[int, str, str, str]] = field(default_factory=list)
+    passes: list[dict[str, Any]] = field(default_factory=list)
+    traffic: dict[str, list[int]] = field(default_factory=dict)
+    positions: dict[str, int] = field(default_factory=dict)
+    errors_logged: int = 0
+    errors_dropped: int = 0
+    lag_ms: list[float] = field(default_factory=list)
+
+    @property
+    def rows(self) -> int:
+        return len(self.cols["market_ticker"])
+
+    def add_tick(self, t: Tick, source: str, rec: Record, segment_id: int) -> None:
+        c = self.cols
+        c["market_ticker"].append(t.market_ticker)
+        c["source"].append(source)
+        c["exchange_ts"].append(t.exchange_ts_ms)
+        c["received_at"].append(rec.received_ns)
+        c["price"].append(t.price)
+        c["yes_bid"].append(t.yes_bid)
+        c["yes_ask"].append(t.yes_ask)
+        c["yes_bid_size"].append(t.yes_bid_size)
+        c["yes_ask_size"].append(t.yes_ask_size)
+        c["last_trade_size"].append(t.last_trade_size)
+        c["volume"].append(t.volume)
+        c["open_interest"].append(t.open_interest)
+        c["landing_segment"].append(segment_id)
+        c["landing_offset"].append(rec.offset)
+
+    def event(self, at_ns: int, source: str, kind: str, detail: str) -> None:
+        self.feed_events.append((at_ns, source, kind, detail))
+
+    def error(self, rec: Record, kind: str, detail: str) -> None:
+        if self.errors_logged < MAX_ERROR_ROWS_PER_BATCH:
+            self.errors_logged += 1
+            where = f"{rec.segment}@{rec.offset}"
+            self.event(
+                rec.received_ns, SOURCE_NAMES.get(rec.source, "engine"), kind, f"{detail} [{where}]"
+            )
+        else:
+            self.errors_dropped += 1
+
+    def market(self, ticker: str, **values: Any) -> None:
+        row = self.markets.setdefault(ticker, {"market_ticker": ticker})
+        for k, v in values.items():
+            if v is not None:
+                row[k] = v
+
+
+class Writer:
+    """Loads landing records into the warehouse. Not thread-safe: one thread calls it."""
+
+    def __init__(
+        self,
+        warehouse: Warehouse,
+        landing_dir: os.PathLike[str] | str,
+        stats: EngineStats | None = None,
+        *,
+        landing: LandingLog | None = None,
+        batch_rows: int = 50_000,
+        retention_s: float = 24 * 3600.0,
+        busy_timeout_s: float = 0.5,
+    ) -> None:
+        self.warehouse = warehouse
+        self.landing_dir = Path(landing_dir)
+        self.stats = stats or EngineStats()
+        self.landing = landing
+        self.batch_rows = batch_rows
+        self.retention_s = retention_s
+        self.busy_timeout_s = busy_timeout_s
+        self.committed: dict[str, int] = {}
+        self._last_http: dict[str, tuple[Decimal | None, ...]] = {}
+        self._meta: dict[str, tuple[Any, ...]] = {}
+        self._event_series: dict[str, str] = {}
+        self._pass_counts: dict[int, list[int]] = {}
+        self._busy_reported = False
+        self.last_commit_ns = 0
+
+    # ------------------------------------------------------------------ cycle
+
+    def load_once(self) -> int:
+        """One batch: returns the rows of all tables loaded (0 when idle or the db is busy)."""
+        try:
+            with self.warehouse.connect(timeout_s=self.busy_timeout_s) as con:
+                if self._busy_reported:
+                    self._note_busy(False)
+                self.committed = dict(
+                    con.execute("SELECT segment, position FROM landing_positions").fetchall()
+                )
+                batch = self._read_batch()
+                if not batch.positions:
+                    self.stats.backlog_bytes = self._backlog()
+                    return 0
+                self._commit(con, batch)
+        except WarehouseBusyError as exc:
+            if not self._busy_reported:
+                self._note_busy(True, str(exc))
+            self.stats.backlog_bytes = self._backlog()
+            return 0
+        self.committed.update(batch.positions)
+        self.stats.backlog_bytes = self._backlog()
+        self._after_commit(batch)
+        return batch.rows + len(batch.markets) + len(batch.feed_events) + len(batch.passes)
+
+    def drain(self, deadline_s: float) -> bool:
+        """Load until nothing is left or the deadline passes; True when fully drained."""
+        end = time.monotonic() + deadline_s
+        while time.monotonic() < end:
+            if self.landing is not None:
+                self.landing.sync()
+            loaded = self.load_once()
+            if loaded == 0:
+                return self._backlog() == 0
+        return self._backlog() == 0
+
+    def _note_busy(self, busy: bool, detail: str = "") -> None:
+        self._busy_reported = busy
+        self.stats.db_busy_since = time.monotonic() if busy else None
+        if self.landing is None:
+            return
+        payload = msgspec.json.encode(
+            FeedEventPayload(
+                kind="database_busy" if busy else "database_free",
+                detail=detail or "the writer is loading the backlog",
+            )
+        )
+        self.landing.append(Kind.FEED_EVENT, Source.WRITER, payload)
+
+    # ------------------------------------------------------------------ reading
+
+    def _segments(self) -> list[SegmentFile]:
+        return list_segments(self.landing_dir)
+
+    def _backlog(self) -> int:
+        total = 0
+        for seg in self._segments():
+            with contextlib.suppress(FileNotFoundError):
+                total += max(0, seg.path.stat().st_size - self.committed.get(seg.name, 0))
+        return total
+
+    def _read_batch(self) -> _Batch:
+        batch = _Batch()
+        for seg in self._segments():
+            start = self.committed.get(seg.name, 0)
+            try:
+                size = seg.path.stat().st_size
+            except FileNotFoundError:
+                continue
+            if size <= start:
+                continue
+            records, _next, problem = read_records(seg, start)
+            end = start
+            for rec in records:
+                self._decode(rec, seg, batch)
+                end = rec.end
+                if batch.rows >= self.batch_rows:
+                    break
+            if problem and end == _next:
+                # a closed segment whose rest will never become whole: record it and skip it
+                batch.event(time.time_ns(), "writer", "landing_damaged", f"{seg.name}: {problem}")
+                end = size
+            if end > start:
+                batch.positions[seg.name] = end
+            if batch.rows >= self.batch_rows:
+                break
+        if batch.errors_dropped:
+            batch.event(
+                time.time_ns(),
+                "writer",
+                "parse_error",
+                f"{batch.errors_dropped} more undecodable frames in this batch (kept in the log)",
+            )
+        return batch
+
+    def _decode(self, rec: Record, seg: SegmentFile, batch: _Batch) -> None:
+        source = SOURCE_NAMES.get(rec.source, "engine")
+        if rec.kind == Kind.WS_FRAME:
+            traffic = batch.traffic.setdefault("websocket", [0, 0])
+            traffic[0] += 1
+            traffic[1] += len(rec.payload)
+            self._decode_ws(rec, seg, batch)
+        elif rec.kind == Kind.REST_PAGE:
+            self._decode_page(rec, seg, batch)
+        elif rec.kind == Kind.FEED_EVENT:
+            try:
+                ev = _EVENT.decode(rec.payload)
+            except msgspec.DecodeError:
+                batch.error(rec, "parse_error", "undecodable feed event")
+                return
+            batch.event(rec.received_ns, source, ev.kind, ev.detail)
+        elif rec.kind == Kind.POLL_PASS:
+            try:
+                p = _PASS.decode(rec.payload)
+            except msgspec.DecodeError:
+                batch.error(rec, "parse_error", "undecodable poll figures")
+                return
+            seen, changed = self._pass_counts.pop(p.pass_id, [0, 0])
+            batch.passes.append(
+                {
+                    "started_at": p.started_ns,
+                    "finished_at": p.finished_ns,
+                    "purpose": p.purpose,
+                    "pages": p.pages,
+                    "requests": p.requests,
+                    "retries": p.retries,
+                    "response_bytes": p.response_bytes,
+                    "markets_seen": seen,
+                    "markets_changed": changed,
+                }
+            )
+
+    def _decode_ws(self, rec: Record, seg: SegmentFile, batch: _Batch) -> None:
+        data = rec.payload
+        try:
+            if data.startswith(TICKER_PREFIX):
+                batch.add_tick(decode_tick(data), "websocket", rec, seg.segment_id)
+                return
+            msg = decode_frame(data)
+        except FrameDecodeError as exc:
+            self.stats.parse_errors += 1
+            batch.error(rec, "parse_error", exc.reason[:300])
+            return
+        if isinstance(msg, Tick):
+            batch.add_tick(msg, "websocket", rec, seg.segment_id)
+        elif isinstance(msg, MarketLifecycle):
+            self._lifecycle(msg, rec, batch)
+        elif isinstance(msg, EventLifecycle):
+            if msg.series_ticker:
+                self._event_series[msg.event_ticker] = msg.series_ticker
+            batch.events[msg.event_ticker] = {
+                "event_ticker": msg.event_ticker,
+                "series_ticker": msg.series_ticker or series_of(msg.event_ticker),
+                "title": msg.title,
+            }
+        elif isinstance(msg, UnknownMessage):
+            self.stats.unknown_frames += 1
+            batch.error(rec, "unknown_frame", f"unknown message type {msg.type!r}")
+        elif isinstance(msg, ErrorMessage):
+            pass  # the feed acts on error frames and records them as feed events
+
+    def _lifecycle(self, m: MarketLifecycle, rec: Record, batch: _Batch) -> None:
+        meta = m.additional_metadata
+        event_ticker = meta.event_ticker if meta else None
+        status = LIFECYCLE_STATUS.get(m.event_type)
+        if m.event_type == "deactivated" and m.is_deactivated is False:
+            status = "active"
+        batch.market(
+            m.market_ticker,
+            event_ticker=event_ticker,
+            series_ticker=self._event_series.get(event_ticker or "") or series_of(event_ticker),
+            title=meta.title if meta else None,
+            yes_sub_title=meta.yes_sub_title if meta else None,
+            status=status,
+            open_time=m.open_ts * 1_000_000_000 if m.open_ts else None,
+            close_time=m.close_ts * 1_000_000_000 if m.close_ts else None,
+            result=m.result or None,
+            updated_by="lifecycle",
+            updated_at=rec.received_ns,
+        )
+        self._meta.pop(m.market_ticker, None)  # let the next REST pass refresh it
+
+    def _decode_page(self, rec: Record, seg: SegmentFile, batch: _Batch) -> None:
+        head, sep, body = rec.payload.partition(b"\n")
+        try:
+            if not sep:
+                raise FrameDecodeError("page record without meta line", rec.payload)
+            meta = _META.decode(head)
+            page = decode_markets_page(body)
+        except (msgspec.DecodeError, FrameDecodeError) as exc:
+            self.stats.parse_errors += 1
+            reason = exc.reason if isinstance(exc, FrameDecodeError) else str(exc)
+            batch.error(rec, "parse_error", reason[:300])
+            return
+        traffic = batch.traffic.setdefault("http", [0, 0])
+        traffic[0] += 1
+        traffic[1] += len(body)
+        counts = self._pass_counts.setdefault(meta.pass_id, [0, 0])
+        for market in page.markets:
+            counts[0] += 1
+            tick = market.to_tick()
+            l1 = _l1(tick)
+            if self._last_http.get(market.ticker) != l1:
+                self._last_http[market.ticker] = l1
+                counts[1] += 1
+                batch.add_tick(tick, "http", rec, seg.segment_id)
+            key = (
+                market.event_ticker,
+                market.status,
+                market.title,
+                market.yes_sub_title,
+                market.open_time,
+                market.close_time,
+                market.result,
+            )
+            if self._meta.get(market.ticker) != key:
+                self._meta[market.ticker] = key
+                batch.market(
+                    market.ticker,
+                    event_ticker=market.event_ticker,
+                    series_ticker=self._event_series.get(market.event_ticker or "")
+                    or series_of(market.event_ticker),
+                    title=market.title,
+                    yes_sub_title=market.yes_sub_title,
+                    status=market.status,
+                    open_time=market.open_time,
+                    close_time=market.close_time,
+                    result=market.result or None,
+                    updated_by="http",
+                    updated_at=rec.received_ns,
+                )
+
+    # ------------------------------------------------------------------ writing
+
+    def _commit(self, con: Any, batch: _Batch) -> None:
+        con.execute("BEGIN TRANSACTION")
+        try:
+            if batch.rows:
+                table = pa.Table.from_pydict(batch.cols, schema=TICK_SCHEMA)
+                con.register("_kp_ticks", table)
+                con.execute(
+                    "INSERT INTO ticks SELECT market_ticker, source, exchange_ts, received_at, "
+                    "now(), price, yes_bid, yes_ask, yes_bid_size, yes_ask_size, "
+                    "last_trade_size, volume, open_interest, landing_segment, landing_offset "
+                    "FROM _kp_ticks"
+                )
+                con.unregister("_kp_ticks")
+            if batch.markets:
+                self._upsert_markets(con, batch)
+            if batch.events:
+                con.executemany(
+                    "INSERT INTO events VALUES (?, ?, ?, now()) ON CONFLICT (event_ticker) "
+                    "DO UPDATE SET "
+                    "series_ticker = coalesce(excluded.series_ticker, events.series_ticker), "
+                    "title = coalesce(excluded.title, events.title), updated_at = now()",
+                    [
+                        [e["event_ticker"], e["series_ticker"], e["title"]]
+                        for e in batch.events.values()
+                    ],
+                )
+            if batch.feed_events:
+                con.executemany(
+                    "INSERT INTO feed_events VALUES (make_timestamp_ns(?)::TIMESTAMPTZ, ?, ?, ?)",
+                    [list(e) for e in batch.feed_events],
+                )
+            if batch.passes:
+                con.executemany(
+                    "INSERT INTO poll_passes VALUES (make_timestamp_ns(?)::TIMESTAMPTZ, "
+                    "make_timestamp_ns(?)::TIMESTAMPTZ, ?, ?, ?, ?, ?, ?, ?)",
+                    [
+                        [
+                            p["started_at"],
+                            p["finished_at"],
+                            p["purpose"],
+                            p["pages"],
+                            p["requests"],
+                            p["retries"],
+                            p["response_bytes"],
+                            p["markets_seen"],
+                            p["markets_changed"],
+                        ]
+                        for p in batch.passes
+                    ],
+                )
+            if batch.traffic:
+                con.executemany(
+                    "INSERT INTO wire_traffic VALUES (now(), ?, ?, ?)",
+                    [[src, fb[0], fb[1]] for src, fb in batch.traffic.items()],
+                )
+            con.executemany(
+                "INSERT INTO landing_positions VALUES (?, ?, now()) ON CONFLICT (segment) "
+                "DO UPDATE SET position = excluded.position, updated_at = now()",
+                [[seg, pos] for seg, pos in batch.positions.items()],
+            )
+            con.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(Exception):
+                con.execute("ROLLBACK")
+            raise
+
+    def _upsert_markets(self, con: Any, batch: _Batch) -> None:
+        rows = []
+        for m in batch.markets.values():
+            rows.append(
+                [
+                    m["market_ticker"],
+                    m.get("event_ticker"),
+                    m.get("series_ticker"),
+                    m.get("title"),
+                    m.get("yes_sub_title"),
+                    m.get("status"),
+                    _ts(m.get("open_time")),
+                    _ts(m.get("close_time")),
+                    m.get("result"),
+                    _ts(m.get("updated_at")) or _ts(time.time_ns()),
+                    m.get("updated_by", "http"),
+                ]
+            )
+        sets = ", ".join(f"{c} = coalesce(excluded.{c}, markets.{c})" for c in MARKET_FIELDS[1:-1])
+        con.executemany(
+            f"INSERT INTO markets VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "  # noqa: S608
+            f"ON CONFLICT (market_ticker) DO UPDATE SET {sets}, "
+            "updated_at = excluded.updated_at, updated_by = excluded.updated_by",
+            rows,
+        )
+
+    def _after_commit(self, batch: _Batch) -> None:
+        now_ns = time.time_ns()
+        self.last_commit_ns = now_ns
+        src = batch.cols["source"]
+        ws = sum(1 for s in src if s == "websocket")
+        self.stats.ticks_stored += batch.rows
+        self.stats.ticks_stored_ws += ws
+        self.stats.ticks_stored_http += batch.rows - ws
+        self.stats.rows_loaded_batches += 1
+        lag = []
+        store = []
+        for s, ex, rcv in zip(
+            src, batch.cols["exchange_ts"], batch.cols["received_at"], strict=True
+        ):
+            store.append((now_ns - rcv) / 1e6)
+            if s == "websocket" and ex is not None:
+                lag.append(rcv / 1e6 - ex)
+        self.stats.record_latencies(lag, store)
+        if batch.feed_events:
+            last = batch.feed_events[-1]
+            self.stats.last_event = f"{last[1]} {last[2]}"
+        self.cleanup()
+
+    def cleanup(self) -> int:
+        """Remove closed segments that are fully loaded and older than the retention."""
+        removed = 0
+        now = time.time()
+        for seg in self._segments():
+            if seg.open:
+                continue
+            try:
+                st = seg.path.stat()
+            except FileNotFoundError:
+                continue
+            if self.committed.get(seg.name, -1) < st.st_size:
+                continue
+            if now - st.st_mtime < self.retention_s:
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                seg.path.unlink()
+                removed += 1
+        return removed
+
+
+def _ts(value: Any) -> Any:
+    """Nanoseconds since the epoch (or a datetime) as a datetime DuckDB binds as TIMESTAMPTZ."""
+    if value is None or isinstance(value, datetime):
+        return value
+    return datetime.fromtimestamp(value / 1e9, tz=UTC)

@@ -1,0 +1,118 @@
+"""The warehouse schema, versioned; migrations are idempotent and applied at every start."""
+
+from __future__ import annotations
+
+import duckdb
+
+SCHEMA_VERSION = 1
+
+_V1 = [
+    """
+    CREATE TABLE IF NOT EXISTS ticks (
+        market_ticker   VARCHAR NOT NULL,
+        source          VARCHAR NOT NULL,          -- 'websocket' | 'http'
+        exchange_ts     TIMESTAMPTZ,               -- from ts_ms; NULL for REST
+        received_at     TIMESTAMPTZ NOT NULL,
+        stored_at       TIMESTAMPTZ NOT NULL,      -- one value per writer batch
+        price           DECIMAL(10,4),
+        yes_bid         DECIMAL(10,4),
+        yes_ask         DECIMAL(10,4),
+        yes_bid_size    DECIMAL(18,2),
+        yes_ask_size    DECIMAL(18,2),
+        last_trade_size DECIMAL(18,2),
+        volume          DECIMAL(18,2),
+        open_interest   DECIMAL(18,2),
+        landing_segment BIGINT NOT NULL,           -- where the frame sits in the landing log:
+        landing_offset  INTEGER NOT NULL           -- (segment, offset, market) is unique
+    )
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS markets (
+        market_ticker VARCHAR PRIMARY KEY,
+        event_ticker  VARCHAR,
+        series_ticker VARCHAR,
+        title         VARCHAR,
+        yes_sub_title VARCHAR,
+        status        VARCHAR,
+        open_time     TIMESTAMPTZ,
+        close_time    TIMESTAMPTZ,
+        result        VARCHAR,
+        updated_at    TIMESTAMPTZ NOT NULL,
+        updated_by    VARCHAR NOT NULL            -- 'http' | 'lifecycle'
+    )
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS events (
+        event_ticker  VARCHAR PRIMARY KEY,
+        series_ticker VARCHAR,
+        title         VARCHAR,
+        updated_at    TIMESTAMPTZ NOT NULL
+    )
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS feed_events (
+        occurred_at TIMESTAMPTZ NOT NULL,
+        source  VARCHAR NOT NULL,                  -- 'websocket' | 'http' | 'engine' | 'writer'
+        kind    VARCHAR NOT NULL,
+        detail  VARCHAR NOT NULL
+    )
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS poll_passes (
+        started_at      TIMESTAMPTZ NOT NULL,
+        finished_at     TIMESTAMPTZ NOT NULL,
+        purpose         VARCHAR NOT NULL,          -- 'poll' | 'reconcile'
+        pages           INTEGER NOT NULL,
+        requests        INTEGER NOT NULL,
+        retries         INTEGER NOT NULL,
+        response_bytes  BIGINT NOT NULL,
+        markets_seen    INTEGER NOT NULL,
+        markets_changed INTEGER NOT NULL
+    )
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS wire_traffic (
+        stored_at TIMESTAMPTZ NOT NULL,            -- one row per source per writer batch
+        source    VARCHAR NOT NULL,
+        frames    BIGINT NOT NULL,
+        bytes     BIGINT NOT NULL
+    )
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS landing_positions (
+        segment    VARCHAR PRIMARY KEY,
+        position   BIGINT NOT NULL,                -- bytes of the segment already loaded
+        updated_at TIMESTAMPTZ NOT NULL
+    )
+    """,
+]
+
+MIGRATIONS: list[tuple[int, str, list[str]]] = [(1, "initial schema", _V1)]
+
+
+def migrate(con: duckdb.DuckDBPyConnection) -> int:
+    """Bring the database to SCHEMA_VERSION; safe to run on every start and concurrently-locked."""
+    con.execute(
+        "CREATE TABLE IF NOT EXISTS schema_version ("
+        "version INTEGER PRIMARY KEY, description VARCHAR, applied_at TIMESTAMPTZ)"
+    )
+    row = con.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()
+    current = int(row[0]) if row else 0
+    if current > SCHEMA_VERSION:
+        raise RuntimeError(
+            f"database schema version {current} is newer than this kalshi_pipeline "
+            f"({SCHEMA_VERSION}); upgrade kalshi_pipeline"
+        )
+    for version, description, statements in MIGRATIONS:
+        if version <= current:
+            continue
+        con.execute("BEGIN TRANSACTION")
+        try:
+            for sql in statements:
+                con.execute(sql)
+            con.execute("INSERT INTO schema_version VALUES (?, ?, now())", [version, description])
+            con.execute("COMMIT")
+        except Exception:
+            con.execute("ROLLBACK")
+            raise
+    return SCHEMA_VERSION
