@@ -173,7 +173,8 @@ class LandingLog:
 
     def append(
         self, kind: Kind, source: Source, payload: bytes, received_ns: int | None = None
-    ) -> None:
+    ) -> tuple[str, int]:
+        """Append one record; returns (segment, end offset) of where it landed."""
         header = HEADER.pack(
             kind,
             source,
@@ -191,8 +192,10 @@ class LandingLog:
             self._dirty = True
             self.records_appended += 1
             self.bytes_appended += HEADER.size + len(payload)
+            where = (self._path.stem, self._size)  # type: ignore[union-attr]
             if self._size >= self.rotate_bytes:
                 self._rotate_locked()
+            return where
 
     def _close_locked(self) -> None:
         if self._file is None or self._path is None:

@@ -1,0 +1,196 @@
+"""`kalshi-pipeline`: the same engine, simulator and queries from a terminal."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from kalshi_pipeline.kalshi.errors import KalshiConfigError
+
+
+def _add_stream(sub: Any) -> None:
+    p = sub.add_parser(
+        "stream",
+        help="run the stream engine in the foreground (Ctrl-C stops it cleanly)",
+        description="Stream Kalshi ticks into DuckDB: WebSocket, HTTP polling, or both. "
+        "Defaults come from the environment (KALSHI_ENV, KALSHI_DUCKDB_PATH, "
+        "USE_WEBSOCKET_MARKET_DATA, WEBSOCKET_FALLBACK_TO_HTTP, WEBSOCKET_TIMEOUT, "
+        "WEBSOCKET_MAX_RETRIES).",
+    )
+    p.add_argument("--mode", choices=["websocket", "http", "both"], help="feed mode")
+    p.add_argument("--database", type=Path, help="DuckDB file (default data/kalshi.duckdb)")
+    p.add_argument("--seconds", type=float, help="stop after this many seconds")
+    fb = p.add_mutually_exclusive_group()
+    fb.add_argument("--fallback", dest="fallback_to_http", action="store_true", default=None)
+    fb.add_argument("--no-fallback", dest="fallback_to_http", action="store_false")
+    p.add_argument("--websocket-timeout", dest="websocket_timeout_s", type=float, metavar="S")
+    p.add_argument("--max-retries", type=int, metavar="N")
+    p.add_argument("--poll-interval", dest="poll_interval_s", type=float, metavar="S")
+    p.add_argument("--flush-interval-ms", type=int, metavar="MS")
+    p.add_argument("--requests-per-s", type=float, metavar="N", help="REST limit (default 20)")
+    p.add_argument("--series", action="append", default=[], metavar="TICKER")
+    p.add_argument("--events", action="append", default=[], metavar="TICKER")
+    p.add_argument("--tickers", action="append", default=[], metavar="TICKER")
+    p.add_argument("--env", choices=["local", "demo", "prod"], help="Kalshi environment")
+    p.add_argument("--rest-url", help="override KALSHI_REST_URL")
+    p.add_argument("--ws-url", help="override KALSHI_WS_URL")
+    p.add_argument("--retention-hours", type=float, help="keep loaded landing segments (24)")
+    p.add_argument("--quiet", action="store_true", help="no live status line")
+    p.set_defaults(func=_cmd_stream)
+
+
+def _split(values: Sequence[str]) -> list[str]:
+    return [v for item in values for v in item.split(",") if v.strip()]
+
+
+def stream_config_from_args(args: argparse.Namespace) -> Any:
+    from kalshi_pipeline.kalshi.settings import KalshiSettings
+    from kalshi_pipeline.stream.config import Scope, StreamConfig
+
+    kalshi = KalshiSettings.from_env(env=args.env, rest_url=args.rest_url, ws_url=args.ws_url)
+    return StreamConfig.from_env(
+        mode=args.mode,
+        database=args.database,
+        fallback_to_http=args.fallback_to_http,
+        websocket_timeout_s=args.websocket_timeout_s,
+        max_retries=args.max_retries,
+        poll_interval_s=args.poll_interval_s,
+        flush_interval_ms=args.flush_interval_ms,
+        requests_per_s=args.requests_per_s,
+        retention_s=args.retention_hours * 3600 if args.retention_hours is not None else None,
+        scope=Scope.of(_split(args.series), _split(args.events), _split(args.tickers)),
+        kalshi=kalshi,
+    )
+
+
+def _install_stop_signals(stop: threading.Event) -> None:
+    def handler(signum: int, _frame: object) -> None:
+        if stop.is_set():  # a second Ctrl-C: the user means it
+            raise KeyboardInterrupt
+        print(
+            f"\n{signal.Signals(signum).name}: stopping (flushing to the database)...",
+            file=sys.stderr,
+        )
+        stop.set()
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+
+
+def _status_line(quiet: bool) -> Callable[[dict[str, Any]], None]:
+    tty = sys.stderr.isatty()
+    last = {"t": 0.0, "ticks": 0, "at": time.monotonic()}
+
+    def show(s: dict[str, Any]) -> None:
+        now = time.monotonic()
+        rate = (int(s["ticks_stored"]) - last["ticks"]) / max(1e-9, now - last["at"])
+        last["ticks"], last["at"] = int(s["ticks_stored"]), now
+        if quiet:
+            return
+        line = (
+            f"{rate:8.0f} ticks/s | source {s['source']:<9} | stored {s['ticks_stored']:>9} | "
+            f"backlog {int(s['backlog_bytes']) // 1024:>6} KiB | {s['last_event']}"
+        )
+        if tty:
+            print("\r" + line[:160].ljust(160), end="", file=sys.stderr, flush=True)
+        elif now - last["t"] >= 10:
+            last["t"] = now
+            print(line, file=sys.stderr, flush=True)
+
+    return show
+
+
+def _cmd_stream(args: argparse.Namespace) -> int:
+    from kalshi_pipeline.stream.config import ConfigError
+    from kalshi_pipeline.stream.engine import run_engine
+    from kalshi_pipeline.warehouse import WarehouseError
+
+    try:
+        config = stream_config_from_args(args)
+    except (ConfigError, KalshiConfigError) as exc:
+        print(f"kalshi-pipeline stream: {exc}", file=sys.stderr)
+        return 2
+    stop = threading.Event()
+    _install_stop_signals(stop)
+    print(
+        f"streaming {config.scope.describe()} from {config.kalshi.env.value} "
+        f"({config.kalshi.ws_url if config.mode.value != 'http' else config.kalshi.rest_url}) "
+        f"in {config.mode.value} mode into {config.database}; Ctrl-C stops",
+        file=sys.stderr,
+    )
+    try:
+        summary = run_engine(config, stop, seconds=args.seconds, on_status=_status_line(args.quiet))
+    except (KalshiConfigError, WarehouseError) as exc:
+        print(f"\nkalshi-pipeline stream: {exc}", file=sys.stderr)
+        return 2
+    if sys.stderr.isatty() and not args.quiet:
+        print(file=sys.stderr)
+    print(
+        "summary: "
+        + ", ".join(
+            f"{k}={v}"
+            for k, v in summary.items()
+            if k
+            in (
+                "uptime_s",
+                "ticks_stored",
+                "ticks_stored_websocket",
+                "ticks_stored_http",
+                "reconnects",
+                "fallbacks",
+                "fallback_seconds",
+                "parse_errors",
+                "backlog_bytes",
+            )
+        ),
+        file=sys.stderr,
+    )
+    return 0 if summary["backlog_bytes"] == 0 else 1
+
+
+def _add_simulate(sub: Any) -> None:
+    from kalshi_pipeline.simulator import server
+
+    p = sub.add_parser(
+        "simulate",
+        help="run the local Kalshi exchange simulator (REST and WebSocket on one port)",
+        description="A local exchange that speaks Kalshi's protocol, for development, tests and "
+        "benchmarks. Binds 127.0.0.1 unless --host says otherwise.",
+    )
+    server.add_arguments(p)
+    p.set_defaults(func=lambda a: server.main_from_args(a))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kalshi-pipeline",
+        description="Collect Kalshi market data into DuckDB, orchestrated by Dagster.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_simulate(sub)
+    _add_stream(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from dotenv import load_dotenv
+
+    load_dotenv(Path.cwd() / ".env", override=False)
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
