@@ -1,0 +1,173 @@
+"""The landing log and the writer without a network: exactly once across restarts and crashes."""
+
+from __future__ import annotations
+
+import os
+import zlib
+import subprocess
+import sys
+from pathlib import Path
+
+import msgspec
+
+from kalshi_pipeline.stream.landing import HEADER, Kind, LandingLog, Source, list_segments
+from kalshi_pipeline.stream.writer import PageMeta, Writer
+from kalshi_pipeline.warehouse import Warehouse
+from kalshi_pipeline_tests.helpers import query
+
+FRAME = (
+    '{{"type":"ticker","sid":1,"msg":{{"market_id":"m","market_ticker":"{t}",'
+    '"price_dollars":"0.{p:04d}","yes_bid_dollars":"0.1000","yes_ask_dollars":"0.2000",'
+    '"volume_fp":"{v}.00","open_interest_fp":"1.00","yes_bid_size_fp":"1.00",'
+    '"yes_ask_size_fp":"2.00","ts":1,"ts_ms":{ms}}}}}\n'
+)
+
+
+def frame(i: int) -> bytes:
+    return FRAME.format(t=f"KX-{i % 7}", p=i % 10000, v=i, ms=1_790_000_000_000 + i).encode()
+
+
+def make(tmp_path: Path) -> tuple[Warehouse, Path]:
+    wh = Warehouse(tmp_path / "data" / "k.duckdb")
+    wh.migrate()
+    return wh, tmp_path / "data" / "landing"
+
+
+def test_every_logged_frame_is_stored_once_across_writer_restarts(tmp_path: Path) -> None:
+    wh, landing_dir = make(tmp_path)
+    log = LandingLog(landing_dir)
+    for i in range(2500):
+        log.append(Kind.WS_FRAME, Source.WEBSOCKET, frame(i))
+    log.sync()
+    first = Writer(wh, landing_dir, landing=log, batch_rows=1000)
+    assert first.load_once() > 0  # one batch of 1000, then "crash"
+    for i in range(2500, 3000):
+        log.append(Kind.WS_FRAME, Source.WEBSOCKET, frame(i))
+    log.close()
+    second = Writer(wh, landing_dir, batch_rows=1000)
+    assert second.drain(30)
+    rows = query(
+        wh.path, "SELECT count(*), count(DISTINCT (landing_segment, landing_offset)) FROM ticks"
+    )
+    assert rows == [(3000, 3000)]
+    assert Writer(wh, landing_dir).load_once() == 0
+
+
+def test_two_writers_on_one_landing_folder_never_store_a_record_twice(tmp_path: Path) -> None:
+    wh, landing_dir = make(tmp_path)
+    log = LandingLog(landing_dir)
+    a = Writer(wh, landing_dir, landing=log, batch_rows=300)
+    b = Writer(wh, landing_dir, landing=log, batch_rows=300)
+    for i in range(2000):
+        log.append(Kind.WS_FRAME, Source.WEBSOCKET, frame(i))
+        if i % 250 == 0:
+            log.sync()
+            (a if i % 500 else b).load_once()
+    log.sync()
+    while a.load_once() or b.load_once():
+        pass
+    assert query(wh.path, "SELECT count(*) FROM ticks") == [(2000,)]
+
+
+def test_a_torn_tail_from_a_crash_is_skipped_and_reported(tmp_path: Path) -> None:
+    wh, landing_dir = make(tmp_path)
+    # a segment left by a process that died mid-record: its pid no longer exists
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    pid = int(dead.stdout)
+    landing_dir.mkdir(parents=True)
+    path = landing_dir / f"1790000000000-{pid}-000001.open"
+
+    good = frame(1)
+    with open(path, "wb") as f:
+        f.write(HEADER.pack(Kind.WS_FRAME, Source.WEBSOCKET, 0, len(good), 1, zlib.crc32(good)))
+        f.write(good)
+        torn = frame(2)
+        f.write(HEADER.pack(Kind.WS_FRAME, Source.WEBSOCKET, 0, len(torn), 2, zlib.crc32(torn)))
+        f.write(torn[:10])
+    assert not list_segments(landing_dir)[0].open
+    writer = Writer(wh, landing_dir)
+    assert writer.drain(30)
+    assert query(wh.path, "SELECT count(*) FROM ticks") == [(1,)]
+    kinds = [r[0] for r in query(wh.path, "SELECT kind FROM feed_events")]
+    assert "landing_damaged" in kinds
+
+
+def test_malformed_frames_are_counted_recorded_and_write_no_row(tmp_path: Path) -> None:
+    wh, landing_dir = make(tmp_path)
+    log = LandingLog(landing_dir)
+    bad = [
+        b"{not json",
+        b'{"type":"ticker","msg":{"market_ticker":"X","price_dollars":"7.5"}}',
+        b'{"type":"ticker","msg":{"price_dollars":"0.5"}}',
+        b"[]",
+        b'{"type":"mystery"}',
+    ]
+    for i, b in enumerate(bad):
+        log.append(Kind.WS_FRAME, Source.WEBSOCKET, frame(i))
+        log.append(Kind.WS_FRAME, Source.WEBSOCKET, b)
+    writer = Writer(wh, landing_dir, landing=log)
+    assert writer.drain(30)
+    assert query(wh.path, "SELECT count(*) FROM ticks") == [(len(bad),)]
+    assert writer.stats.parse_errors == 4
+    assert writer.stats.unknown_frames == 1
+    events = query(wh.path, "SELECT kind, count(*) FROM feed_events GROUP BY 1 ORDER BY 1")
+    assert events == [("parse_error", 4), ("unknown_frame", 1)]
+
+
+def test_polled_pages_store_only_markets_that_changed(tmp_path: Path) -> None:
+    wh, landing_dir = make(tmp_path)
+    log = LandingLog(landing_dir)
+
+    def page(pass_id: int, bids: list[str]) -> bytes:
+        markets = [
+            {
+                "ticker": f"KX-{i}",
+                "event_ticker": "KX-E",
+                "status": "active",
+                "yes_bid_dollars": b,
+                "yes_ask_dollars": "0.9000",
+                "volume_fp": "1.00",
+            }
+            for i, b in enumerate(bids)
+        ]
+        meta = msgspec.json.encode(PageMeta(pass_id=pass_id, page=1))
+        return meta + b"\n" + msgspec.json.encode({"markets": markets, "cursor": ""})
+
+    log.append(Kind.REST_PAGE, Source.HTTP, page(1, ["0.1000", "0.2000", "0.3000"]))
+    log.append(Kind.REST_PAGE, Source.HTTP, page(2, ["0.1000", "0.2500", "0.3000"]))
+    log.append(Kind.REST_PAGE, Source.HTTP, page(3, ["0.1000", "0.2500", "0.3000"]))
+    assert Writer(wh, landing_dir, landing=log).drain(30)
+    rows = query(wh.path, "SELECT market_ticker, yes_bid FROM ticks ORDER BY landing_offset, 1")
+    assert [(t, str(b)) for t, b in rows] == [
+        ("KX-0", "0.1000"),
+        ("KX-1", "0.2000"),
+        ("KX-2", "0.3000"),
+        ("KX-1", "0.2500"),
+    ]
+    assert query(wh.path, "SELECT count(*) FROM markets WHERE status = 'active'") == [(3,)]
+
+
+def test_loaded_segments_are_removed_after_the_retention(tmp_path: Path) -> None:
+    wh, landing_dir = make(tmp_path)
+    log = LandingLog(landing_dir, rotate_bytes=2000)
+    for i in range(50):
+        log.append(Kind.WS_FRAME, Source.WEBSOCKET, frame(i))
+    log.close()
+    closed = [s for s in list_segments(landing_dir) if not s.open]
+    assert len(closed) > 3
+    keep = Writer(wh, landing_dir, retention_s=3600)
+    assert keep.drain(30)
+    assert len(list_segments(landing_dir)) == len(closed)
+    old = closed[0].path.stat().st_mtime - 7200
+    for s in closed:
+        os.utime(s.path, (old, old))
+    assert Writer(wh, landing_dir, retention_s=3600).cleanup() == 0  # positions not yet known
+    gone = Writer(wh, landing_dir, retention_s=3600)
+    gone.load_once()
+    assert gone.cleanup() == len(closed)
+    assert query(wh.path, "SELECT count(*) FROM ticks") == [(50,)]
