@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import os
-import zlib
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 
 import msgspec
