@@ -84,6 +84,8 @@ def sent_indices(sessions: list[dict[str, Any]]) -> set[int]:
 
 
 def feed_events(db: Path) -> list[tuple[Any, ...]]:
+    if not db.exists():
+        return []
     return query(
         db, "SELECT occurred_at, source, kind, detail FROM feed_events ORDER BY occurred_at"
     )

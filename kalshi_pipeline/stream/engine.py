@@ -78,6 +78,8 @@ class Engine:
             signer = cfg.kalshi.signer()  # fails now, naming the variable, if credentials lack
         elif cfg.kalshi.credentials_problem():
             raise KalshiConfigError(cfg.kalshi.credentials_problem() or "")
+        with contextlib.suppress(WarehouseBusyError):
+            self.warehouse.migrate(timeout_s=2.0)  # else the writer retries until it is free
         self.landing = LandingLog(cfg.landing)
         self.events = FeedEvents(self.landing, self.stats)
         self.writer = Writer(
