@@ -168,6 +168,39 @@ def _add_simulate(sub: Any) -> None:
     p.set_defaults(func=lambda a: server.main_from_args(a))
 
 
+def _add_sql(sub: Any) -> None:
+    p = sub.add_parser(
+        "sql",
+        help="query the warehouse read-only (short connection, retried while the stream writes)",
+        description="Run one SQL statement on a short read-only connection. Long sessions should "
+        "use the read-only replica data/kalshi_analytics.duckdb instead.",
+    )
+    p.add_argument("query", help='the SQL, e.g. "SELECT count(*) FROM ticks"')
+    p.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    p.add_argument("--database", type=Path, help="DuckDB file (default data/kalshi.duckdb)")
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds to wait while busy")
+    p.set_defaults(func=_cmd_sql)
+
+
+def _cmd_sql(args: argparse.Namespace) -> int:
+    import duckdb
+
+    from kalshi_pipeline.warehouse import WarehouseError
+    from kalshi_pipeline.warehouse.connection import default_path
+    from kalshi_pipeline.warehouse.query import render, run_sql
+
+    try:
+        result = run_sql(args.database or default_path(), args.query, timeout_s=args.timeout)
+    except WarehouseError as exc:
+        print(f"kalshi-pipeline sql: {exc}", file=sys.stderr)
+        return 2
+    except duckdb.Error as exc:
+        print(f"kalshi-pipeline sql: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    print(render(result, args.format))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kalshi-pipeline",
@@ -177,6 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_simulate(sub)
     _add_stream(sub)
+    _add_sql(sub)
     return parser
 
 
