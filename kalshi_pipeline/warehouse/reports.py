@@ -1,0 +1,349 @@
+"""SQL behind the report assets: the market snapshot, storage and latency comparisons, checks.
+
+Every function takes an open connection (short, from `Warehouse.connect`) and works on an empty
+warehouse too: a missing source or an empty table gives empty results, never an error.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+# A market's status as of now: Kalshi sends no lifecycle event at the scheduled open or close.
+EFFECTIVE_STATUS = """
+    CASE
+      WHEN m.status = 'initialized' AND m.open_time <= now()
+           AND (m.close_time IS NULL OR m.close_time > now()) THEN 'active'
+      WHEN m.status IN ('initialized', 'active') AND m.close_time <= now() THEN 'closed'
+      ELSE m.status
+    END
+"""
+
+SNAPSHOT_SQL = f"""
+CREATE OR REPLACE TABLE market_snapshot AS
+WITH latest AS (
+    SELECT market_ticker,
+           arg_max(struct_pack(price, yes_bid, yes_ask, yes_bid_size, yes_ask_size, volume,
+                               open_interest, exchange_ts, received_at, source),
+                   struct_pack(received_at, landing_segment, landing_offset)) AS s
+    FROM ticks GROUP BY market_ticker
+)
+SELECT coalesce(m.market_ticker, l.market_ticker) AS market_ticker,
+       m.title, m.yes_sub_title, m.event_ticker, m.series_ticker,
+       {EFFECTIVE_STATUS} AS status,
+       m.open_time, m.close_time, m.result,
+       l.s.price AS price, l.s.yes_bid AS yes_bid, l.s.yes_ask AS yes_ask,
+       l.s.yes_bid_size AS yes_bid_size, l.s.yes_ask_size AS yes_ask_size,
+       l.s.volume AS volume, l.s.open_interest AS open_interest,
+       l.s.exchange_ts AS exchange_ts, l.s.received_at AS last_update, l.s.source AS source,
+       now() AS built_at
+FROM markets m FULL OUTER JOIN latest l ON l.market_ticker = m.market_ticker
+ORDER BY market_ticker
+"""
+
+
+def build_market_snapshot(con: duckdb.DuckDBPyConnection) -> int:
+    con.execute(SNAPSHOT_SQL)
+    row = con.execute("SELECT count(*) FROM market_snapshot").fetchone()
+    return int(row[0]) if row else 0
+
+
+def fetch_dicts(
+    con: duckdb.DuckDBPyConnection, sql: str, params: list[Any] | None = None
+) -> list[dict[str, Any]]:
+    cur = con.execute(sql, params or [])
+    cols = [d[0] for d in cur.description]
+    return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
+
+
+# --------------------------------------------------------------------------- storage
+
+TICK_COLUMNS = (
+    "market_ticker, source, exchange_ts, received_at, stored_at, price, yes_bid, yes_ask, "
+    "yes_bid_size, yes_ask_size, last_trade_size, volume, open_interest, landing_segment, "
+    "landing_offset"
+)
+SCRATCH_BLOCK = 16 * 1024
+
+
+def measure_storage(con: duckdb.DuckDBPyConnection, where: str, params: list[Any]) -> int:
+    """Bytes DuckDB needs to store the ticks selected by `where`, measured, not estimated:
+    they are written to a scratch database (16 KiB blocks), checkpointed, and its used blocks
+    counted, less those of an empty table."""
+    with tempfile.TemporaryDirectory(prefix="kalshi-storage-") as tmp:
+        path = Path(tmp) / "scratch.duckdb"
+        con.execute(f"ATTACH '{path}' AS kp_scratch (BLOCK_SIZE {SCRATCH_BLOCK})")
+        try:
+            con.execute(f"CREATE TABLE kp_scratch.t AS SELECT {TICK_COLUMNS} FROM ticks LIMIT 0")
+            con.execute("CHECKPOINT kp_scratch")
+            empty = _used_bytes(con)
+            con.execute(
+                f"INSERT INTO kp_scratch.t SELECT {TICK_COLUMNS} FROM ticks WHERE {where} "
+                "ORDER BY received_at, landing_segment, landing_offset",
+                params,
+            )
+            con.execute("CHECKPOINT kp_scratch")
+            return max(0, _used_bytes(con) - empty)
+        finally:
+            con.execute("DETACH kp_scratch")
+
+
+def _used_bytes(con: duckdb.DuckDBPyConnection) -> int:
+    row = con.execute(
+        "SELECT used_blocks * block_size FROM pragma_database_size() "
+        "WHERE database_name = 'kp_scratch'"
+    ).fetchone()
+    return int(row[0]) if row and row[0] is not None else 0
+
+
+def storage_comparison(con: duckdb.DuckDBPyConnection, hours: int = 48) -> list[dict[str, Any]]:
+    """Per source and hour: ticks and bytes stored, bytes on the wire, and for polling what
+    storing every market on every pass would have cost; ratios against the WebSocket feed."""
+    slices = fetch_dicts(
+        con,
+        """
+        SELECT date_trunc('hour', received_at) AS hour, source, count(*) AS ticks_stored
+        FROM ticks WHERE received_at >= now() - to_hours(CAST(? AS BIGINT))
+        GROUP BY ALL ORDER BY hour, source
+        """,
+        [hours],
+    )
+    wire = {
+        (r["hour"], r["source"]): r
+        for r in fetch_dicts(
+            con,
+            """
+            SELECT date_trunc('hour', stored_at) AS hour, source,
+                   sum(bytes)::BIGINT AS wire_bytes, sum(frames)::BIGINT AS wire_messages
+            FROM wire_traffic GROUP BY ALL
+            """,
+        )
+    }
+    polls = {
+        r["hour"]: r
+        for r in fetch_dicts(
+            con,
+            """
+            SELECT date_trunc('hour', started_at) AS hour, count(*) AS passes,
+                   sum(markets_seen)::BIGINT AS markets_seen,
+                   sum(markets_changed)::BIGINT AS markets_changed
+            FROM poll_passes GROUP BY ALL
+            """,
+        )
+    }
+    rows: list[dict[str, Any]] = []
+    for s in slices:
+        stored = measure_storage(
+            con,
+            "date_trunc('hour', received_at) = ? AND source = ?",
+            [s["hour"], s["source"]],
+        )
+        w = wire.get((s["hour"], s["source"]), {})
+        p = polls.get(s["hour"], {})
+        bpt = stored / s["ticks_stored"] if s["ticks_stored"] else None
+        naive = None
+        if s["source"] == "http" and bpt and p.get("markets_seen"):
+            naive = round(p["markets_seen"] * bpt)
+        rows.append(
+            {
+                "hour": s["hour"],
+                "source": s["source"],
+                "ticks_stored": s["ticks_stored"],
+                "bytes_stored": stored,
+                "bytes_per_tick": round(bpt, 2) if bpt else None,
+                "wire_bytes": w.get("wire_bytes"),
+                "wire_messages": w.get("wire_messages"),
+                "poll_passes": p.get("passes") if s["source"] == "http" else None,
+                "markets_seen": p.get("markets_seen") if s["source"] == "http" else None,
+                "naive_http_bytes": naive,
+            }
+        )
+    ws_bytes = {r["hour"]: r["bytes_stored"] for r in rows if r["source"] == "websocket"}
+    for r in rows:
+        base = ws_bytes.get(r["hour"])
+        r["ratio_vs_websocket"] = (
+            round(r["bytes_stored"] / base, 3) if base and r["source"] == "http" else None
+        )
+        r["naive_ratio_vs_websocket"] = (
+            round(r["naive_http_bytes"] / base, 3) if base and r["naive_http_bytes"] else None
+        )
+    return rows
+
+
+# --------------------------------------------------------------------------- latency
+
+LATENCY_SQL = """
+WITH
+exchange_to_received AS (
+    SELECT source, 'exchange_to_received' AS metric,
+           epoch_ms(received_at) - epoch_ms(exchange_ts) AS ms
+    FROM ticks WHERE exchange_ts IS NOT NULL
+),
+received_to_stored AS (
+    SELECT source, 'received_to_stored' AS metric,
+           epoch_ms(stored_at) - epoch_ms(received_at) AS ms
+    FROM ticks
+),
+states AS (
+    SELECT source, market_ticker,
+           coalesce(price, -1) AS p, coalesce(yes_bid, -1) AS b, coalesce(yes_ask, -1) AS a,
+           coalesce(yes_bid_size, -1) AS bs, coalesce(yes_ask_size, -1) AS az,
+           coalesce(volume, -1) AS v, coalesce(open_interest, -1) AS oi,
+           min(received_at) AS first_seen
+    FROM ticks GROUP BY ALL
+),
+polling_delay AS (
+    SELECT 'http' AS source, 'polling_later_than_websocket' AS metric,
+           epoch_ms(h.first_seen) - epoch_ms(w.first_seen) AS ms
+    FROM states w JOIN states h
+      ON w.source = 'websocket' AND h.source = 'http' AND w.market_ticker = h.market_ticker
+     AND w.p = h.p AND w.b = h.b AND w.a = h.a AND w.bs = h.bs AND w.az = h.az
+     AND w.v = h.v AND w.oi = h.oi
+    WHERE h.first_seen >= w.first_seen
+),
+samples AS (
+    SELECT * FROM exchange_to_received
+    UNION ALL SELECT * FROM received_to_stored
+    UNION ALL SELECT * FROM polling_delay
+)
+SELECT metric, source, count(*) AS count,
+       quantile_cont(ms, 0.5) AS p50_ms, quantile_cont(ms, 0.9) AS p90_ms,
+       quantile_cont(ms, 0.99) AS p99_ms, max(ms) AS max_ms
+FROM samples GROUP BY ALL ORDER BY metric, source
+"""
+
+
+def latency_comparison(con: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
+    rows = fetch_dicts(con, LATENCY_SQL)
+    for r in rows:
+        for k in ("p50_ms", "p90_ms", "p99_ms", "max_ms"):
+            if r[k] is not None:
+                r[k] = round(float(r[k]), 1)
+    return rows
+
+
+def latency_samples(con: duckdb.DuckDBPyConnection, limit: int = 200_000) -> list[dict[str, Any]]:
+    """Raw samples for the report's distribution chart (most recent first, bounded)."""
+    return fetch_dicts(
+        con,
+        f"""
+        SELECT source, epoch_ms(received_at) - epoch_ms(exchange_ts) AS exchange_to_received_ms,
+               epoch_ms(stored_at) - epoch_ms(received_at) AS received_to_stored_ms
+        FROM ticks ORDER BY received_at DESC LIMIT {int(limit)}
+        """,
+    )
+
+
+def write_table(
+    con: duckdb.DuckDBPyConnection, name: str, rows: list[dict[str, Any]], columns: list[str]
+) -> None:
+    """Replace a small report table with these rows (types inferred by DuckDB)."""
+    import pandas as pd
+
+    frame = pd.DataFrame(rows, columns=columns)
+    con.register("kp_rows", frame)
+    try:
+        con.execute(f"CREATE OR REPLACE TABLE {name} AS SELECT * FROM kp_rows")
+    finally:
+        con.unregister("kp_rows")
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def out_of_range_prices(
+    con: duckdb.DuckDBPyConnection, limit: int = 20
+) -> tuple[int, list[dict[str, Any]]]:
+    where = (
+        "price NOT BETWEEN 0 AND 1 OR yes_bid NOT BETWEEN 0 AND 1 OR yes_ask NOT BETWEEN 0 AND 1 "
+        "OR (yes_bid > yes_ask AND yes_bid > 0 AND yes_ask < 1)"
+    )
+    total = con.execute(f"SELECT count(*) FROM ticks WHERE {where}").fetchone()
+    rows = fetch_dicts(
+        con,
+        f"SELECT market_ticker, source, received_at, price, yes_bid, yes_ask, landing_segment, "
+        f"landing_offset FROM ticks WHERE {where} ORDER BY received_at DESC LIMIT {int(limit)}",
+    )
+    return (int(total[0]) if total else 0), rows
+
+
+def frames_stored_twice(
+    con: duckdb.DuckDBPyConnection, limit: int = 20
+) -> tuple[int, list[dict[str, Any]]]:
+    dup = (
+        "SELECT landing_segment, landing_offset, market_ticker, count(*) AS copies FROM ticks "
+        "GROUP BY ALL HAVING count(*) > 1"
+    )
+    total = con.execute(f"SELECT count(*) FROM ({dup})").fetchone()
+    return (int(total[0]) if total else 0), fetch_dicts(con, f"{dup} LIMIT {int(limit)}")
+
+
+def active_markets_missing_from_snapshot(
+    con: duckdb.DuckDBPyConnection, limit: int = 20
+) -> tuple[int, list[dict[str, Any]]]:
+    missing = f"""
+        SELECT m.market_ticker, m.status, m.event_ticker FROM markets m
+        WHERE ({EFFECTIVE_STATUS}) = 'active'
+          AND m.market_ticker NOT IN (SELECT market_ticker FROM market_snapshot)
+    """
+    exists = con.execute(
+        "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'market_snapshot'"
+    ).fetchone()
+    if not exists or not exists[0]:
+        missing = missing.replace(
+            "AND m.market_ticker NOT IN (SELECT market_ticker FROM market_snapshot)", ""
+        )
+    total = con.execute(f"SELECT count(*) FROM ({missing})").fetchone()
+    return (int(total[0]) if total else 0), fetch_dicts(con, f"{missing} LIMIT {int(limit)}")
+
+
+def newest_tick_age_s(con: duckdb.DuckDBPyConnection) -> float | None:
+    row = con.execute("SELECT epoch(now()) - epoch(max(received_at)) FROM ticks").fetchone()
+    return float(row[0]) if row and row[0] is not None else None
+
+
+# --------------------------------------------------------------------------- replica
+
+REPLICA_TABLES = (
+    "ticks",
+    "markets",
+    "events",
+    "feed_events",
+    "poll_passes",
+    "wire_traffic",
+    "market_snapshot",
+    "feed_storage_comparison",
+    "feed_latency_comparison",
+)
+
+
+def build_replica(con: duckdb.DuckDBPyConnection, target: Path) -> dict[str, int]:
+    """Copy the tables into a new file next to `target`, then rename it into place, so a reader
+    who has the old file open keeps reading the old one and nobody sees half a file."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=target.name + ".", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    os.unlink(tmp_name)
+    tmp = Path(tmp_name)
+    counts: dict[str, int] = {}
+    existing = {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
+    con.execute(f"ATTACH '{tmp}' AS kp_replica")
+    try:
+        for table in REPLICA_TABLES:
+            if table not in existing:
+                continue
+            con.execute(f"CREATE TABLE kp_replica.{table} AS SELECT * FROM main.{table}")
+            row = con.execute(f"SELECT count(*) FROM kp_replica.{table}").fetchone()
+            counts[table] = int(row[0]) if row else 0
+        con.execute("CHECKPOINT kp_replica")
+    finally:
+        con.execute("DETACH kp_replica")
+    os.replace(tmp, target)
+    wal = tmp.with_name(tmp.name + ".wal")
+    if wal.exists():
+        wal.unlink()
+    return counts
