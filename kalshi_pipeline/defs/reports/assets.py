@@ -1,0 +1,191 @@
+"""Report assets: the market snapshot, the two feed comparisons, the report, the replica.
+
+Each asset takes a short connection through the `warehouse` resource (waiting while the stream
+holds the file), works on whatever exists (an empty warehouse gives empty tables and says what
+is missing), and returns numeric metadata under stable keys so the UI plots them over time.
+"""
+
+import base64
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+
+from kalshi_pipeline.defs.ingest.assets import raw_ticks
+from kalshi_pipeline.defs.resources import WarehouseResource
+from kalshi_pipeline.reporting import (
+    LATENCY_COLUMNS,
+    STORAGE_COLUMNS,
+    build_report,
+    markdown_table,
+    write_snapshot_json,
+)
+from kalshi_pipeline.warehouse import reports
+from kalshi_pipeline.warehouse.schema import migrate
+
+GROUP = "reports"
+LOCK_WAIT_S = 300.0  # a report run waits this long for the stream's short flushes
+
+
+def data_dir(warehouse: WarehouseResource) -> Path:
+    return Path(warehouse.path).resolve().parent
+
+
+@dg.asset(
+    deps=[raw_ticks],
+    group_name=GROUP,
+    kinds={"duckdb"},
+    description="Latest state of every market (L1 prices and sizes, volume, open interest, last "
+    "update, source) with its metadata, as table `market_snapshot` and as "
+    "data/latest_market_snapshot.json (written atomically).",
+)
+def market_snapshot(
+    context: dg.AssetExecutionContext, warehouse: WarehouseResource
+) -> dg.MaterializeResult:
+    with warehouse.connect(timeout_s=LOCK_WAIT_S) as con:
+        migrate(con)
+        count = reports.build_market_snapshot(con)
+        rows = reports.fetch_dicts(con, "SELECT * FROM market_snapshot")
+        by_status = dict(
+            con.execute(
+                "SELECT coalesce(status, 'unknown'), count(*) FROM market_snapshot GROUP BY 1"
+            ).fetchall()
+        )
+        no_ticks = con.execute(
+            "SELECT count(*) FROM market_snapshot WHERE last_update IS NULL"
+        ).fetchone()
+    path = data_dir(warehouse) / "latest_market_snapshot.json"
+    write_snapshot_json(path, rows)
+    context.log.info("market snapshot: %d markets written to %s", count, path)
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": count,
+            "markets_active": int(by_status.get("active", 0)),
+            "markets_without_ticks": int(no_ticks[0]) if no_ticks else 0,
+            "json": dg.MetadataValue.path(str(path)),
+        }
+    )
+
+
+@dg.asset(
+    deps=[raw_ticks],
+    group_name=GROUP,
+    kinds={"duckdb"},
+    description="Per source and hour: ticks and bytes stored (DuckDB's measured storage), bytes "
+    "on the wire, what storing every market on every poll would cost, and the ratios.",
+)
+def feed_storage_comparison(
+    context: dg.AssetExecutionContext, warehouse: WarehouseResource
+) -> dg.MaterializeResult:
+    with warehouse.connect(timeout_s=LOCK_WAIT_S) as con:
+        migrate(con)
+        rows = reports.storage_comparison(con)
+        reports.write_table(
+            con, "feed_storage_comparison", rows, [*STORAGE_COLUMNS, "wire_messages"]
+        )
+    sources = {r["source"] for r in rows}
+    missing = [s for s in ("websocket", "http") if s not in sources]
+    if missing:
+        context.log.warning(
+            "no %s ticks in the last 48 h: those rows are missing", " or ".join(missing)
+        )
+    meta: dict[str, Any] = {"table": dg.MetadataValue.md(markdown_table(rows, STORAGE_COLUMNS))}
+    for source in ("websocket", "http"):
+        mine = [r for r in rows if r["source"] == source]
+        meta[f"bytes_stored_{source}"] = int(sum(r["bytes_stored"] for r in mine))
+        meta[f"ticks_stored_{source}"] = int(sum(r["ticks_stored"] for r in mine))
+    meta["missing_sources"] = ", ".join(missing) or "none"
+    return dg.MaterializeResult(metadata=meta)
+
+
+@dg.asset(
+    deps=[raw_ticks],
+    group_name=GROUP,
+    kinds={"duckdb"},
+    description="Per source: exchange to received (from ts_ms) and received to stored; when both "
+    "feeds ran, how much later polling saw each change the socket saw. p50/p90/p99/max, counts.",
+)
+def feed_latency_comparison(
+    context: dg.AssetExecutionContext, warehouse: WarehouseResource
+) -> dg.MaterializeResult:
+    with warehouse.connect(timeout_s=LOCK_WAIT_S) as con:
+        migrate(con)
+        rows = reports.latency_comparison(con)
+        reports.write_table(con, "feed_latency_comparison", rows, LATENCY_COLUMNS)
+    meta: dict[str, Any] = {"table": dg.MetadataValue.md(markdown_table(rows, LATENCY_COLUMNS))}
+    for r in rows:
+        meta[f"{r['metric']}_{r['source']}_p50_ms"] = float(r["p50_ms"])
+        meta[f"{r['metric']}_{r['source']}_p99_ms"] = float(r["p99_ms"])
+    if not rows:
+        context.log.warning("no ticks yet: the latency comparison is empty")
+    return dg.MaterializeResult(metadata=meta)
+
+
+@dg.asset(
+    deps=[feed_storage_comparison, feed_latency_comparison],
+    group_name=GROUP,
+    kinds={"python"},
+    description="The feed comparison report: Markdown tables and a PNG chart under data/reports/.",
+)
+def feed_comparison_report(
+    context: dg.AssetExecutionContext, warehouse: WarehouseResource
+) -> dg.MaterializeResult:
+    with warehouse.connect(timeout_s=LOCK_WAIT_S) as con:
+        migrate(con)
+        storage = (
+            reports.fetch_dicts(con, "SELECT * FROM feed_storage_comparison")
+            if _has(con, "feed_storage_comparison")
+            else []
+        )
+        latency = (
+            reports.fetch_dicts(con, "SELECT * FROM feed_latency_comparison")
+            if _has(con, "feed_latency_comparison")
+            else []
+        )
+        samples = reports.latency_samples(con)
+    report = build_report(data_dir(warehouse) / "reports", storage, latency, samples)
+    png = base64.b64encode(report.chart_path.read_bytes()).decode()
+    if report.missing:
+        context.log.warning("report built without %s data", " and ".join(report.missing))
+    return dg.MaterializeResult(
+        metadata={
+            **report.metadata,
+            "report": dg.MetadataValue.md(
+                report.markdown.replace(
+                    f"![feed comparison]({report.chart_path.name})",
+                    f"![feed comparison](data:image/png;base64,{png})",
+                )
+            ),
+            "report_path": dg.MetadataValue.path(str(report.markdown_path)),
+            "chart_path": dg.MetadataValue.path(str(report.chart_path)),
+            "missing_sources": ", ".join(report.missing) or "none",
+        }
+    )
+
+
+def _has(con: Any, table: str) -> bool:
+    row = con.execute(
+        "SELECT count(*) FROM duckdb_tables() WHERE table_name = ?", [table]
+    ).fetchone()
+    return bool(row and row[0])
+
+
+@dg.asset(
+    deps=[market_snapshot, feed_storage_comparison, feed_latency_comparison],
+    group_name=GROUP,
+    kinds={"duckdb"},
+    description="A read-only copy of the warehouse (data/kalshi_analytics.duckdb) for long "
+    "notebook or CLI sessions; replaced atomically, so open readers keep the old copy.",
+)
+def analytics_replica(warehouse: WarehouseResource) -> dg.MaterializeResult:
+    target = data_dir(warehouse) / "kalshi_analytics.duckdb"
+    with warehouse.connect(timeout_s=LOCK_WAIT_S) as con:
+        migrate(con)
+        counts = reports.build_replica(con, target)
+    return dg.MaterializeResult(
+        metadata={
+            "path": dg.MetadataValue.path(str(target)),
+            "bytes": target.stat().st_size,
+            **{f"rows_{t}": n for t, n in counts.items()},
+        }
+    )
