@@ -8,7 +8,8 @@ raw bytes; a well-formed frame of a type we do not model decodes to `UnknownMess
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import re
+from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -280,11 +281,11 @@ def _decimal(
         raise ValueError(f"{field}={value!r} is not a decimal") from None
     if not d.is_finite() or (lo is not None and d < lo) or (hi is not None and d > hi):
         raise ValueError(f"{field}={value!r} is out of range")
+    if d >= MAX_COUNT:
+        raise ValueError(f"{field}={value!r} is too large")
     exponent = d.as_tuple().exponent
     if isinstance(exponent, int) and exponent < -places and d != d.quantize(_QUANTUM[places]):
         raise ValueError(f"{field}={value!r} has more than {places} decimal places")
-    if d >= MAX_COUNT:
-        raise ValueError(f"{field}={value!r} is too large")
     return d
 
 
@@ -312,28 +313,39 @@ def _whole(value: int | float | None) -> int | None:
     return None if value is None else int(value)
 
 
+_RFC3339 = re.compile(
+    r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d{1,12}))?(Z|[+-]\d\d:\d\d)$", re.IGNORECASE
+)
+
+
 def parse_rfc3339_ms(value: str) -> int:
     """Milliseconds since the epoch of an RFC3339 time with up to nanosecond precision."""
-    text = value.strip().replace("Z", "+00:00")
-    if "." in text:
-        head, _, rest = text.partition(".")
-        digits = "".join(c for c in rest[:12] if c.isdigit())
-        tz = rest[len(digits) :]
-        text = f"{head}.{digits[:6].ljust(6, '0')}{tz}"
-    dt = datetime.fromisoformat(text)
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
+    m = _RFC3339.match(value.strip())
+    if m is None:
+        raise ValueError(f"time={value!r} is not an RFC3339 timestamp")
+    head, fraction, zone = m.groups()
+    micro = (fraction or "").ljust(6, "0")[:6]
+    tz = "+00:00" if zone.upper() == "Z" else zone
+    dt = datetime.fromisoformat(f"{head}.{micro}{tz}")
     return int(dt.timestamp() * 1000)
+
+
+MIN_TS_MS = 0
+MAX_TS_MS = 253_402_300_800_000  # year 10000: what a TIMESTAMPTZ column can hold
 
 
 def _exchange_ms(m: _TickerMsg) -> int | None:
     if m.ts_ms is not None:
-        return m.ts_ms
-    if m.ts is not None:
-        return m.ts * 1000
-    if m.time:
-        return parse_rfc3339_ms(m.time)
-    return None
+        ms = m.ts_ms
+    elif m.ts is not None:
+        ms = m.ts * 1000
+    elif m.time:
+        ms = parse_rfc3339_ms(m.time)
+    else:
+        return None
+    if not MIN_TS_MS <= ms < MAX_TS_MS:
+        raise ValueError(f"exchange timestamp {ms} ms is outside 1970..9999")
+    return ms
 
 
 def tick_from_wire(m: _TickerMsg, sid: int | None = None) -> Tick:
@@ -396,7 +408,7 @@ def _convert(frame: Any, raw: bytes) -> Message:
 
 def decode_frame(raw: bytes | str) -> Message:
     """Decode one WebSocket text frame (trailing whitespace is fine)."""
-    data = raw.encode() if isinstance(raw, str) else raw
+    data = raw.encode("utf-8", "surrogateescape") if isinstance(raw, str) else raw
     try:
         return _convert(_FRAME_DECODER.decode(data), data)
     except msgspec.DecodeError as exc:
@@ -404,13 +416,13 @@ def decode_frame(raw: bytes | str) -> Message:
         if isinstance(exc, msgspec.ValidationError):
             try:
                 kind = _ENVELOPE_DECODER.decode(data).type
-            except msgspec.DecodeError:
+            except (msgspec.DecodeError, ValueError, RecursionError):
                 raise FrameDecodeError(f"no message type: {reason}", data) from None
             if kind not in KNOWN_TYPES:
                 return UnknownMessage(type=kind, raw=data)
         raise FrameDecodeError(reason, data) from None
-    except (ValueError, OverflowError) as exc:
-        raise FrameDecodeError(str(exc), data) from None
+    except (ValueError, ArithmeticError, RecursionError) as exc:
+        raise FrameDecodeError(f"{type(exc).__name__}: {exc}", data) from None
 
 
 def decode_tick(raw: bytes) -> Tick:
@@ -420,8 +432,8 @@ def decode_tick(raw: bytes) -> Tick:
         return tick_from_wire(frame.msg, frame.sid)
     except msgspec.DecodeError as exc:
         raise FrameDecodeError(str(exc), raw) from None
-    except (ValueError, OverflowError) as exc:
-        raise FrameDecodeError(str(exc), raw) from None
+    except (ValueError, ArithmeticError, RecursionError) as exc:
+        raise FrameDecodeError(f"{type(exc).__name__}: {exc}", raw) from None
 
 
 # --------------------------------------------------------------------------- REST bodies
@@ -577,8 +589,8 @@ _STATUS_DECODER = msgspec.json.Decoder(ExchangeStatus)
 def _rest(decoder: msgspec.json.Decoder, body: bytes, what: str) -> Any:
     try:
         return decoder.decode(body)
-    except msgspec.DecodeError as exc:
-        raise FrameDecodeError(f"{what}: {exc}", body) from None
+    except (msgspec.DecodeError, ValueError, RecursionError) as exc:
+        raise FrameDecodeError(f"{what}: {type(exc).__name__}: {exc}", body) from None
 
 
 def decode_markets_page(body: bytes) -> MarketsPage:
@@ -587,7 +599,7 @@ def decode_markets_page(body: bytes) -> MarketsPage:
         return MarketsPage(
             markets=[market_from_wire(m) for m in wire.markets], cursor=wire.cursor or ""
         )
-    except ValueError as exc:
+    except (ValueError, ArithmeticError) as exc:
         raise FrameDecodeError(f"GET /markets body: {exc}", body) from None
 
 
@@ -595,7 +607,7 @@ def decode_market(body: bytes) -> Market:
     wire = _rest(_MARKET_DECODER, body, "GET /markets/{ticker} body")
     try:
         return market_from_wire(wire.market)
-    except ValueError as exc:
+    except (ValueError, ArithmeticError) as exc:
         raise FrameDecodeError(f"GET /markets/{{ticker}} body: {exc}", body) from None
 
 
@@ -612,7 +624,7 @@ def decode_events_page(body: bytes) -> EventsPage:
             )
             for e in wire.events
         ]
-    except ValueError as exc:
+    except (ValueError, ArithmeticError) as exc:
         raise FrameDecodeError(f"GET /events body: {exc}", body) from None
     return EventsPage(events=events, cursor=wire.cursor or "")
 

@@ -118,6 +118,7 @@ class KalshiWebSocket:
         self._tasks: list[asyncio.Task[None]] = []
         self._end: KalshiWebSocketError | None = None
         self._reader_blocked = False
+        self._reader_done = False
 
     # ------------------------------------------------------------------ life
 
@@ -166,6 +167,8 @@ class KalshiWebSocket:
 
     async def close(self) -> None:
         """Close (politely if the server answers within 2 s) and stop the helper tasks."""
+        if self._end is None:
+            self._end = ConnectionClosedError("closed by the client", code=1000)
         if self._ws is not None:
             with contextlib.suppress(Exception):
                 await self._ws.close()
@@ -191,6 +194,8 @@ class KalshiWebSocket:
 
     async def recv(self) -> Frame:
         """The next frame; raises the connection's end (closed, silent) once all are handed on."""
+        if self._queue.empty() and self._reader_done and self._end is not None:
+            raise self._end
         item = await self._queue.get()
         if isinstance(item, _End):
             self._queue.put_nowait(item)  # every later call raises too
@@ -241,7 +246,7 @@ class KalshiWebSocket:
                     self._reader_blocked = False
         except ConnectionClosed as exc:
             rcvd = exc.rcvd
-            if isinstance(self._end, SilenceTimeoutError):
+            if self._end is not None:  # silence, or our own close: say so, not "the server"
                 error = self._end
             else:
                 error = ConnectionClosedError(
@@ -259,6 +264,8 @@ class KalshiWebSocket:
             raise
         except Exception as exc:  # a bug in routing must not hang the consumer
             error = ConnectionClosedError(f"WebSocket reader failed: {type(exc).__name__}: {exc}")
+        finally:
+            self._reader_done = True
         self._finish(error)
         await queue.put(_End(self._end or error))
 
@@ -406,7 +413,8 @@ class KalshiWebSocket:
         return await self.update_subscription(sid, "delete_markets", market_tickers=market_tickers)
 
     async def unsubscribe(self, sids: Sequence[int]) -> list[Unsubscribed]:
-        responses = await self.command("unsubscribe", {"sids": list(sids)}, expected=len(sids))
+        unique = list(dict.fromkeys(sids))
+        responses = await self.command("unsubscribe", {"sids": unique}, expected=len(unique))
         self._raise_errors(responses)
         for r in responses:
             if isinstance(r, Unsubscribed) and r.sid is not None:
