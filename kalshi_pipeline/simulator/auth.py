@@ -1,0 +1,127 @@
+"""Signature checks for REST requests and the WebSocket handshake, with Kalshi's 401 bodies.
+
+Order of checks: the three headers present -> timestamp inside the window -> key id known ->
+RSA-PSS signature over `ts + METHOD + path-without-query` (kalshi-protocol.md §2).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+from kalshi_pipeline.kalshi.auth import (
+    HEADER_KEY,
+    HEADER_SIGNATURE,
+    HEADER_TIMESTAMP,
+    signing_message,
+)
+
+_PSS = padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=32)
+
+# Bodies as captured from Kalshi's demo service (kalshi-protocol.md §2.7).
+BAD_SIGNATURE = (
+    b'{"error":{"code":"authentication_error","message":"authentication_error",'
+    b'"details":"INCORRECT_API_KEY_SIGNATURE"}}'
+)
+UNKNOWN_KEY = (
+    b'{"error":{"code":"authentication_error","message":"authentication_error",'
+    b'"details":"NOT_FOUND"}}'
+)
+MISSING_SIGNATURE = (
+    b'{"error":{"code":"signature_is_missing_from_headers",'
+    b'"message":"signature is missing from headers"}}'
+)
+TIMESTAMP_EXPIRED = (
+    b'{"error":{"code":"header_timestamp_expired","message":"header timestamp expired"}}'
+)
+# Not captured anywhere; shaped like the captured missing-signature body.
+MISSING_KEY = (
+    b'{"error":{"code":"api_key_is_missing_from_headers",'
+    b'"message":"api key is missing from headers"}}'
+)
+MISSING_TIMESTAMP = (
+    b'{"error":{"code":"timestamp_is_missing_from_headers",'
+    b'"message":"timestamp is missing from headers"}}'
+)
+AUTH_HEADERS = (HEADER_KEY, HEADER_SIGNATURE, HEADER_TIMESTAMP)
+
+
+@dataclass(frozen=True)
+class AuthFailure:
+    body: bytes
+    reason: str
+
+
+class KeyRegistry:
+    """Public keys by key id, and the verification of one request."""
+
+    def __init__(self, skew_past_s: float = 10.0, skew_future_s: float = 60.0) -> None:
+        self.skew_past_ms = int(skew_past_s * 1000)
+        self.skew_future_ms = int(skew_future_s * 1000)
+        self._keys: dict[str, rsa.RSAPublicKey] = {}
+
+    def register(self, key_id: str, public_pem: bytes) -> None:
+        key = serialization.load_pem_public_key(public_pem)
+        if not isinstance(key, rsa.RSAPublicKey):
+            raise ValueError(f"key {key_id} is not an RSA public key")
+        self._keys[key_id] = key
+
+    def register_file(self, key_id: str, path: Path) -> None:
+        """A public key PEM; a private key PEM is accepted too and its public half used."""
+        data = path.read_bytes()
+        if b"PRIVATE KEY" in data:
+            private = serialization.load_pem_private_key(data, None)
+            if not isinstance(private, rsa.RSAPrivateKey):
+                raise ValueError(f"{path} is not an RSA key")
+            data = private.public_key().public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
+        self.register(key_id, data)
+
+    def __contains__(self, key_id: str) -> bool:
+        return key_id in self._keys
+
+    def key_ids(self) -> list[str]:
+        return list(self._keys)
+
+    def verify(
+        self, headers: Mapping[str, str], method: str, path: str, now_ms: int | None = None
+    ) -> str | AuthFailure:
+        """The key id when the request is signed correctly, else the failure to answer."""
+        key_id = headers.get(HEADER_KEY)
+        signature = headers.get(HEADER_SIGNATURE)
+        timestamp = headers.get(HEADER_TIMESTAMP)
+        if not signature:
+            return AuthFailure(MISSING_SIGNATURE, "signature missing")
+        if not key_id:
+            return AuthFailure(MISSING_KEY, "key id missing")
+        if not timestamp:
+            return AuthFailure(MISSING_TIMESTAMP, "timestamp missing")
+        now_ms = time.time_ns() // 1_000_000 if now_ms is None else now_ms
+        try:
+            ts = int(timestamp)
+        except ValueError:
+            return AuthFailure(TIMESTAMP_EXPIRED, "timestamp not an integer")
+        if not now_ms - self.skew_past_ms <= ts <= now_ms + self.skew_future_ms:
+            return AuthFailure(TIMESTAMP_EXPIRED, f"timestamp {ts - now_ms:+d} ms from now")
+        key = self._keys.get(key_id)
+        if key is None:
+            return AuthFailure(UNKNOWN_KEY, "unknown key id")
+        try:
+            raw = base64.b64decode(signature, validate=True)
+            key.verify(raw, signing_message(timestamp, method, path), _PSS, hashes.SHA256())
+        except (binascii.Error, ValueError, InvalidSignature):
+            return AuthFailure(BAD_SIGNATURE, "signature does not verify")
+        return key_id
+
+
+def has_auth_headers(headers: Mapping[str, str]) -> bool:
+    return any(h in headers for h in AUTH_HEADERS)
