@@ -1,0 +1,93 @@
+"""Process faults: SIGKILL and restart, a database held by another process.
+
+Pass or fail is decided by what is in DuckDB and the ledger, never by timing."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+
+import psutil
+import pytest
+
+from kalshi_pipeline_tests.helpers import (
+    query,
+    wait_for,
+)
+from kalshi_pipeline_tests.stream.conftest import config_for
+from kalshi_pipeline_tests.stream.support import kinds, landing_ticker_frames, settle_and_compare
+
+pytestmark = pytest.mark.timeout(240)
+
+
+def test_sigkill_mid_stream_then_restart_stores_everything_logged_once(sim_factory, tmp_path):
+    sim = sim_factory(markets=500, rate=300)
+    db = tmp_path / "data" / "k.duckdb"
+    env = dict(os.environ, KALSHI_REST_URL=sim.rest_url, KALSHI_WS_URL=sim.ws_url)
+    cmd = [
+        sys.executable,
+        "-m",
+        "kalshi_pipeline.cli",
+        "stream",
+        "--mode",
+        "websocket",
+        "--database",
+        str(db),
+        "--quiet",
+    ]
+    first = subprocess.Popen(cmd, env=env, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(
+            lambda: db.exists() and query(db, "SELECT count(*) FROM ticks")[0][0] > 500,
+            timeout=60,
+            interval=0.5,
+            what="ticks stored by the first process",
+        )
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+    logged = landing_ticker_frames(db.parent / "landing")
+    second = subprocess.Popen([*cmd, "--seconds", "6"], env=env, stderr=subprocess.PIPE, text=True)
+    _out, err = second.communicate(timeout=60)
+    assert second.returncode == 0, err
+    stored = query(
+        db,
+        "SELECT landing_segment, landing_offset, count(*) FROM ticks "
+        "WHERE source='websocket' GROUP BY 1, 2",
+    )
+    assert all(n == 1 for _s, _o, n in stored), "a frame was stored twice"
+    assert logged <= {(s, o) for s, o, _n in stored}, "a logged frame was never stored"
+
+
+def test_database_held_by_another_process_loses_nothing(sim_factory, engines, tmp_path):
+    sim = sim_factory(markets=500, rate=300)
+    db = tmp_path / "k.duckdb"
+    engine = engines(config_for(sim, db))
+    wait_for(lambda: engine.stats.ticks_stored_ws > 0, timeout=30, what="first ticks")
+    hold = (
+        "import sys, time, duckdb\n"
+        "con = duckdb.connect(sys.argv[1]); print('held', flush=True); time.sleep(60)"
+    )
+    rss_before = psutil.Process().memory_info().rss
+    holder = subprocess.Popen(
+        [sys.executable, "-c", hold, str(db)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        wait_for(
+            lambda: engine.stats.backlog_bytes > 1_000_000,
+            timeout=60,
+            interval=1,
+            what="a backlog while the database is held",
+        )
+        peak = psutil.Process().memory_info().rss
+        holder.wait(timeout=120)
+    finally:
+        holder.kill()
+    wait_for(lambda: engine.stats.backlog_bytes == 0, timeout=60, what="backlog drained")
+    expected, stored = settle_and_compare(sim, db, engine)
+    assert stored == expected
+    assert peak - rss_before < 200 * 1024 * 1024, "memory grew with the backlog"
+    assert {"database_busy", "database_free"} <= set(kinds(db))

@@ -1,0 +1,83 @@
+"""The WebSocket feed against the simulator: exactly once, through drops and bad frames.
+
+Pass or fail is decided by what is in DuckDB and the ledger, never by timing."""
+
+from __future__ import annotations
+
+import pytest
+
+from kalshi_pipeline_tests.helpers import (
+    query,
+    read_ledger,
+    wait_for,
+)
+from kalshi_pipeline_tests.stream.conftest import config_for
+from kalshi_pipeline_tests.stream.support import kinds, settle_and_compare
+
+pytestmark = pytest.mark.timeout(240)
+
+
+def test_websocket_mode_stores_every_change_sent_exactly_once(sim_factory, engines, tmp_path):
+    sim = sim_factory(markets=2000, rate=500)
+    db = tmp_path / "k.duckdb"
+    engine = engines(config_for(sim, db))
+    wait_for(lambda: engine.stats.ticks_stored_ws > 0, timeout=30, what="first ticks")
+    # 30 s at 500 ticks/s: wait until the exchange has published that much while subscribed
+    base = len(read_ledger(sim.ledger_path))
+    wait_for(
+        lambda: len(read_ledger(sim.ledger_path)) >= base + 15_000,
+        timeout=90,
+        interval=1,
+        what="15,000 more published changes",
+    )
+    expected, stored = settle_and_compare(sim, db, engine)
+    assert sum(expected.values()) >= 15_000
+    assert stored == expected
+    assert engine.stats.parse_errors == 0
+    events = kinds(db)
+    assert events.index("connect") < events.index("subscribe")
+    assert "reconcile" in events
+
+
+def test_dropped_connections_lose_nothing_sent_while_connected(sim_factory, engines, tmp_path):
+    sim = sim_factory(markets=500, rate=200)
+    db = tmp_path / "k.duckdb"
+    engine = engines(config_for(sim, db))
+    wait_for(lambda: engine.stats.ticks_stored_ws > 0, timeout=30, what="first ticks")
+    sim.set_faults(drop_every_s=5)
+    wait_for(
+        lambda: len(sim.sessions()) >= 12,
+        timeout=120,
+        interval=1,
+        what="a minute of connections dropped every 5 s",
+    )
+    sim.set_faults(drop_every_s=0)
+    expected, stored = settle_and_compare(sim, db, engine)
+    assert stored == expected
+    events = kinds(db)
+    closed_sessions = [s for s in sim.sessions() if s.get("closed_at_ms")]
+    assert events.count("disconnect") >= len(closed_sessions) - 1 >= 10
+    assert events.count("subscribe") >= 12
+    assert events.count("reconcile") >= 11  # one after every reconnect
+
+
+def test_malformed_frames_are_counted_and_never_stop_the_stream(sim_factory, engines, tmp_path):
+    sim = sim_factory(markets=300, rate=300)
+    db = tmp_path / "k.duckdb"
+    engine = engines(config_for(sim, db))
+    sim.set_faults(malformed_rate=0.01)
+    wait_for(
+        lambda: engine.stats.parse_errors + engine.stats.unknown_frames >= 10,
+        timeout=90,
+        interval=1,
+        what="malformed frames seen",
+    )
+    expected, stored = settle_and_compare(sim, db, engine)
+    assert stored == expected  # every real change stored, no row from a bad frame
+    assert (
+        query(
+            db, "SELECT count(*) FROM feed_events WHERE kind IN ('parse_error', 'unknown_frame')"
+        )[0][0]
+        >= 10
+    )
+    engine.check()
