@@ -41,7 +41,7 @@ def atomic_write(path: Path, data: bytes) -> None:
         raise
 
 
-def _plain(v: Any) -> Any:
+def plain(v: Any) -> Any:
     if isinstance(v, Decimal):
         return str(v)
     if isinstance(v, datetime):
@@ -52,7 +52,7 @@ def _plain(v: Any) -> Any:
 def write_snapshot_json(path: Path, rows: list[dict[str, Any]]) -> None:
     doc = {
         "generated_at": datetime.now(UTC).isoformat(),
-        "markets": [{k: _plain(v) for k, v in r.items()} for r in rows],
+        "markets": [{k: plain(v) for k, v in r.items()} for r in rows],
     }
     atomic_write(path, json.dumps(doc, indent=1).encode())
 
@@ -66,7 +66,7 @@ class Report:
     missing: list[str]
 
 
-def _table(rows: list[dict[str, Any]], columns: list[str]) -> str:
+def markdown_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
     if not rows:
         return "_no data yet_"
     body = [[_fmt(r.get(c)) for c in columns] for r in rows]
@@ -217,14 +217,14 @@ def build_report(
         "",
         "## Storage per hour and source",
         "",
-        _table(storage, STORAGE_COLUMNS),
+        markdown_table(storage, STORAGE_COLUMNS),
         "",
         "`naive_http_bytes`: what storing every market on every polling pass would have taken "
         "(markets seen times measured bytes per polled tick).",
         "",
         "## Latency per source (ms)",
         "",
-        _table(latency, LATENCY_COLUMNS),
+        markdown_table(latency, LATENCY_COLUMNS),
         "",
         "`exchange_to_received` uses the exchange's `ts_ms` (REST markets carry none); "
         "`polling_later_than_websocket` pairs each market state seen by both feeds.",
