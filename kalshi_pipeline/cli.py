@@ -201,6 +201,16 @@ def _cmd_sql(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_delegated(sub: Any, name: str, module: str, help_text: str) -> None:
+    """A subcommand whose flags and body live in their own module (imported when used)."""
+    import importlib
+
+    mod = importlib.import_module(module)
+    p = sub.add_parser(name, help=help_text, description=help_text)
+    mod.add_arguments(p)
+    p.set_defaults(func=mod.main_from_args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kalshi-pipeline",
@@ -208,8 +218,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_delegated(
+        sub,
+        "dev",
+        "kalshi_pipeline.devserver",
+        "start the simulator and dagster dev (the stream begins on its own); Ctrl-C stops all",
+    )
     _add_simulate(sub)
     _add_stream(sub)
+    _add_delegated(
+        sub,
+        "status",
+        "kalshi_pipeline.status",
+        "is the stream alive and fresh? exit 0 when healthy (for cron and alerting)",
+    )
     _add_sql(sub)
     return parser
 

@@ -186,6 +186,11 @@ class Engine:
         if self._stopped:
             return self.stats.backlog_bytes == 0
         self._stopped = True
+        if not hasattr(self, "writer"):  # start() failed before anything ran
+            self._stop.set()
+            if hasattr(self, "landing"):
+                self.landing.close()
+            return True
         deadline = time.monotonic() + timeout_s
         self.events.emit("engine", "stop", reason)
         self._stop.set()

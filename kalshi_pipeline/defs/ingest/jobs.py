@@ -1,0 +1,297 @@
+"""Job `kalshi_ingest`: one op that runs the stream engine until the run is terminated.
+
+How it behaves, and why (dagster-notes.md §1):
+- `in_process_executor`: the op runs in the run worker itself, so killing the worker leaves no
+  orphan writer behind (the multiprocess executor would).
+- The main thread only waits (`time.sleep(1)`, then `engine.check()`); the engine reads and writes
+  on threads of its own. Dagster's termination arrives as SIGINT in the main thread, raising
+  `DagsterExecutionInterruptedError` (a BaseException): the op stops the engine, which flushes
+  everything received into DuckDB within 10 s, and re-raises, so the run ends CANCELED.
+- No RetryPolicy (it would turn a termination into a retry); the keep-alive sensor restarts runs.
+- Event-log rows are expensive: an "alive" line at most every `alive_every_s` (60 s), a
+  `raw_ticks` materialization with numeric metadata every `metadata_every_s` (180 s) and one as
+  soon as the first ticks are stored; per-batch detail goes to the Python logger
+  `kalshi_pipeline.defs.ingest.jobs`, which reaches the run's compute logs (stderr) only.
+- After `rotate_after_s` (6 h) the op stops cleanly and the run ends SUCCESS; the sensor starts
+  the next one, so each run's event log stays bounded.
+
+Mode switch (taking over): a run launched while another `kalshi_ingest` run is unfinished
+terminates every OTHER unfinished run created before it, at the start of its op, then starts
+streaming at once; the old run flushes and ends CANCELED within about 10 s, and until then both
+write (the landing log and the writer's positions keep that exactly-once). The keep-alive sensor
+copies the newest run's run config, so the new mode stays across later relaunches. For this to
+work, the job itself carries NO `kalshi/shard` tag: dagster.yaml limits runs per value of that
+tag to one, so a tagged Launchpad run would wait in the queue behind the very run it should
+replace. Only the sensor's launches carry `kalshi/shard: all`, so the queue still refuses a second
+sensor launch.
+"""
+
+import logging
+import os
+import sys
+import time
+from typing import Any
+
+import dagster as dg
+from dagster._core.errors import DagsterExecutionInterruptedError
+from pydantic import Field
+
+from kalshi_pipeline.defs.ingest.assets import raw_ticks
+from kalshi_pipeline.defs.ingest.runs import (
+    DATABASE_TAG,
+    DEFAULT_ALIVE_EVERY_S,
+    DEFAULT_METADATA_EVERY_S,
+    DEFAULT_ROTATE_AFTER_S,
+    JOB_NAME,
+    MODE_TAG,
+    OP_NAME,
+    unfinished,
+)
+from kalshi_pipeline.defs.resources import KalshiFeedResource, WarehouseResource
+from kalshi_pipeline.defs.validation import checked_op
+from kalshi_pipeline.kalshi.errors import KalshiConfigError
+from kalshi_pipeline.stream.config import Mode, StreamConfig
+from kalshi_pipeline.stream.engine import Engine, EngineError
+from kalshi_pipeline.warehouse import Warehouse, WarehouseError
+
+log = logging.getLogger(__name__)
+
+DETAIL_EVERY_S = 10.0
+STOP_TIMEOUT_S = 10.0
+
+
+class IngestConfig(dg.Config):
+    """How long a run lasts and how often it reports; the feed itself is `kalshi_feed`'s."""
+
+    rotate_after_s: float = Field(
+        default=DEFAULT_ROTATE_AFTER_S,
+        gt=0,
+        description="end the run with success after this many seconds; the sensor starts the next",
+    )
+    metadata_every_s: float = Field(
+        default=DEFAULT_METADATA_EVERY_S,
+        gt=0,
+        description="seconds between raw_ticks materializations (numeric metadata, plotted)",
+    )
+    alive_every_s: float = Field(
+        default=DEFAULT_ALIVE_EVERY_S,
+        gt=0,
+        description="seconds between 'alive' lines in the event log; the keep-alive sensor takes "
+        "a run silent for 4 of these as dead",
+    )
+
+
+def _detail_logging() -> None:
+    """Send the engine's INFO lines to stderr (the run's compute logs), once per process.
+
+    Only where nobody configured logging (a run worker); a host process that did (pytest, an
+    embedding application) keeps its own handlers and levels.
+    """
+    package = logging.getLogger("kalshi_pipeline")
+    if logging.getLogger().handlers or package.handlers:
+        return
+    if not getattr(package, "_kalshi_detail_handler", False):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        package.addHandler(handler)
+        package.setLevel(logging.INFO)
+        package._kalshi_detail_handler = True  # type: ignore[attr-defined]
+
+
+def _preflight(cfg: StreamConfig) -> None:
+    """Fail the run at once, before touching any other run, when it cannot possibly stream."""
+    problem = cfg.kalshi.credentials_problem()
+    if problem:
+        raise dg.Failure(description=problem, allow_retries=False)
+    try:
+        if cfg.mode in (Mode.WEBSOCKET, Mode.BOTH):
+            cfg.kalshi.signer()
+        Warehouse(cfg.database).check_writable()
+    except (KalshiConfigError, WarehouseError) as exc:
+        raise dg.Failure(description=str(exc), allow_retries=False) from None
+
+
+def take_over(context: dg.OpExecutionContext) -> list[str]:
+    """Terminate every other unfinished kalshi_ingest run created before this one."""
+    instance = context.instance
+    mine = instance.get_run_records(dg.RunsFilter(run_ids=[context.run_id]), limit=1)
+    my_created = mine[0].create_timestamp if mine else None
+    stopped = []
+    for record in instance.get_run_records(dg.RunsFilter(job_name=JOB_NAME, statuses=unfinished())):
+        run = record.dagster_run
+        if run.run_id == context.run_id:
+            continue
+        if my_created is not None and record.create_timestamp > my_created:
+            continue  # a newer run: it takes over from us, not the other way round
+        context.log.info(
+            f"taking over from run {run.run_id} ({run.status.value}): terminating it; it flushes "
+            "and ends CANCELED"
+        )
+        try:
+            if run.status == dg.DagsterRunStatus.QUEUED:
+                ok = instance.run_coordinator.cancel_run(run.run_id)
+            else:
+                ok = instance.run_launcher.terminate(run.run_id)
+        except Exception as exc:
+            ok = False
+            log.warning("terminating run %s failed: %s", run.run_id, exc)
+        if ok:
+            stopped.append(run.run_id)
+        else:
+            context.log.warning(
+                f"could not reach run {run.run_id} to terminate it; if its worker is gone, the "
+                "keep-alive sensor marks it failed once its events go stale"
+            )
+    return stopped
+
+
+class _Reporter:
+    """Throttled reporting: alive lines, materializations, per-batch detail."""
+
+    def __init__(self, context: dg.OpExecutionContext, config: IngestConfig, mode: str) -> None:
+        self.context = context
+        self.config = config
+        self.mode = mode
+        now = time.monotonic()
+        self.last_alive = now
+        self.alive_ticks = 0
+        self.last_detail = now
+        self.last_meta: float | None = None
+        self.meta_ticks = 0
+        self.started = now
+
+    def materialize(self, summary: dict[str, Any]) -> None:
+        now = time.monotonic()
+        stored = int(summary["ticks_stored"])
+        since = self.last_meta if self.last_meta is not None else self.started
+        rate = (stored - self.meta_ticks) / max(1e-6, now - since)
+        metadata: dict[str, Any] = {
+            "rows_stored": dg.MetadataValue.int(stored),
+            "ticks_per_s": dg.MetadataValue.float(round(rate, 2)),
+            "reconnects": dg.MetadataValue.int(int(summary["reconnects"])),
+            "fallback_s": dg.MetadataValue.float(float(summary["fallback_seconds"])),
+            "backlog_bytes": dg.MetadataValue.int(int(summary["backlog_bytes"])),
+        }
+        # Lag is measured from the exchange's timestamp, which REST pages do not carry: in http
+        # mode the two keys are absent rather than a made-up number.
+        for key in ("lag_p50_ms", "lag_p99_ms"):
+            if summary.get(key) is not None:
+                metadata[key] = dg.MetadataValue.float(round(float(summary[key]), 2))
+        metadata["mode"] = dg.MetadataValue.text(self.mode)
+        metadata["source"] = dg.MetadataValue.text(str(summary["source"]))
+        self.context.log_event(dg.AssetMaterialization(asset_key=raw_ticks.key, metadata=metadata))
+        self.last_meta = now
+        self.meta_ticks = stored
+
+    def tick(self, summary: dict[str, Any]) -> None:
+        now = time.monotonic()
+        stored = int(summary["ticks_stored"])
+        if now - self.last_detail >= DETAIL_EVERY_S:
+            self.last_detail = now
+            log.info(
+                "stored=%d ticks/s=%s source=%s backlog=%dB lag_p50=%s lag_p99=%s reconnects=%s "
+                "last_event=%s",
+                stored,
+                summary["ticks_per_s"],
+                summary["source"],
+                summary["backlog_bytes"],
+                summary["lag_p50_ms"],
+                summary["lag_p99_ms"],
+                summary["reconnects"],
+                summary["last_event"],
+            )
+        first = self.last_meta is None and stored > 0
+        due = self.last_meta is not None and now - self.last_meta >= self.config.metadata_every_s
+        if first or due:
+            self.materialize(summary)
+        if now - self.last_alive >= self.config.alive_every_s:
+            self.context.log.info(
+                f"alive: {self.mode} mode, reading {summary['source']}, {stored} ticks stored "
+                f"(+{stored - self.alive_ticks} in {now - self.last_alive:.0f}s), backlog "
+                f"{summary['backlog_bytes']} B, last feed event: {summary['last_event']}"
+            )
+            self.last_alive = now
+            self.alive_ticks = stored
+
+
+def _stop(context: dg.OpExecutionContext, engine: Engine, reason: str) -> bool:
+    if not hasattr(engine, "supervisor"):  # start() failed before anything ran
+        return True
+    try:
+        drained = engine.stop(timeout_s=STOP_TIMEOUT_S, reason=reason)
+    except Exception as exc:
+        context.log.error(f"stopping the engine failed: {type(exc).__name__}: {exc}")
+        return False
+    summary = engine.summary()
+    if drained:
+        context.log.info(
+            f"stream stopped ({reason}): everything received is in DuckDB "
+            f"({summary['ticks_stored']} ticks stored by this run)"
+        )
+    else:
+        context.log.warning(
+            f"stream stopped ({reason}) with {summary['backlog_bytes']} bytes not yet in DuckDB; "
+            "they stay in the landing log and the next run loads them"
+        )
+    return drained
+
+
+@dg.op(
+    name=OP_NAME,
+    description="Run the stream engine (websocket, http or both) into DuckDB until terminated.",
+)
+def _stream_ticks(
+    context: dg.OpExecutionContext,
+    config: IngestConfig,
+    kalshi_feed: KalshiFeedResource,
+    warehouse: WarehouseResource,
+) -> None:
+    _detail_logging()
+    cfg = kalshi_feed.stream_config(database=warehouse.path)
+    _preflight(cfg)
+    context.instance.add_run_tags(
+        context.run_id, {MODE_TAG: cfg.mode.value, DATABASE_TAG: str(cfg.database.resolve())}
+    )
+    take_over(context)
+    engine = Engine(cfg)
+    reporter = _Reporter(context, config, cfg.mode.value)
+    url = cfg.kalshi.rest_url if cfg.mode is Mode.HTTP else cfg.kalshi.ws_url
+    try:
+        try:
+            engine.start()
+        except (KalshiConfigError, WarehouseError) as exc:
+            raise dg.Failure(description=str(exc), allow_retries=False) from None
+        context.log.info(
+            f"streaming {cfg.scope.describe()} from {cfg.kalshi.env.value} ({url}) in "
+            f"{cfg.mode.value} mode into {cfg.database}; run worker pid {os.getpid()}; "
+            f"rotating after {config.rotate_after_s:.0f}s"
+        )
+        while time.monotonic() - reporter.started < config.rotate_after_s:
+            time.sleep(1.0)
+            engine.check()
+            reporter.tick(engine.summary())
+    except DagsterExecutionInterruptedError:
+        _stop(context, engine, "dagster run terminated")
+        raise
+    except EngineError as exc:
+        _stop(context, engine, f"engine failed: {exc}")
+        raise dg.Failure(description=str(exc), allow_retries=False) from exc
+    except BaseException as exc:
+        _stop(context, engine, f"op failed: {type(exc).__name__}")
+        raise
+    _stop(context, engine, f"rotation after {config.rotate_after_s:.0f}s")
+    reporter.materialize(engine.summary())
+
+
+stream_ticks = checked_op(_stream_ticks, IngestConfig)
+
+
+@dg.job(
+    name=JOB_NAME,
+    executor_def=dg.in_process_executor,
+    description="Stream Kalshi ticks into DuckDB. Kept running by the sensor "
+    "kalshi_ingest_keepalive; launch it with another resources.kalshi_feed.config.mode to switch "
+    "feeds (the running run is taken over).",
+)
+def kalshi_ingest_job() -> None:
+    stream_ticks()

@@ -1,0 +1,372 @@
+"""`kalshi-pipeline status [--json]`: is the stream running and storing ticks?
+
+Reads Dagster's own records (the stream run, the age of its newest event, the keep-alive sensor)
+through `DagsterInstance.get()` with DAGSTER_HOME (default `./.dagster`), and DuckDB through a
+short read-only connection (retried while the stream's writer holds the file). Healthy means a
+STARTED `kalshi_ingest` run whose newest event is recent and a tick stored in the last few
+minutes; the exit status is 0 then, 1 otherwise (with the reason), 2 when there is nothing to
+read. It replaces the predecessor's websocket_status.sh and monitor_websocket_performance.sh,
+which read the caller's environment and the wrong heartbeat file, and compared New York local
+time with UTC (predecessor/review.md §1.2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from kalshi_pipeline.warehouse import Warehouse, WarehouseError
+
+DEFAULT_DAGSTER_HOME = Path(".dagster")
+DEFAULT_MAX_TICK_AGE_S = 300.0
+FEED_EVENTS_SHOWN = 10
+
+
+@dataclass
+class RunInfo:
+    run_id: str
+    status: str
+    mode: str
+    mode_from: str  # where `mode` comes from
+    launched_by: str
+    created_at: str
+    newest_event_age_s: float | None
+    stale_after_s: float
+    database: str | None
+
+
+@dataclass
+class SensorInfo:
+    name: str
+    state: str  # RUNNING, STOPPED, or "DEFAULT (running)" before the daemon saw it
+    last_tick_age_s: float | None = None
+    last_tick_status: str | None = None
+    last_tick_note: str | None = None
+    daemon_heartbeat_age_s: float | None = None
+
+
+@dataclass
+class Report:
+    healthy: bool
+    reason: str
+    dagster_home: str
+    database: str
+    run: RunInfo | None = None
+    other_unfinished_runs: list[dict[str, str]] = field(default_factory=list)
+    sensor: SensorInfo | None = None
+    newest_tick_age_s: float | None = None
+    ticks_last_minute: dict[str, int] = field(default_factory=dict)
+    landing_backlog_bytes: int | None = None
+    feed_events: list[dict[str, str]] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds")
+
+
+def _age(ts: float | None, now: float) -> float | None:
+    return None if ts is None else round(max(0.0, now - ts), 1)
+
+
+def _dagster_home(explicit: Path | None) -> Path:
+    if explicit is not None:
+        home = explicit
+    elif os.environ.get("DAGSTER_HOME"):
+        home = Path(os.environ["DAGSTER_HOME"])
+    else:
+        home = DEFAULT_DAGSTER_HOME
+    return home.expanduser().resolve()
+
+
+def _read_dagster(home: Path, report: Report, now: float) -> None:
+    import dagster as dg
+    from dagster._core.scheduler.instigation import InstigatorStatus, InstigatorType
+
+    from kalshi_pipeline.defs.ingest import runs
+
+    previous = os.environ.get("DAGSTER_HOME")
+    os.environ["DAGSTER_HOME"] = str(home)
+    try:
+        instance = dg.DagsterInstance.get()
+    finally:
+        if previous is None:
+            os.environ.pop("DAGSTER_HOME", None)
+        else:
+            os.environ["DAGSTER_HOME"] = previous
+    with instance:
+        records = instance.get_run_records(dg.RunsFilter(job_name=runs.JOB_NAME), limit=20)
+        unfinished = [r for r in records if r.dagster_run.status in runs.unfinished()]
+        started = [r for r in unfinished if r.dagster_run.status == dg.DagsterRunStatus.STARTED]
+        chosen = (started or unfinished or records or [None])[0]
+        if chosen is not None:
+            run = chosen.dagster_run
+            events = instance.get_records_for_run(run.run_id, limit=1, ascending=False).records
+            newest = events[0].timestamp if events else None
+            mode, mode_from = runs.mode_in(run.run_config), "run config"
+            if not mode:  # the resource default, as the op recorded it once started
+                mode, mode_from = run.tags.get(runs.MODE_TAG) or _default_mode(), "default"
+            report.run = RunInfo(
+                run_id=run.run_id,
+                status=run.status.value,
+                mode=mode,
+                mode_from=mode_from,
+                launched_by=run.tags.get("dagster/sensor_name")
+                or run.tags.get(runs.LAUNCHED_BY_TAG)
+                or "launchpad or API",
+                created_at=_iso(chosen.create_timestamp.timestamp()),
+                newest_event_age_s=_age(newest, now),
+                stale_after_s=runs.stale_after_s(run.run_config),
+                database=run.tags.get(runs.DATABASE_TAG) or runs.database_in(run.run_config),
+            )
+            report.other_unfinished_runs = [
+                {"run_id": r.dagster_run.run_id, "status": r.dagster_run.status.value}
+                for r in unfinished
+                if r is not chosen
+            ]
+        sensor = SensorInfo(name=runs.SENSOR_NAME, state="DEFAULT (running)")
+        for state in instance.all_instigator_state(instigator_type=InstigatorType.SENSOR):
+            if state.name != runs.SENSOR_NAME:
+                continue
+            sensor.state = (
+                "DEFAULT (running)"
+                if state.status == InstigatorStatus.DECLARED_IN_CODE
+                else state.status.value
+            )
+            ticks = instance.get_ticks(state.instigator_origin_id, state.selector_id, limit=1)
+            if ticks:
+                tick = ticks[0]
+                sensor.last_tick_age_s = _age(tick.timestamp, now)
+                sensor.last_tick_status = tick.status.value
+                sensor.last_tick_note = tick.skip_reason or (
+                    f"launched {', '.join(tick.run_ids)}"
+                    if tick.run_ids
+                    else (tick.error.message.strip() if tick.error else None)
+                )
+        beats = instance.get_daemon_heartbeats()
+        beat = beats.get("SENSOR")
+        sensor.daemon_heartbeat_age_s = _age(beat.timestamp if beat else None, now)
+        report.sensor = sensor
+
+
+def _default_mode() -> str:
+    from kalshi_pipeline.stream.config import StreamConfig
+
+    try:
+        return StreamConfig.from_env().mode.value
+    except ValueError:
+        return "websocket"
+
+
+def _landing_backlog(landing: Path, positions: dict[str, int]) -> int:
+    """Bytes in landing segments not yet loaded into DuckDB."""
+    from kalshi_pipeline.stream.landing import list_segments
+
+    total = 0
+    for seg in list_segments(landing):
+        try:
+            size = seg.path.stat().st_size
+        except FileNotFoundError:
+            continue
+        total += max(0, size - positions.get(seg.name, 0))
+    return total
+
+
+def _read_warehouse(path: Path, report: Report, now: float, timeout_s: float) -> None:
+    from kalshi_pipeline.warehouse.status import (
+        landing_positions,
+        recent_feed_events,
+        tick_activity,
+    )
+
+    with Warehouse(path).connect(read_only=True, timeout_s=timeout_s) as con:
+        activity = tick_activity(con, window_s=60.0)
+        events = recent_feed_events(con, FEED_EVENTS_SHOWN)
+        positions = landing_positions(con)
+    stored = activity.newest_stored_at_ms
+    report.newest_tick_age_s = None if stored is None else _age(stored / 1000, now)
+    report.ticks_last_minute = {"websocket": 0, "http": 0, **activity.last_window_by_source}
+    report.feed_events = [
+        {
+            "occurred_at": _iso(e.occurred_at_ms / 1000),
+            "source": e.source,
+            "kind": e.kind,
+            "detail": e.detail,
+        }
+        for e in events
+    ]
+    report.landing_backlog_bytes = _landing_backlog(path.parent / "landing", positions)
+
+
+def collect(
+    dagster_home: Path | None = None,
+    database: Path | None = None,
+    max_tick_age_s: float = DEFAULT_MAX_TICK_AGE_S,
+    db_timeout_s: float = 15.0,
+) -> Report:
+    now = time.time()
+    home = _dagster_home(dagster_home)
+    report = Report(healthy=False, reason="", dagster_home=str(home), database="")
+    if not home.is_dir():
+        report.problems.append(
+            f"no Dagster instance at {home}: start the stack with `kalshi-pipeline dev` "
+            "(or set DAGSTER_HOME)"
+        )
+    else:
+        try:
+            _read_dagster(home, report, now)
+        except Exception as exc:  # a damaged or locked instance: report, don't crash
+            report.problems.append(f"cannot read Dagster at {home}: {type(exc).__name__}: {exc}")
+    from kalshi_pipeline.warehouse.connection import default_path
+
+    run_db = report.run.database if report.run else None
+    db = (database or (Path(run_db) if run_db else default_path())).expanduser().resolve()
+    report.database = str(db)
+    if not db.exists():
+        report.problems.append(f"no database at {db} yet: the stream has not stored anything")
+    else:
+        try:
+            _read_warehouse(db, report, now, db_timeout_s)
+        except WarehouseError as exc:
+            report.problems.append(str(exc))
+    report.healthy, report.reason = _verdict(report, max_tick_age_s)
+    return report
+
+
+def _verdict(report: Report, max_tick_age_s: float) -> tuple[bool, str]:
+    run = report.run
+    reasons = []
+    if run is None:
+        reasons.append("no kalshi_ingest run has ever been launched")
+    elif run.status != "STARTED":
+        reasons.append(f"the newest kalshi_ingest run {run.run_id[:8]} is {run.status}")
+    elif run.newest_event_age_s is None or run.newest_event_age_s > run.stale_after_s:
+        reasons.append(
+            f"run {run.run_id[:8]} is STARTED but silent for {run.newest_event_age_s}s "
+            f"(dead after {run.stale_after_s:.0f}s): its worker is probably gone"
+        )
+    if report.newest_tick_age_s is None:
+        reasons.append("no tick stored yet")
+    elif report.newest_tick_age_s > max_tick_age_s:
+        reasons.append(
+            f"the newest tick was stored {report.newest_tick_age_s:.0f}s ago "
+            f"(more than {max_tick_age_s:.0f}s)"
+        )
+    if reasons:
+        return False, "; ".join(reasons + report.problems)
+    assert run is not None
+    return True, (
+        f"run {run.run_id[:8]} STARTED, newest event {run.newest_event_age_s:.0f}s ago, "
+        f"newest tick stored {report.newest_tick_age_s:.1f}s ago"
+    )
+
+
+def _seconds(value: float | None) -> str:
+    if value is None:
+        return "never"
+    if value < 120:
+        return f"{value:.1f}s ago"
+    if value < 7200:
+        return f"{value / 60:.1f} min ago"
+    return f"{value / 3600:.1f} h ago"
+
+
+def render(report: Report) -> str:
+    lines = []
+    head = "HEALTHY" if report.healthy else "UNHEALTHY"
+    lines.append(f"{head}: {report.reason}")
+    run = report.run
+    if run is None:
+        lines.append("stream run   none")
+    else:
+        lines.append(
+            f"stream run   {run.run_id}  {run.status}  newest event "
+            f"{_seconds(run.newest_event_age_s)} (dead after {run.stale_after_s:.0f}s)"
+        )
+        lines.append(
+            f"             mode {run.mode} ({run.mode_from}), launched by {run.launched_by}, "
+            f"created {run.created_at}"
+        )
+    for other in report.other_unfinished_runs:
+        lines.append(f"also         {other['run_id']}  {other['status']}")
+    per_source = ", ".join(f"{k} {v}" for k, v in sorted(report.ticks_last_minute.items()))
+    lines.append(
+        f"ticks        newest stored {_seconds(report.newest_tick_age_s)}; "
+        f"last minute: {per_source or 'none'}"
+    )
+    if report.landing_backlog_bytes is not None:
+        lines.append(f"landing      {report.landing_backlog_bytes} bytes not yet in DuckDB")
+    sensor = report.sensor
+    if sensor is not None:
+        tick = (
+            f"last tick {_seconds(sensor.last_tick_age_s)}: {sensor.last_tick_status}"
+            + (f" ({sensor.last_tick_note})" if sensor.last_tick_note else "")
+            if sensor.last_tick_status
+            else "no tick yet"
+        )
+        lines.append(f"sensor       {sensor.name} {sensor.state}; {tick}")
+        beat = _seconds(sensor.daemon_heartbeat_age_s)
+        lines.append(f"             sensor daemon heartbeat {beat}")
+    lines.append(f"database     {report.database}")
+    lines.append(f"dagster home {report.dagster_home}")
+    for problem in report.problems:
+        lines.append(f"problem      {problem}")
+    lines.append(f"feed events (newest {FEED_EVENTS_SHOWN}):")
+    if not report.feed_events:
+        lines.append("  none")
+    for e in report.feed_events:
+        lines.append(f"  {e['occurred_at']}  {e['source']:<9} {e['kind']:<12} {e['detail']}")
+    return "\n".join(lines)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument(
+        "--dagster-home",
+        type=Path,
+        default=None,
+        help="Dagster instance folder (default $DAGSTER_HOME, else ./.dagster)",
+    )
+    parser.add_argument(
+        "--database",
+        type=Path,
+        default=None,
+        help="DuckDB file (default: the stream run's, else KALSHI_DUCKDB_PATH or "
+        "data/kalshi.duckdb)",
+    )
+    parser.add_argument(
+        "--max-tick-age",
+        type=float,
+        default=DEFAULT_MAX_TICK_AGE_S,
+        metavar="S",
+        help="unhealthy when the newest tick is older than this (default %(default)s s)",
+    )
+
+
+def main_from_args(args: argparse.Namespace) -> int:
+    report = collect(args.dagster_home, args.database, args.max_tick_age)
+    if args.json:
+        print(json.dumps(asdict(report), indent=2))
+    else:
+        print(render(report))
+    if report.healthy:
+        return 0
+    return 2 if report.run is None and report.problems else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="kalshi-pipeline status", description=__doc__.splitlines()[0] if __doc__ else None
+    )
+    add_arguments(parser)
+    return main_from_args(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

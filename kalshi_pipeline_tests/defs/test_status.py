@@ -1,0 +1,56 @@
+"""`kalshi-pipeline status` reads Dagster and DuckDB and says whether the stream is healthy."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import pytest
+
+from kalshi_pipeline import status
+from kalshi_pipeline.definitions import defs
+from kalshi_pipeline_tests.defs.conftest import stream_run_config
+
+
+def test_a_finished_run_is_reported_unhealthy_with_the_reason(
+    instance: dg.DagsterInstance,
+    sim: Any,
+    db: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    result = defs.resolve_job_def("kalshi_ingest").execute_in_process(
+        run_config=stream_run_config(sim, db, rotate_after_s=2, feed={"mode": "http"}),
+        instance=instance,
+        raise_on_error=False,
+    )
+    assert result.success
+    monkeypatch.setenv("DAGSTER_HOME", instance.root_directory)
+
+    code = status.main(["--json"])
+    report = json.loads(capsys.readouterr().out)
+    assert code == 1
+    assert report["healthy"] is False
+    assert f"the newest kalshi_ingest run {result.run_id[:8]} is SUCCESS" in report["reason"]
+    assert report["run"]["mode"] == "http"
+    assert report["database"] == str(db.resolve())  # found through the run, not the default
+    assert report["newest_tick_age_s"] is not None
+    assert report["landing_backlog_bytes"] == 0
+    assert ("engine", "stop") in {(e["source"], e["kind"]) for e in report["feed_events"]}
+
+    assert status.main([]) == 1
+    text = capsys.readouterr().out
+    assert text.startswith("UNHEALTHY: the newest kalshi_ingest run")
+    assert "feed events (newest 10):" in text
+
+
+def test_without_a_dagster_home_it_says_how_to_start_the_stack(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = status.main(
+        ["--dagster-home", str(tmp_path / "nowhere"), "--database", str(tmp_path / "no.duckdb")]
+    )
+    assert code == 2
+    assert "kalshi-pipeline dev" in capsys.readouterr().out

@@ -1,0 +1,156 @@
+"""The stream op against a real simulator and a DuckDB file: termination, rotation, takeover,
+credentials."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+from dagster._core.test_utils import create_run_for_test
+from dagster._utils import send_interrupt
+
+from kalshi_pipeline.definitions import defs
+from kalshi_pipeline.stream.landing import list_segments
+from kalshi_pipeline.warehouse import Warehouse
+from kalshi_pipeline.warehouse.status import landing_positions
+from kalshi_pipeline_tests.defs.conftest import stream_run_config
+from kalshi_pipeline_tests.helpers import feed_events, query
+
+NUMERIC_KEYS = {
+    "rows_stored",
+    "ticks_per_s",
+    "lag_p50_ms",
+    "lag_p99_ms",
+    "reconnects",
+    "fallback_s",
+    "backlog_bytes",
+}
+
+
+def _messages(instance: dg.DagsterInstance, run_id: str) -> list[str]:
+    return [
+        r.event_log_entry.user_message
+        for r in instance.get_records_for_run(run_id).records
+        if r.event_log_entry.user_message
+    ]
+
+
+def _materializations(instance: dg.DagsterInstance) -> list[Any]:
+    return instance.fetch_materializations(dg.AssetKey("raw_ticks"), limit=100).records
+
+
+def _unloaded_landing_bytes(db: Path) -> int:
+    with Warehouse(db).connect(read_only=True) as con:
+        positions = landing_positions(con)
+    return sum(
+        s.path.stat().st_size - positions.get(s.name, 0)
+        for s in list_segments(db.parent / "landing")
+    )
+
+
+def _interrupt_after_first_report(instance: dg.DagsterInstance) -> threading.Thread:
+    """Like a real termination: SIGINT to the main thread, once ticks are flushed and reported."""
+
+    def wait_then_interrupt() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not _materializations(instance):
+            time.sleep(0.1)
+        send_interrupt()
+
+    thread = threading.Thread(target=wait_then_interrupt, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_terminating_the_run_stops_the_engine_after_storing_everything_received(
+    instance: dg.DagsterInstance, sim: Any, db: Path
+) -> None:
+    job = defs.resolve_job_def("kalshi_ingest")
+    interrupter = _interrupt_after_first_report(instance)
+    result = job.execute_in_process(
+        run_config=stream_run_config(sim, db, alive_every_s=1),
+        instance=instance,
+        raise_on_error=False,
+    )
+    interrupter.join(timeout=5)
+
+    # In process nobody asked for a cancel, so Dagster records FAILURE rather than CANCELED
+    # (the e2e test sees CANCELED); what matters is how the op stopped.
+    assert not result.success
+    failure = result.get_step_failure_events()[0].step_failure_data.error
+    assert failure is not None and "DagsterExecutionInterruptedError" in failure.cls_name
+    messages = _messages(instance, result.run_id)
+    assert any("everything received is in DuckDB" in m for m in messages), messages
+    assert not [t for t in threading.enumerate() if t.name.startswith("kalshi-") and t.is_alive()]
+
+    assert query(db, "SELECT count(*) FROM ticks")[0][0] > 0
+    assert _unloaded_landing_bytes(db) == 0
+    stops = [e for e in feed_events(db) if (e[1], e[2]) == ("engine", "stop")]
+    assert stops and stops[-1][3] == "dagster run terminated"
+
+    (first, *_) = _materializations(instance)
+    metadata = first.asset_materialization.metadata
+    assert set(metadata) >= NUMERIC_KEYS
+    assert all(isinstance(metadata[k].value, int | float) for k in NUMERIC_KEYS)
+    assert metadata["rows_stored"].value > 0
+
+
+def test_run_rotates_with_success_after_rotate_after_s(
+    instance: dg.DagsterInstance, sim: Any, db: Path
+) -> None:
+    job = defs.resolve_job_def("kalshi_ingest")
+    started = time.monotonic()
+    result = job.execute_in_process(
+        run_config=stream_run_config(sim, db, rotate_after_s=3, alive_every_s=1),
+        instance=instance,
+        raise_on_error=False,
+    )
+    assert result.success
+    assert time.monotonic() - started < 30
+    messages = _messages(instance, result.run_id)
+    assert any(m.startswith("alive: websocket mode") for m in messages), messages
+    assert any("stream stopped (rotation after 3s)" in m for m in messages), messages
+    assert _unloaded_landing_bytes(db) == 0
+    run = instance.get_run_by_id(result.run_id)
+    assert run is not None and run.tags["kalshi/mode"] == "websocket"
+
+
+def test_a_new_run_terminates_older_unfinished_runs_and_streams_at_once(
+    instance: dg.DagsterInstance, sim: Any, db: Path
+) -> None:
+    older = create_run_for_test(
+        instance, job_name="kalshi_ingest", status=dg.DagsterRunStatus.STARTED
+    )
+    job = defs.resolve_job_def("kalshi_ingest")
+    result = job.execute_in_process(
+        run_config=stream_run_config(sim, db, rotate_after_s=3, feed={"mode": "http"}),
+        instance=instance,
+        raise_on_error=False,
+    )
+    assert result.success
+    messages = _messages(instance, result.run_id)
+    assert any(f"taking over from run {older.run_id}" in m for m in messages), messages
+    # The test instance has no code server to deliver the cancel: the older run stays CANCELING
+    # (a real one flushes and ends CANCELED; run monitoring ends a stuck cancel after 60 s).
+    assert instance.get_run_by_id(older.run_id).status == dg.DagsterRunStatus.CANCELING  # type: ignore[union-attr]
+    assert query(db, "SELECT count(*) FROM ticks WHERE source = 'http'")[0][0] > 0
+
+
+def test_missing_demo_credentials_fail_the_run_at_once_naming_the_variable(
+    instance: dg.DagsterInstance, sim: Any, db: Path
+) -> None:
+    job = defs.resolve_job_def("kalshi_ingest")
+    started = time.monotonic()
+    result = job.execute_in_process(
+        run_config=stream_run_config(sim, db, feed={"environment": "demo"}),
+        instance=instance,
+        raise_on_error=False,
+    )
+    assert not result.success
+    assert time.monotonic() - started < 10
+    failure = result.get_step_failure_events()[0].step_failure_data.user_failure_data
+    assert failure is not None and "KALSHI_API_KEY_ID" in (failure.description or "")
+    assert not db.exists(), "the engine started although it could not authenticate"
