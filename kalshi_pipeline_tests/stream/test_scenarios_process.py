@@ -66,9 +66,16 @@ def test_database_held_by_another_process_loses_nothing(sim_factory, engines, tm
     db = tmp_path / "k.duckdb"
     engine = engines(config_for(sim, db))
     wait_for(lambda: engine.stats.ticks_stored_ws > 0, timeout=30, what="first ticks")
-    hold = (
+    hold = (  # another program grabbing the file between two of the writer's short flushes
         "import sys, time, duckdb\n"
-        "con = duckdb.connect(sys.argv[1]); print('held', flush=True); time.sleep(60)"
+        "deadline = time.monotonic() + 60\n"
+        "while True:\n"
+        "    try:\n"
+        "        con = duckdb.connect(sys.argv[1]); break\n"
+        "    except duckdb.IOException:\n"
+        "        if time.monotonic() > deadline: raise\n"
+        "        time.sleep(0.01)\n"
+        "print('held', flush=True); time.sleep(60)"
     )
     rss_before = psutil.Process().memory_info().rss
     holder = subprocess.Popen(
