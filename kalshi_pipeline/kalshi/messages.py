@@ -348,30 +348,34 @@ def _exchange_ms(m: _TickerMsg) -> int | None:
     return ms
 
 
+def _dollars_or_cents(dollars: str | None, cents: int | None, name: str) -> Decimal | None:
+    """The current dollar string if present, else the legacy integer cents."""
+    if dollars is not None:
+        return _price(dollars, f"{name}_dollars")
+    return _cents(cents, name)
+
+
+def _fp_or_count(fp: str | None, count: int | None, name: str) -> Decimal | None:
+    """The current `*_fp` count string if present, else the legacy integer count."""
+    if fp is not None:
+        return _decimal(fp, f"{name}_fp")
+    return _count(count, name)
+
+
 def tick_from_wire(m: _TickerMsg, sid: int | None = None) -> Tick:
     if not m.market_ticker:
         raise ValueError("market_ticker is empty")
     return Tick(
         market_ticker=m.market_ticker,
         market_id=m.market_id or None,
-        price=_price(m.price_dollars, "price_dollars")
-        if m.price_dollars is not None
-        else _cents(m.price, "price"),
-        yes_bid=_price(m.yes_bid_dollars, "yes_bid_dollars")
-        if m.yes_bid_dollars is not None
-        else _cents(m.yes_bid, "yes_bid"),
-        yes_ask=_price(m.yes_ask_dollars, "yes_ask_dollars")
-        if m.yes_ask_dollars is not None
-        else _cents(m.yes_ask, "yes_ask"),
+        price=_dollars_or_cents(m.price_dollars, m.price, "price"),
+        yes_bid=_dollars_or_cents(m.yes_bid_dollars, m.yes_bid, "yes_bid"),
+        yes_ask=_dollars_or_cents(m.yes_ask_dollars, m.yes_ask, "yes_ask"),
         yes_bid_size=_decimal(m.yes_bid_size_fp, "yes_bid_size_fp"),
         yes_ask_size=_decimal(m.yes_ask_size_fp, "yes_ask_size_fp"),
         last_trade_size=_decimal(m.last_trade_size_fp, "last_trade_size_fp"),
-        volume=_decimal(m.volume_fp, "volume_fp")
-        if m.volume_fp is not None
-        else _count(m.volume, "volume"),
-        open_interest=_decimal(m.open_interest_fp, "open_interest_fp")
-        if m.open_interest_fp is not None
-        else _count(m.open_interest, "open_interest"),
+        volume=_fp_or_count(m.volume_fp, m.volume, "volume"),
+        open_interest=_fp_or_count(m.open_interest_fp, m.open_interest, "open_interest"),
         dollar_volume=_whole(m.dollar_volume),
         dollar_open_interest=_whole(m.dollar_open_interest),
         exchange_ts_ms=_exchange_ms(m),
@@ -514,23 +518,13 @@ def market_from_wire(w: _MarketWire) -> Market:
         created_time=w.created_time,
         updated_time=w.updated_time,
         result=w.result,
-        last_price=_price(w.last_price_dollars, "last_price_dollars")
-        if w.last_price_dollars is not None
-        else _cents(w.last_price, "last_price"),
-        yes_bid=_price(w.yes_bid_dollars, "yes_bid_dollars")
-        if w.yes_bid_dollars is not None
-        else _cents(w.yes_bid, "yes_bid"),
-        yes_ask=_price(w.yes_ask_dollars, "yes_ask_dollars")
-        if w.yes_ask_dollars is not None
-        else _cents(w.yes_ask, "yes_ask"),
+        last_price=_dollars_or_cents(w.last_price_dollars, w.last_price, "last_price"),
+        yes_bid=_dollars_or_cents(w.yes_bid_dollars, w.yes_bid, "yes_bid"),
+        yes_ask=_dollars_or_cents(w.yes_ask_dollars, w.yes_ask, "yes_ask"),
         yes_bid_size=_decimal(w.yes_bid_size_fp, "yes_bid_size_fp"),
         yes_ask_size=_decimal(w.yes_ask_size_fp, "yes_ask_size_fp"),
-        volume=_decimal(w.volume_fp, "volume_fp")
-        if w.volume_fp is not None
-        else _count(w.volume, "volume"),
-        open_interest=_decimal(w.open_interest_fp, "open_interest_fp")
-        if w.open_interest_fp is not None
-        else _count(w.open_interest, "open_interest"),
+        volume=_fp_or_count(w.volume_fp, w.volume, "volume"),
+        open_interest=_fp_or_count(w.open_interest_fp, w.open_interest, "open_interest"),
     )
 
 
