@@ -119,7 +119,12 @@ def report_metadata(
     return meta
 
 
-def draw_chart(path: Path, samples: list[dict[str, Any]], storage: list[dict[str, Any]]) -> None:
+def draw_chart(
+    path: Path,
+    samples: list[dict[str, Any]],
+    storage: list[dict[str, Any]],
+    polling_delays: list[float] = (),  # type: ignore[assignment]
+) -> None:
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
     for source in SOURCES:
         values = sorted(
@@ -132,6 +137,10 @@ def draw_chart(path: Path, samples: list[dict[str, Any]], storage: list[dict[str
             if data:
                 ys = [i / (len(data) - 1 or 1) for i in range(len(data))]
                 left.plot(data, ys, label=f"{source}: {label}")
+    delays = sorted(polling_delays)
+    if delays:
+        ys = [i / (len(delays) - 1 or 1) for i in range(len(delays))]
+        left.plot(delays, ys, "k--", label="http: later than websocket")
     left.set_xscale("symlog")
     left.set_xlabel("milliseconds")
     left.set_ylabel("fraction of ticks")
@@ -154,7 +163,8 @@ def draw_chart(path: Path, samples: list[dict[str, Any]], storage: list[dict[str
             label="http, every market every pass",
         )
     right.set_xticks(range(len(hours)), [h.strftime("%m-%d %H:00") for h in hours], rotation=30)
-    right.set_ylabel("KiB stored")
+    right.set_yscale("log")
+    right.set_ylabel("KiB stored (log scale)")
     right.set_title("Storage per hour per source")
     right.legend(fontsize=8)
     fig.tight_layout()
@@ -186,6 +196,7 @@ def build_report(
     storage: list[dict[str, Any]],
     latency: list[dict[str, Any]],
     samples: list[dict[str, Any]],
+    polling_delays: list[float] = (),  # type: ignore[assignment]
     *,
     now: datetime | None = None,
 ) -> Report:
@@ -194,7 +205,7 @@ def build_report(
     stamp = now.strftime("%Y%m%dT%H%M%SZ")
     chart = folder / f"feed_comparison_{stamp}.png"
     md_path = folder / f"feed_comparison_{stamp}.md"
-    draw_chart(chart, samples, storage)
+    draw_chart(chart, samples, storage, polling_delays)
     present = {r["source"] for r in storage}
     missing = [s for s in SOURCES if s not in present]
     metadata = report_metadata(storage, latency)

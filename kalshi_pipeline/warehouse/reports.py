@@ -176,18 +176,7 @@ def storage_comparison(con: duckdb.DuckDBPyConnection, hours: int = 48) -> list[
 
 # --------------------------------------------------------------------------- latency
 
-LATENCY_SQL = """
-WITH
-exchange_to_received AS (
-    SELECT source, 'exchange_to_received' AS metric,
-           epoch_ms(received_at) - epoch_ms(exchange_ts) AS ms
-    FROM ticks WHERE exchange_ts IS NOT NULL
-),
-received_to_stored AS (
-    SELECT source, 'received_to_stored' AS metric,
-           epoch_ms(stored_at) - epoch_ms(received_at) AS ms
-    FROM ticks
-),
+STATES_CTE = """
 states AS (
     SELECT source, market_ticker,
            coalesce(price, -1) AS p, coalesce(yes_bid, -1) AS b, coalesce(yes_ask, -1) AS a,
@@ -204,6 +193,21 @@ polling_delay AS (
      AND w.p = h.p AND w.b = h.b AND w.a = h.a AND w.bs = h.bs AND w.az = h.az
      AND w.v = h.v AND w.oi = h.oi
     WHERE h.first_seen >= w.first_seen
+)
+"""
+
+LATENCY_SQL = f"""
+WITH
+{STATES_CTE},
+exchange_to_received AS (
+    SELECT source, 'exchange_to_received' AS metric,
+           epoch_ms(received_at) - epoch_ms(exchange_ts) AS ms
+    FROM ticks WHERE exchange_ts IS NOT NULL
+),
+received_to_stored AS (
+    SELECT source, 'received_to_stored' AS metric,
+           epoch_ms(stored_at) - epoch_ms(received_at) AS ms
+    FROM ticks
 ),
 samples AS (
     SELECT * FROM exchange_to_received
@@ -224,6 +228,14 @@ def latency_comparison(con: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
             if r[k] is not None:
                 r[k] = round(float(r[k]), 1)
     return rows
+
+
+def polling_delay_samples(con: duckdb.DuckDBPyConnection, limit: int = 200_000) -> list[float]:
+    """How much later polling saw each state the socket saw, in ms (bounded sample)."""
+    rows = con.execute(
+        f"WITH {STATES_CTE} SELECT ms FROM polling_delay USING SAMPLE {int(limit)} ROWS"
+    ).fetchall()
+    return [float(r[0]) for r in rows]
 
 
 def latency_samples(con: duckdb.DuckDBPyConnection, limit: int = 200_000) -> list[dict[str, Any]]:

@@ -143,7 +143,8 @@ def feed_comparison_report(
             else []
         )
         samples = reports.latency_samples(con)
-    report = build_report(data_dir(warehouse) / "reports", storage, latency, samples)
+        delays = reports.polling_delay_samples(con)
+    report = build_report(data_dir(warehouse) / "reports", storage, latency, samples, delays)
     png = base64.b64encode(report.chart_path.read_bytes()).decode()
     if report.missing:
         context.log.warning("report built without %s data", " and ".join(report.missing))
