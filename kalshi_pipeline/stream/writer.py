@@ -217,12 +217,15 @@ class Writer:
         self._event_series: dict[str, str] = {}
         self._pass_counts: dict[int, list[int]] = {}
         self._busy_reported = False
+        self._positions_known = False
         self.last_commit_ns = 0
 
     # ------------------------------------------------------------------ cycle
 
     def load_once(self) -> int:
         """One batch: returns the rows of all tables loaded (0 when idle or the db is busy)."""
+        if self._positions_known and self._backlog() == 0:
+            return 0  # nothing new in the log: do not even open the database
         try:
             with self.warehouse.connect(timeout_s=self.busy_timeout_s) as con:
                 if self._busy_reported:
@@ -230,6 +233,7 @@ class Writer:
                 self.committed = dict(
                     con.execute("SELECT segment, position FROM landing_positions").fetchall()
                 )
+                self._positions_known = True
                 batch = self._read_batch()
                 if not batch.positions:
                     self.stats.backlog_bytes = self._backlog()
