@@ -71,6 +71,9 @@ class Engine:
 
     def start(self) -> Engine:
         cfg = self.config
+        if cfg.debug:  # WEBSOCKET_DEBUG, as the predecessor's flag: the feed's detail at DEBUG
+            for name in ("kalshi_pipeline.stream", "kalshi_pipeline.feed"):
+                logging.getLogger(name).setLevel(logging.DEBUG)
         self.warehouse.check_writable()
         self._check_landing()
         signer = None

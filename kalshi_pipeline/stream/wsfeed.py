@@ -226,6 +226,8 @@ class WebSocketFeed:
         self._tasks.clear()
 
     def _control(self, ws: KalshiWebSocket, data: bytes) -> None:
+        if self.config.debug:  # WEBSOCKET_DEBUG: every non-ticker frame, as received
+            log.debug("frame %s", data[:2000].decode("utf-8", "replace").rstrip())
         try:
             msg = decode_frame(data)
         except FrameDecodeError:

@@ -123,6 +123,23 @@ def test_every_asset_materializes_and_every_check_passes_on_good_data(
     }
 
 
+def test_the_analytics_replica_is_a_read_only_copy_of_every_table(filled: dict[str, Any]) -> None:
+    import duckdb
+
+    db = filled["db"]
+    replica = db.parent / "kalshi_analytics.duckdb"
+    copy = duckdb.connect(str(replica), read_only=True)
+    try:
+        for table in ("ticks", "markets", "feed_events", "market_snapshot"):
+            (n,) = copy.execute(f"SELECT count(*) FROM {table}").fetchone()
+            assert n == query(db, f"SELECT count(*) FROM {table}")[0][0] > 0, table
+        # a reader holding the replica does not stop the warehouse from being written
+        with Warehouse(db).connect(timeout_s=10) as con:
+            con.execute("SELECT count(*) FROM ticks").fetchone()
+    finally:
+        copy.close()
+
+
 def test_snapshot_equals_the_exchanges_final_state(filled: dict[str, Any]) -> None:
     db, exchange = filled["db"], filled["exchange"]
     snap = {

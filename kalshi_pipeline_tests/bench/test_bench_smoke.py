@@ -1,0 +1,68 @@
+"""`kalshi-pipeline bench` at a tiny scale: the command runs every scenario and writes its JSON.
+
+Only that the figures are there is checked, never their values: nothing in `make test` may
+depend on timing. The real measurements are `kalshi-pipeline bench` (and `--quick`).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from numbers import Number
+from pathlib import Path
+
+import pytest
+
+FIGURES = (
+    "throughput_ticks_per_s",
+    "loopback_limit_msgs_per_s",
+    "throughput_vs_limit",
+    "latency_p50_ms",
+    "latency_p99_ms",
+    "visible_p99_ms",
+    "bytes_per_tick",
+    "storage_ratio_naive_http_vs_ws",
+    "seed_pattern_ticks_per_s",
+    "writer_vs_seed_pattern",
+    "cpu_share_at_200_tps",
+    "peak_rss_mb",
+    "peak_rss_locked_mb",
+    "chaos_lost",
+    "chaos_duplicates",
+    "chaos_fallback_s",
+    "chaos_recoveries",
+)
+
+
+@pytest.mark.timeout(240)
+def test_bench_command_writes_every_figure(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "kalshi_pipeline.bench",
+            "--quick",
+            "--scenarios",
+            "all",
+            "--scale",
+            "0.01",
+            "--no-readme",
+            "--output",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=230,
+    )
+    assert run.returncode == 0, run.stderr[-4000:]
+    results = json.loads(out.read_text())
+    missing = [k for k in FIGURES if not isinstance(results.get(k), Number)]
+    assert not missing, f"figures without a number: {missing}; errors: {results['errors']}"
+    assert results["scaling"] and all(
+        isinstance(row["ticks_per_s"], Number) and isinstance(row["http_pass_s"], Number)
+        for row in results["scaling"]
+    )
+    assert {"cpu", "cores", "ram_gb", "python", "duckdb"} <= set(results["machine"])
+    assert "kalshi-pipeline bench" in run.stdout  # the table was printed
