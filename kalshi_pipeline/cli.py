@@ -233,6 +233,12 @@ def build_parser() -> argparse.ArgumentParser:
         "is the stream alive and fresh? exit 0 when healthy (for cron and alerting)",
     )
     _add_sql(sub)
+    _add_delegated(
+        sub,
+        "bench",
+        "kalshi_pipeline.bench.cli",
+        "measure throughput, latency, storage, resources and chaos against the simulator",
+    )
     return parser
 
 

@@ -134,6 +134,7 @@ class KalshiWebSocket:
                 open_timeout=self.open_timeout_s,
                 close_timeout=2,
                 compression=None,
+                max_queue=4096,  # frames buffered by websockets; 16 makes it re-arm reads often
                 user_agent_header="kalshi-pipeline/0.1",
             )
         except InvalidStatus as exc:
@@ -189,6 +190,11 @@ class KalshiWebSocket:
     @property
     def closed(self) -> bool:
         return self._end is not None
+
+    @property
+    def pending(self) -> int:
+        """Frames received and not yet taken by `recv()`."""
+        return self._queue.qsize()
 
     # ------------------------------------------------------------------ frames
 

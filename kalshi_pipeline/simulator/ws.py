@@ -399,6 +399,7 @@ class Session:
         skip_ack = flag(p, "skip_ticker_ack")
         if len(sel) > self.rt.config.max_markets_per_subscription:
             raise CommandError(26)
+        self._firehose_after: list[int] = []
         for channel in channels:
             try:
                 if channel in (TICKER, TRADE):
@@ -417,6 +418,9 @@ class Session:
                     raise CommandError(8)
             except CommandError as err:
                 self.error(err.code, cmd.id, err.sid)
+        # the firehose follows every answer to this command, as data follows a whole reply
+        for sid in self._firehose_after:
+            self._push(K_FIREHOSE, b"", sid)
 
     def _resolve(self, sel: MarketSelection) -> list[str]:
         """Tickers named directly plus those of known market ids (unknown ids match nothing)."""
@@ -450,7 +454,7 @@ class Session:
                 if snapshot and sel.named:
                     self._snapshot(sub, tickers)
                 if len(self.rt.firehose):
-                    self._push(K_FIREHOSE, b"", sub.sid)
+                    self._firehose_after.append(sub.sid)
             return
         added: list[str] = []
         if not sel.named:

@@ -211,6 +211,13 @@ class LandingLog:
         self._close_locked()
         self._open_new()
 
+    def flush(self) -> None:
+        """Hand buffered records to the OS (no fsync): from then on a killed process loses
+        nothing it logged; only a machine crash can, until the next `sync()`."""
+        with self._lock:
+            if self._file is not None and self._dirty:
+                self._file.flush()
+
     def sync(self) -> None:
         """Flush to the OS and fsync; rotate by age. Called by the writer every flush interval."""
         with self._lock:

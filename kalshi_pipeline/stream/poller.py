@@ -176,6 +176,7 @@ class Poller:
                 response_bytes += len(raw.body)
                 meta = msgspec.json.encode(PageMeta(pass_id=pass_id, page=pages, purpose=purpose))
                 self.landing.append(Kind.REST_PAGE, Source.HTTP, meta + b"\n" + raw.body)
+                self.landing.flush()
                 self.stats.http_pages += 1
                 self.stats.http_bytes += len(raw.body)
                 if self._stopping:

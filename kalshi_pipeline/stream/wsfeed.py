@@ -106,12 +106,21 @@ class WebSocketFeed:
                 await ws.connect()
                 self.stats.connects += 1
                 self.events.emit("websocket", "connect", self.config.kalshi.ws_url)
-                await self._subscribe(ws)
+                # data may follow the first channel's answer before the second's arrives: pump
+                # from the start, or a full receive queue would hide the answers we wait for
+                pump = asyncio.create_task(self._pump(ws), name="kalshi-ws-pump")
+                try:
+                    await self._subscribe(ws)
+                except BaseException:
+                    pump.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, KalshiError):
+                        await pump
+                    raise
                 subscribed_at = time.monotonic()
                 failures = 0
                 self.stats.ws_connected = True
                 self.on_up()
-                await self._pump(ws)
+                await pump
             except WebSocketAuthError as exc:
                 floor = AUTH_BACKOFF_FLOOR_S
                 self.events.emit("websocket", "auth_failed", f"{exc}"[:1000])
@@ -198,6 +207,7 @@ class WebSocketFeed:
 
     async def _pump(self, ws: KalshiWebSocket) -> None:
         append = self.landing.append
+        flush = self.landing.flush
         stats = self.stats
         while True:
             frame = await ws.recv()
@@ -206,6 +216,8 @@ class WebSocketFeed:
             stats.ws_bytes += len(frame.data)
             if not frame.data.startswith(TICKER_PREFIX):
                 self._control(ws, frame.data)
+            if not ws.pending:  # caught up: hand the buffer to the OS before waiting again
+                flush()
 
     def _spawn(self, coro: object, what: str) -> None:
         async def guarded() -> None:
