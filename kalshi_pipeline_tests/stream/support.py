@@ -6,10 +6,10 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from kalshi_pipeline.bench.analysis import ledger_key
 from kalshi_pipeline.stream.landing import Kind, list_segments, read_records
 from kalshi_pipeline_tests.helpers import (
     feed_events,
-    ledger_key,
     read_ledger,
     sent_indices,
     stored_ws_keys,
