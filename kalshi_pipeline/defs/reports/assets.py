@@ -6,6 +6,7 @@ is missing), and returns numeric metadata under stable keys so the UI plots them
 """
 
 import base64
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +68,20 @@ def market_snapshot(
     )
 
 
+def _build_table(
+    warehouse: WarehouseResource,
+    compute: Callable[[Any], list[dict[str, Any]]],
+    table: str,
+    columns: list[str],
+) -> list[dict[str, Any]]:
+    """Compute a comparison on a short connection and replace its table with the rows."""
+    with warehouse.connect(timeout_s=LOCK_WAIT_S) as con:
+        migrate(con)
+        rows = compute(con)
+        reports.write_table(con, table, rows, columns)
+    return rows
+
+
 @dg.asset(
     deps=[raw_ticks],
     group_name=GROUP,
@@ -77,12 +92,12 @@ def market_snapshot(
 def feed_storage_comparison(
     context: dg.AssetExecutionContext, warehouse: WarehouseResource
 ) -> dg.MaterializeResult:
-    with warehouse.connect(timeout_s=LOCK_WAIT_S) as con:
-        migrate(con)
-        rows = reports.storage_comparison(con)
-        reports.write_table(
-            con, "feed_storage_comparison", rows, [*STORAGE_COLUMNS, "wire_messages"]
-        )
+    rows = _build_table(
+        warehouse,
+        reports.storage_comparison,
+        "feed_storage_comparison",
+        [*STORAGE_COLUMNS, "wire_messages"],
+    )
     sources = {r["source"] for r in rows}
     missing = [s for s in ("websocket", "http") if s not in sources]
     if missing:
@@ -108,10 +123,9 @@ def feed_storage_comparison(
 def feed_latency_comparison(
     context: dg.AssetExecutionContext, warehouse: WarehouseResource
 ) -> dg.MaterializeResult:
-    with warehouse.connect(timeout_s=LOCK_WAIT_S) as con:
-        migrate(con)
-        rows = reports.latency_comparison(con)
-        reports.write_table(con, "feed_latency_comparison", rows, LATENCY_COLUMNS)
+    rows = _build_table(
+        warehouse, reports.latency_comparison, "feed_latency_comparison", LATENCY_COLUMNS
+    )
     meta: dict[str, Any] = {"table": dg.MetadataValue.md(markdown_table(rows, LATENCY_COLUMNS))}
     for r in rows:
         meta[f"{r['metric']}_{r['source']}_p50_ms"] = float(r["p50_ms"])
