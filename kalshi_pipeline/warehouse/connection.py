@@ -23,6 +23,9 @@ from kalshi_pipeline.warehouse.schema import migrate
 
 DEFAULT_PATH = Path("data/kalshi.duckdb")
 MIN_FREE_BYTES = 64 * 1024 * 1024
+# Waiters re-try the lock this often: the writer holds it for short moments several times a
+# second, and a slow poll lets it win almost every time (readers then wait seconds).
+LOCK_POLL_S = 0.005
 
 
 class WarehouseError(RuntimeError):
@@ -87,7 +90,7 @@ class Warehouse:
                 "(make run, or kalshi-pipeline stream)"
             )
         try:
-            self._lock.acquire(timeout=max(0.0, timeout_s))
+            self._lock.acquire(timeout=max(0.0, timeout_s), poll_interval=LOCK_POLL_S)
         except Timeout:
             raise WarehouseBusyError(
                 f"the database {self.path} stayed locked by another kalshi_pipeline process "
