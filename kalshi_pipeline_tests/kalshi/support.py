@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Coroutine
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -23,20 +23,6 @@ MAX_COMMANDS_PER_S = 30
 def run(coro: Coroutine[Any, Any, T]) -> T:
     """Run one async test body on a fresh event loop."""
     return asyncio.run(coro)
-
-
-def wait_for(
-    condition: Callable[[], T], timeout_s: float, what: str, interval_s: float = 0.05
-) -> T:
-    """Poll until `condition()` is truthy; fail naming `what` after `timeout_s`."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
-        time.sleep(interval_s)
 
 
 class ShiftedClockSigner:

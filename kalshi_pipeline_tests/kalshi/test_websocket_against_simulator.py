@@ -35,12 +35,12 @@ from kalshi_pipeline.kalshi.rest import RestClient
 from kalshi_pipeline.kalshi.settings import KalshiSettings
 from kalshi_pipeline.kalshi.websocket import Frame, KalshiWebSocket
 from kalshi_pipeline.simulator.process import SimulatorProcess
+from kalshi_pipeline_tests.helpers import wait_for
 from kalshi_pipeline_tests.kalshi.support import (
     MAX_COMMANDS_PER_S,
     MAX_MARKETS_PER_SUBSCRIPTION,
     run,
     session_of,
-    wait_for,
 )
 
 pytestmark = pytest.mark.timeout(60)
@@ -422,8 +422,8 @@ def test_server_close_ends_recv_after_every_earlier_frame_was_handed_on(
     received = run(scenario())
     record = wait_for(
         lambda: (s := session_of(sim, before))["closed_at_ms"] is not None and s,
-        10,
-        "the simulator to record the close",
+        timeout=10,
+        what="the simulator to record the close",
     )
     sent = sum(
         record[k]
@@ -568,8 +568,8 @@ def test_ticks_received_equal_the_ledger_lines_the_simulator_sent(
             and len(lines) > max(indexes)
             and lines
         ),
-        10,
-        "the ledger to be flushed",
+        timeout=10,
+        what="the ledger to be flushed",
     )
     expected = [
         decode_frame(b'{"type":"ticker","sid":1,"msg":' + ledger[i] + b"}") for i in indexes
@@ -651,4 +651,9 @@ def test_hourly_markets_roll_over_with_lifecycle_messages_and_in_rest(
         with RestClient(settings) as client:
             return {m.ticker for m in client.get_markets(status="open")} & new_tickers
 
-    wait_for(newly_open, 20, "a market created during the test to be open in GET /markets", 0.25)
+    wait_for(
+        newly_open,
+        timeout=20,
+        interval=0.25,
+        what="a market created during the test to be open in GET /markets",
+    )

@@ -82,19 +82,6 @@ class TestSigner:
         return self.headers("GET", WS_PATH, **kwargs)
 
 
-def wait_for(
-    condition: Callable[[], T], *, timeout: float, interval: float = 0.05, what: str = "condition"
-) -> T:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = condition()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
-
-
 async def ws_connect(ws_url: str, signer: TestSigner, **kwargs: Any) -> ClientConnection:
     kwargs.setdefault("max_size", 2**24)
     kwargs.setdefault("compression", None)

@@ -18,13 +18,13 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from kalshi_pipeline.simulator.control import is_loopback_peer
 from kalshi_pipeline.simulator.process import SimulatorProcess
+from kalshi_pipeline_tests.helpers import wait_for
 from kalshi_pipeline_tests.simulator.support import (
     TestSigner,
     command,
     expand,
     recv_until,
     strip_emitted,
-    wait_for,
     ws_connect,
 )
 
@@ -333,7 +333,7 @@ def test_pause_updates_freezes_the_published_state_until_cleared(tmp_path) -> No
     import requests
 
     from kalshi_pipeline.simulator.process import SimulatorProcess
-    from kalshi_pipeline_tests.helpers import read_ledger, wait_for
+    from kalshi_pipeline_tests.helpers import read_ledger
 
     ledger = tmp_path / "ledger.jsonl"
     with SimulatorProcess(

@@ -11,12 +11,12 @@ import pytest
 import requests
 
 from kalshi_pipeline.simulator.process import SimulatorProcess
+from kalshi_pipeline_tests.helpers import wait_for
 from kalshi_pipeline_tests.simulator.support import (
     TestSigner,
     command,
     expand,
     strip_emitted,
-    wait_for,
     ws_connect,
 )
 

@@ -9,7 +9,7 @@ import pytest
 import requests
 
 from kalshi_pipeline.simulator.process import LISTENING_RE, SimulatorProcess, SimulatorStartError
-from kalshi_pipeline_tests.simulator.support import wait_for
+from kalshi_pipeline_tests.helpers import wait_for
 
 
 def test_first_line_says_where_it_listens(sim_home: Path, tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ import aiohttp
 import requests
 
 from kalshi_pipeline.simulator.process import SimulatorProcess
+from kalshi_pipeline_tests.helpers import wait_for
 from kalshi_pipeline_tests.simulator.support import (
     TestSigner,
     command,
@@ -21,7 +22,6 @@ from kalshi_pipeline_tests.simulator.support import (
     recv,
     recv_until,
     strip_emitted,
-    wait_for,
     ws_connect,
 )
 
