@@ -143,6 +143,7 @@ class Session:
         self.subs: dict[int, Subscription] = {}
         self.by_channel: dict[str, Subscription] = {}
         self.next_sid = 1
+        self._firehose_after: list[int] = []  # ticker sids of the command being answered
         self.queue: deque[tuple[int, bytes, int]] = deque()
         self.queued_bytes = 0
         self.wake = asyncio.Event()
@@ -399,7 +400,7 @@ class Session:
         skip_ack = flag(p, "skip_ticker_ack")
         if len(sel) > self.rt.config.max_markets_per_subscription:
             raise CommandError(26)
-        self._firehose_after: list[int] = []
+        self._firehose_after.clear()
         for channel in channels:
             try:
                 if channel in (TICKER, TRADE):

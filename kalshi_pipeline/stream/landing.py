@@ -153,8 +153,6 @@ class LandingLog:
         self._opened = 0.0
         self._size = 0
         self._dirty = False
-        self.records_appended = 0
-        self.bytes_appended = 0
         folder.mkdir(parents=True, exist_ok=True)
         self._open_new()
 
@@ -165,11 +163,6 @@ class LandingLog:
         self._file = open(self._path, "ab", buffering=1024 * 1024)  # noqa: SIM115
         self._opened = time.monotonic()
         self._size = 0
-
-    @property
-    def current_segment(self) -> str:
-        assert self._path is not None
-        return self._path.stem
 
     def append(
         self, kind: Kind, source: Source, payload: bytes, received_ns: int | None = None
@@ -190,8 +183,6 @@ class LandingLog:
             f.write(payload)
             self._size += HEADER.size + len(payload)
             self._dirty = True
-            self.records_appended += 1
-            self.bytes_appended += HEADER.size + len(payload)
             where = (self._path.stem, self._size)  # type: ignore[union-attr]
             if self._size >= self.rotate_bytes:
                 self._rotate_locked()

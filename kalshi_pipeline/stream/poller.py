@@ -41,7 +41,6 @@ class PassResult:
     ok: bool
     segment: str
     end: int  # landing position just after the pass's figures
-    duration_s: float
 
 
 def scope_requests(scope: Scope) -> list[dict[str, Any]]:
@@ -210,11 +209,7 @@ class Poller:
         if purpose == "reconcile" and ok:
             self.events.emit("http", "reconcile", f"pass {pass_id}: {pages} pages")
         if self.on_pass is not None:
-            self.on_pass(
-                PassResult(
-                    pass_id, purpose, ok, segment, end, (figures.finished_ns - started_ns) / 1e9
-                )
-            )
+            self.on_pass(PassResult(pass_id, purpose, ok, segment, end))
         return ok
 
     def _report_retries(self, pass_id: int) -> None:

@@ -233,7 +233,6 @@ class Writer:
         self._pass_counts: dict[int, list[int]] = {}
         self._busy_reported = False
         self._positions_known = False
-        self.last_commit_ns = 0
 
     # ------------------------------------------------------------------ cycle
 
@@ -572,7 +571,6 @@ class Writer:
 
     def _after_commit(self, batch: _Batch) -> None:
         now_ns = time.time_ns()
-        self.last_commit_ns = now_ns
         src = batch.cols["source"]
         ws = sum(1 for s in src if s == "websocket")
         self.stats.ticks_stored += batch.rows

@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -57,10 +56,10 @@ def test_a_connection_waits_while_the_holder_releases_within_the_timeout(tmp_pat
     )
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "holding"
-        started = time.monotonic()
         with Warehouse(db).connect(timeout_s=60) as con:
             assert con.execute("SELECT count(*) FROM ticks").fetchone() == (0,)
-        assert holder.poll() is not None or time.monotonic() - started < 60
+        # we got in because the holder let go, not because it was pushed aside
+        assert holder.wait(timeout=10) == 0
     finally:
         holder.kill()
         holder.wait()
