@@ -23,6 +23,8 @@ def kalshi_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         "KALSHI_WS_URL",
         "KALSHI_API_KEY_ID",
         "KALSHI_PRIVATE_KEY_PATH",
+        "KALSHI_DEV_KEY_TYPE",
+        "KALSHI_RATE_TIER",
         "KALSHI_DUCKDB_PATH",
         "USE_WEBSOCKET_MARKET_DATA",
         "WEBSOCKET_FALLBACK_TO_HTTP",

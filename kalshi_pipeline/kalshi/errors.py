@@ -88,6 +88,26 @@ class KalshiConnectionError(KalshiError):
     """The server could not be reached, or did not answer in time."""
 
 
+def auth_hint(reason: str, key_id: str | None = None, key_file: object | None = None) -> str:
+    """What to check after a refusal, naming the key id and key file that signed when known."""
+    if reason == "bad_signature" and key_id:
+        where = f"{key_file}" if key_file else "KALSHI_PRIVATE_KEY_PATH"
+        return (
+            f"the signature did not verify (INCORRECT_API_KEY_SIGNATURE): the key in {where} is "
+            f"not the one registered for key id {key_id}; set KALSHI_PRIVATE_KEY_PATH to the "
+            "private key file made with that key id (an Ed25519 key and an RSA key are never "
+            "interchangeable), and sign the path with no query string"
+        )
+    if reason == "unknown_key" and key_id:
+        used = f" (signing with {key_file})" if key_file else ""
+        return (
+            f"key id {key_id} is not known to this environment (NOT_FOUND){used}: set "
+            "KALSHI_API_KEY_ID to the id Kalshi shows beside this key, and check that the key "
+            "was made for this environment (demo keys only work on demo)"
+        )
+    return KalshiAuthError.HINTS.get(reason, KalshiAuthError.HINTS["unknown"])
+
+
 # error bodies (kalshi-protocol.md §4.7): nested, flat, bare, and the 429 one
 
 

@@ -1,7 +1,8 @@
 """Kalshi REST client on `requests`: signed, rate-limited, retried, with typed errors.
 
 Every call has connect and read timeouts; 429 and 5xx (and network errors) are retried with
-capped exponential backoff and full jitter inside a token-bucket limit (Basic tier: 20 reads/s).
+capped exponential backoff and full jitter inside a token-bucket limit sized by the account's
+rate-limit tier (KALSHI_RATE_TIER; Basic: 20 reads/s, 3 s of burst). No Accept-Language is sent.
 Kalshi's 429 carries no Retry-After, so the backoff is ours. Error bodies come in three shapes
 (kalshi-protocol.md §4.7) plus the 429 one; all become one exception hierarchy.
 """
@@ -27,10 +28,11 @@ from kalshi_pipeline.kalshi.errors import (
     KalshiNotFoundError,
     KalshiRateLimitError,
     KalshiServerError,
+    auth_hint,
     auth_reason,
     parse_error_body,
 )
-from kalshi_pipeline.kalshi.ratelimit import TokenBucket
+from kalshi_pipeline.kalshi.ratelimit import TokenBucket, read_limiter
 from kalshi_pipeline.kalshi.settings import KalshiSettings
 
 log = logging.getLogger(__name__)
@@ -64,8 +66,13 @@ class RawResponse:
     attempts: int
 
 
-def api_error(method: str, url: str, status: int, body: bytes) -> KalshiAPIError:
-    """The typed exception for a non-2xx answer, its message carrying Kalshi's code and details."""
+def api_error(
+    method: str, url: str, status: int, body: bytes, *, signer: object | None = None
+) -> KalshiAPIError:
+    """The typed exception for a non-2xx answer, its message carrying Kalshi's code and details.
+
+    A 401's message names the key id and key file of `signer` (when given) and what to fix.
+    """
     code, message, details = parse_error_body(body)
     parts = [p for p in (code, message, details) if p]
     said = ": " + " / ".join(dict.fromkeys(parts)) if parts else ""
@@ -79,7 +86,8 @@ def api_error(method: str, url: str, status: int, body: bytes) -> KalshiAPIError
     }
     if status in (401, 403):
         reason = auth_reason(code, details)
-        return KalshiAuthError(f"{text}; {KalshiAuthError.HINTS[reason]}", reason=reason, **kwargs)
+        hint = auth_hint(reason, getattr(signer, "key_id", None), getattr(signer, "key_file", None))
+        return KalshiAuthError(f"{text}; {hint}", reason=reason, **kwargs)
     if status == 404:
         return KalshiNotFoundError(text, **kwargs)
     if status == 429:
@@ -98,7 +106,7 @@ class RestClient:
         *,
         signer: Signer | None = None,
         sign: bool = True,
-        requests_per_s: float = 20.0,
+        requests_per_s: float | None = None,
         burst: float | None = None,
         connect_timeout_s: float = 3.05,
         read_timeout_s: float = 10.0,
@@ -111,7 +119,9 @@ class RestClient:
         self.settings = settings
         self.base_url = settings.rest_url.rstrip("/")
         self._signer = signer if signer is not None or not sign else settings.signer()
-        self.limiter = TokenBucket(requests_per_s, burst if burst is not None else requests_per_s)
+        self.limiter = read_limiter(settings.rate_tier, requests_per_s=requests_per_s)
+        if burst is not None:
+            self.limiter = TokenBucket(self.limiter.rate, burst)
         self.timeout = (connect_timeout_s, read_timeout_s)
         self.max_retries = max_retries
         self.backoff_base_s = backoff_base_s
@@ -119,6 +129,9 @@ class RestClient:
         self.on_retry = on_retry
         self.session = session or requests.Session()
         self.session.headers.update({"User-Agent": USER_AGENT, "Accept": "application/json"})
+        # Kalshi translates titles and rules when asked (Accept-Language, since Aug 2026); stored
+        # text stays English, so a session handed in must not ask either.
+        self.session.headers.pop("Accept-Language", None)
 
     # ------------------------------------------------------------------ plumbing
 
@@ -157,7 +170,7 @@ class RestClient:
                         resp.url, status, body, time.monotonic() - started, attempt + 1
                     )
                 if status != 429 and status < 500:
-                    raise api_error(method, resp.url, status, body)
+                    raise api_error(method, resp.url, status, body, signer=self._signer)
                 error = f"HTTP {status}"
                 final: Exception = api_error(method, resp.url, status, body)
             except (requests.ConnectionError, requests.Timeout) as exc:

@@ -2,7 +2,8 @@
 
 Read from the environment (design.md §3.7, §4); `.env` in the working directory is read by the
 CLI and by `dagster dev` before this runs. Hosts are Kalshi's current ones (kalshi-protocol.md
-§1.1); `KALSHI_REST_URL` and `KALSHI_WS_URL` override them.
+§1.1); `KALSHI_REST_URL` and `KALSHI_WS_URL` override them. `KALSHI_RATE_TIER` sizes the REST
+limiter; `KALSHI_DEV_KEY_TYPE` chooses the type of a `local` dev key made on first use.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 from kalshi_pipeline.kalshi.auth import Signer
 from kalshi_pipeline.kalshi.devkey import ensure_dev_key, kalshi_home
 from kalshi_pipeline.kalshi.errors import KalshiConfigError
+from kalshi_pipeline.kalshi.ratelimit import RATE_TIER_VAR, RateTier, parse_rate_tier
 
 LOCAL_HOST = "127.0.0.1:8700"
 REST_PREFIX = "/trade-api/v2"
@@ -66,6 +68,7 @@ class KalshiSettings:
     api_key_id: str | None = None
     private_key_path: Path | None = None
     private_key_passphrase: str | None = field(default=None, repr=False)
+    rate_tier: RateTier = RateTier.BASIC
 
     @classmethod
     def for_env(
@@ -77,6 +80,7 @@ class KalshiSettings:
         api_key_id: str | None = None,
         private_key_path: str | os.PathLike[str] | None = None,
         private_key_passphrase: str | None = None,
+        rate_tier: RateTier | str | None = None,
     ) -> KalshiSettings:
         env = parse_environment(env) if isinstance(env, str) else env
         default_rest, default_ws = DEFAULT_URLS[env]
@@ -87,6 +91,7 @@ class KalshiSettings:
             api_key_id=api_key_id or None,
             private_key_path=Path(private_key_path).expanduser() if private_key_path else None,
             private_key_passphrase=private_key_passphrase or None,
+            rate_tier=parse_rate_tier(rate_tier),
         )
 
     @classmethod
@@ -107,6 +112,7 @@ class KalshiSettings:
             api_key_id=pick("api_key_id", KEY_ID_VAR),
             private_key_path=pick("private_key_path", KEY_PATH_VAR),
             private_key_passphrase=pick("private_key_passphrase", PASSPHRASE_VAR),
+            rate_tier=pick("rate_tier", RATE_TIER_VAR),
         )
 
     def credentials_problem(self) -> str | None:
@@ -138,5 +144,5 @@ class KalshiSettings:
             raise KalshiConfigError(
                 f"set both {KEY_ID_VAR} and {KEY_PATH_VAR}, or neither to use the local dev key"
             )
-        dev = ensure_dev_key(kalshi_home())
+        dev = ensure_dev_key(kalshi_home())  # its type: KALSHI_DEV_KEY_TYPE for a new key
         return Signer.from_file(dev.key_id, dev.private_key_path)

@@ -1,7 +1,10 @@
 """Signature checks for REST requests and the WebSocket handshake, with Kalshi's 401 bodies.
 
 Order of checks: the three headers present -> timestamp inside the window -> key id known ->
-RSA-PSS signature over `ts + METHOD + path-without-query` (kalshi-protocol.md §2).
+signature over `ts + METHOD + path-without-query` (kalshi-protocol.md §2), verified by the type
+of the key registered under that id: Ed25519, or RSA-PSS (SHA-256, MGF1-SHA-256, 32-byte salt).
+A signature made by a key of the other type, or by any other key, is INCORRECT_API_KEY_SIGNATURE,
+as on Kalshi. Registering a key of any other type (EC, DSA, Ed448...) is refused at start.
 """
 
 from __future__ import annotations
@@ -13,16 +16,21 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
 
 from kalshi_pipeline.kalshi.auth import (
     HEADER_KEY,
     HEADER_SIGNATURE,
     HEADER_TIMESTAMP,
+    PublicKey,
+    describe_key_type,
     signing_message,
 )
+from kalshi_pipeline.kalshi.devkey import ensure_dev_key, kalshi_home
+from kalshi_pipeline.kalshi.errors import KalshiConfigError
+from kalshi_pipeline.simulator.config import SimConfig
 
 _PSS = padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=32)
 
@@ -66,25 +74,56 @@ class KeyRegistry:
     def __init__(self, skew_past_s: float = 10.0, skew_future_s: float = 60.0) -> None:
         self.skew_past_ms = int(skew_past_s * 1000)
         self.skew_future_ms = int(skew_future_s * 1000)
-        self._keys: dict[str, rsa.RSAPublicKey] = {}
+        self._keys: dict[str, PublicKey] = {}
 
-    def register(self, key_id: str, public_pem: bytes) -> None:
-        key = serialization.load_pem_public_key(public_pem)
-        if not isinstance(key, rsa.RSAPublicKey):
-            raise ValueError(f"key {key_id} is not an RSA public key")
+    @classmethod
+    def for_config(cls, config: SimConfig) -> KeyRegistry:
+        """The dev key (made now if missing, of `--dev-key-type`) and every `--register-key`."""
+        keys = cls(config.skew_past_s, config.skew_future_s)
+        try:
+            dev = ensure_dev_key(config.kalshi_home or kalshi_home(), config.dev_key_type)
+        except KalshiConfigError as exc:
+            raise ValueError(str(exc)) from None
+        keys.register(dev.key_id, dev.public_key_pem(), source=f"dev key {dev.private_key_path}")
+        for key_id, path in config.register_keys:
+            keys.register_file(key_id, path)
+        return keys
+
+    def register(self, key_id: str, public_pem: bytes, *, source: str | None = None) -> None:
+        """Accept requests signed for `key_id` by the private half of this Ed25519 or RSA key."""
+        where = source or f"the public key for {key_id}"
+        try:
+            key = serialization.load_pem_public_key(public_pem)
+        except (ValueError, UnsupportedAlgorithm):
+            raise ValueError(
+                f"{where} is not a PEM public key: give --register-key KEY_ID=PATH a public or "
+                "private key PEM file"
+            ) from None
+        if not isinstance(key, ed25519.Ed25519PublicKey | rsa.RSAPublicKey):
+            raise ValueError(
+                f"{where} is a {describe_key_type(key)} key; Kalshi API keys are Ed25519 or RSA"
+            )
         self._keys[key_id] = key
 
     def register_file(self, key_id: str, path: Path) -> None:
-        """A public key PEM; a private key PEM is accepted too and its public half used."""
-        data = path.read_bytes()
+        """A public key PEM; an unencrypted private key PEM is accepted too (its public half)."""
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise ValueError(f"--register-key {key_id}={path}: {exc.strerror}") from None
+        source = f"--register-key {key_id}={path}"
         if b"PRIVATE KEY" in data:
-            private = serialization.load_pem_private_key(data, None)
-            if not isinstance(private, rsa.RSAPrivateKey):
-                raise ValueError(f"{path} is not an RSA key")
+            try:
+                private = serialization.load_pem_private_key(data, None)
+            except (ValueError, TypeError, UnsupportedAlgorithm):
+                raise ValueError(
+                    f"{source} is not a usable private key PEM (damaged, cut short or "
+                    "encrypted): give the public key PEM instead"
+                ) from None
             data = private.public_key().public_bytes(
                 serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
             )
-        self.register(key_id, data)
+        self.register(key_id, data, source=source)
 
     def __contains__(self, key_id: str) -> bool:
         return key_id in self._keys
@@ -115,9 +154,13 @@ class KeyRegistry:
         key = self._keys.get(key_id)
         if key is None:
             return AuthFailure(UNKNOWN_KEY, "unknown key id")
+        message = signing_message(timestamp, method, path)
         try:
             raw = base64.b64decode(signature, validate=True)
-            key.verify(raw, signing_message(timestamp, method, path), _PSS, hashes.SHA256())
+            if isinstance(key, ed25519.Ed25519PublicKey):
+                key.verify(raw, message)
+            else:
+                key.verify(raw, message, _PSS, hashes.SHA256())
         except (binascii.Error, ValueError, InvalidSignature):
             return AuthFailure(BAD_SIGNATURE, "signature does not verify")
         return key_id

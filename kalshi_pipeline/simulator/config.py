@@ -48,7 +48,7 @@ def _lifetime(text: str) -> int:
 def _key_spec(text: str) -> tuple[str, Path]:
     key_id, sep, path = text.partition("=")
     if not sep or not key_id or not path:
-        raise argparse.ArgumentTypeError(f"expected KEY_ID=PUBLIC_PEM_PATH, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected KEY_ID=PEM_PATH, got {text!r}")
     return key_id, Path(path).expanduser()
 
 
@@ -81,6 +81,7 @@ class SimConfig:
     hourly_strikes: int | None = None
     kalshi_home: Path | None = None
     register_keys: list[tuple[str, Path]] = field(default_factory=list)
+    dev_key_type: str | None = None  # a new dev key's type; None: KALSHI_DEV_KEY_TYPE, else ed25519
     skew_past_s: float = 10.0
     skew_future_s: float = 60.0
     rest_tokens_per_s: float = 200.0
@@ -145,8 +146,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         dest="register_keys",
-        metavar="KEY_ID=PUBLIC_PEM_PATH",
-        help="accept this key too (repeatable)",
+        metavar="KEY_ID=PEM_PATH",
+        help="accept this Ed25519 or RSA key too, from its public (or private) PEM (repeatable)",
+    )
+    a(
+        "--dev-key-type",
+        choices=["ed25519", "rsa"],
+        default=None,
+        help="type of the dev key when it is made (default: $KALSHI_DEV_KEY_TYPE, else "
+        "ed25519, as Kalshi makes keys); without the flag a dev key already there is used "
+        "whatever its type; with it, a dev key of the other type stops the simulator",
     )
     a(
         "--skew-past-s",
@@ -237,6 +246,7 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
         hourly_strikes=args.hourly_strikes,
         kalshi_home=args.kalshi_home,
         register_keys=list(args.register_keys),
+        dev_key_type=args.dev_key_type,
         skew_past_s=args.skew_past_s,
         skew_future_s=args.skew_future_s,
         rest_tokens_per_s=args.rest_tokens_per_s,

@@ -19,7 +19,6 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-from kalshi_pipeline.kalshi.devkey import ensure_dev_key, kalshi_home
 from kalshi_pipeline.simulator import control, rest
 from kalshi_pipeline.simulator.auth import KeyRegistry
 from kalshi_pipeline.simulator.config import (
@@ -49,11 +48,7 @@ def build(config: SimConfig) -> tuple[Runtime, Engine]:
     """The runtime with its market universe listed and opening tickers published."""
     if config.rest_tokens_per_s <= 0:
         raise ValueError("--rest-tokens-per-s must be positive")
-    keys = KeyRegistry(config.skew_past_s, config.skew_future_s)
-    dev = ensure_dev_key(config.kalshi_home or kalshi_home())
-    keys.register(dev.key_id, dev.public_key_pem())
-    for key_id, path in config.register_keys:
-        keys.register_file(key_id, path)
+    keys = KeyRegistry.for_config(config)
     ledger = Ledger(config.ledger)
     faults = Faults(seed=None if config.seed is None else config.seed + 2)
     faults.apply(config.faults)

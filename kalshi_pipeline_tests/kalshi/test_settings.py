@@ -8,13 +8,19 @@ import stat
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import padding
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
-from kalshi_pipeline.kalshi.auth import HEADER_SIGNATURE
-from kalshi_pipeline.kalshi.devkey import generate_private_key_pem, write_private_key
+from kalshi_pipeline.kalshi.auth import HEADER_SIGNATURE, KeyType
+from kalshi_pipeline.kalshi.devkey import (
+    ensure_dev_key,
+    generate_private_key_pem,
+    write_private_key,
+)
 from kalshi_pipeline.kalshi.errors import KalshiConfigError
+from kalshi_pipeline.kalshi.ratelimit import RateTier
 from kalshi_pipeline.kalshi.settings import Environment, KalshiSettings
+from kalshi_pipeline_tests.keys import KEY_TYPES, verify
 
 KALSHI_VARS = (
     "KALSHI_ENV",
@@ -24,6 +30,8 @@ KALSHI_VARS = (
     "KALSHI_PRIVATE_KEY_PATH",
     "KALSHI_PRIVATE_KEY_PASSPHRASE",
     "KALSHI_HOME",
+    "KALSHI_RATE_TIER",
+    "KALSHI_DEV_KEY_TYPE",
 )
 
 
@@ -34,10 +42,10 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(var, raising=False)
 
 
-@pytest.fixture
-def key_file(tmp_path: Path) -> Path:
+@pytest.fixture(params=KEY_TYPES)
+def key_file(tmp_path: Path, request: pytest.FixtureRequest) -> Path:
     path = tmp_path / "keys" / "kalshi.pem"
-    write_private_key(path, generate_private_key_pem())
+    write_private_key(path, generate_private_key_pem(request.param))
     return path
 
 
@@ -144,11 +152,10 @@ def test_remote_environment_with_credentials_signs_with_that_key(key_file: Path)
     assert signer.key_id == "kid-1"
     public = serialization.load_pem_private_key(key_file.read_bytes(), None).public_key()
     headers = signer.headers("GET", settings.rest_url + "/portfolio/balance", now_ms=42)
-    public.verify(
+    verify(
+        public,
         base64.b64decode(headers[HEADER_SIGNATURE]),
         b"42GET/trade-api/v2/portfolio/balance",
-        padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=32),
-        hashes.SHA256(),
     )
 
 
@@ -165,12 +172,11 @@ def test_local_without_credentials_makes_and_uses_the_dev_key_under_kalshi_home(
     assert stat.S_IMODE(private.stat().st_mode) == 0o600
     assert signer.key_id == (home / "dev-key-id").read_text().strip()
     public = serialization.load_pem_private_key(private.read_bytes(), None).public_key()
-    public.verify(
-        base64.b64decode(signer.sign(b"1GET/trade-api/ws/v2")),
-        b"1GET/trade-api/ws/v2",
-        padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=32),
-        hashes.SHA256(),
-    )
+    # made as Kalshi makes keys since October 2026: Ed25519, in PKCS#8
+    assert isinstance(public, ed25519.Ed25519PublicKey)
+    assert signer.key_type is KeyType.ED25519
+    assert private.read_bytes().startswith(b"-----BEGIN PRIVATE KEY-----")
+    verify(public, base64.b64decode(signer.sign(b"1GET/trade-api/ws/v2")), b"1GET/trade-api/ws/v2")
     # made once: a second settings object uses the same key
     before = private.read_bytes()
     assert KalshiSettings.from_env().signer().key_id == signer.key_id
@@ -219,3 +225,93 @@ def test_key_path_is_expanded(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -
     settings = KalshiSettings.for_env("demo", api_key_id="k", private_key_path="~/k.pem")
     assert settings.private_key_path == tmp_path / "k.pem"
     assert os.fspath(settings.private_key_path).startswith(str(tmp_path))
+
+
+# --------------------------------------------------------------------------- dev key type
+
+
+def test_kalshi_dev_key_type_rsa_makes_an_rsa_dev_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home = tmp_path / "kalshi-home"
+    monkeypatch.setenv("KALSHI_HOME", str(home))
+    monkeypatch.setenv("KALSHI_DEV_KEY_TYPE", "RSA")
+
+    signer = KalshiSettings.from_env().signer()
+
+    assert signer.key_type is KeyType.RSA
+    public = serialization.load_pem_private_key(
+        (home / "dev-key.pem").read_bytes(), None
+    ).public_key()
+    assert isinstance(public, rsa.RSAPublicKey)
+    verify(public, base64.b64decode(signer.sign(b"1GET/x")), b"1GET/x")
+
+
+def test_an_rsa_dev_key_from_an_earlier_version_keeps_working(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # an earlier version made RSA dev keys; with no type asked for, it is used as it is
+    home = tmp_path / "kalshi-home"
+    monkeypatch.setenv("KALSHI_HOME", str(home))
+    write_private_key(home / "dev-key.pem", generate_private_key_pem("rsa"))
+    (home / "dev-key-id").write_text("old-dev-key\n")
+    before = (home / "dev-key.pem").read_bytes()
+
+    signer = KalshiSettings.from_env().signer()
+
+    assert (signer.key_id, signer.key_type) == ("old-dev-key", KeyType.RSA)
+    assert (home / "dev-key.pem").read_bytes() == before
+    assert ensure_dev_key(home).key_type is KeyType.RSA
+
+
+def test_asking_for_another_type_than_the_dev_key_on_disk_names_the_file_and_the_fix(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home = tmp_path / "kalshi-home"
+    monkeypatch.setenv("KALSHI_HOME", str(home))
+    ensure_dev_key(home)  # ed25519
+    before = (home / "dev-key.pem").read_bytes()
+    monkeypatch.setenv("KALSHI_DEV_KEY_TYPE", "rsa")
+
+    with pytest.raises(KalshiConfigError) as caught:
+        KalshiSettings.from_env().signer()
+
+    message = str(caught.value)
+    assert str(home / "dev-key.pem") in message
+    assert "is ed25519, not rsa" in message
+    assert "delete" in message
+    assert (home / "dev-key.pem").read_bytes() == before  # never replaced behind a simulator
+
+
+def test_an_unknown_dev_key_type_names_the_variable_and_the_choices(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KALSHI_HOME", str(tmp_path / "kalshi-home"))
+    monkeypatch.setenv("KALSHI_DEV_KEY_TYPE", "ecdsa")
+    with pytest.raises(KalshiConfigError) as caught:
+        KalshiSettings.from_env().signer()
+    assert "KALSHI_DEV_KEY_TYPE='ecdsa'" in str(caught.value)
+    assert "ed25519 or rsa" in str(caught.value)
+    assert not (tmp_path / "kalshi-home" / "dev-key.pem").exists()
+
+
+# --------------------------------------------------------------------------- rate tier
+
+
+def test_rate_tier_defaults_to_basic_and_reads_kalshi_rate_tier() -> None:
+    assert KalshiSettings().rate_tier is RateTier.BASIC
+    assert KalshiSettings.from_env({}).rate_tier is RateTier.BASIC
+    assert KalshiSettings.from_env({"KALSHI_RATE_TIER": " Premier "}).rate_tier is RateTier.PREMIER
+    assert (
+        KalshiSettings.from_env({"KALSHI_RATE_TIER": "premier"}, rate_tier="prime").rate_tier
+        is RateTier.PRIME
+    )
+
+
+@pytest.mark.parametrize("value", ["gold", "20", "basic tier"])
+def test_an_unknown_rate_tier_names_the_variable_and_the_allowed_values(value: str) -> None:
+    with pytest.raises(KalshiConfigError) as caught:
+        KalshiSettings.from_env({"KALSHI_RATE_TIER": value})
+    message = str(caught.value)
+    assert f"KALSHI_RATE_TIER={value!r}" in message
+    assert "basic, advanced, premier, paragon, prime, prestige" in message
