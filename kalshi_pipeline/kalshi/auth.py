@@ -81,8 +81,8 @@ def describe_key_type(key: object) -> str:
 def unsupported_key_message(source: str, key: object) -> str:
     """Why a key of another type is refused, naming where it came from and the fix."""
     return (
-        f"{source} holds a {describe_key_type(key)} key; Kalshi API keys are Ed25519 or RSA: "
-        "use the private key file Kalshi gave you when you made the API key"
+        f"{source} holds a key of type {describe_key_type(key)}; Kalshi API keys are Ed25519 "
+        "or RSA: use the private key file Kalshi gave you when you made the API key"
     )
 
 

@@ -27,12 +27,12 @@ from kalshi_pipeline.kalshi.auth import Signer
 from kalshi_pipeline.kalshi.errors import (
     ConnectionClosedError,
     FrameDecodeError,
-    KalshiAuthError,
     KalshiWebSocketError,
     RetiredChannelError,
     SilenceTimeoutError,
     WebSocketAuthError,
     WebSocketHandshakeError,
+    auth_hint,
     auth_reason,
     parse_error_body,
 )
@@ -145,7 +145,12 @@ class KalshiWebSocket:
                 reason = auth_reason(code, details)
                 raise WebSocketAuthError(
                     f"WebSocket handshake to {self.url} answered HTTP {status} "
-                    f"{body.decode('utf-8', 'replace').strip()}; {KalshiAuthError.HINTS[reason]}",
+                    f"{body.decode('utf-8', 'replace').strip()}; "
+                    + auth_hint(
+                        reason,
+                        getattr(self._signer, "key_id", None),
+                        getattr(self._signer, "key_file", None),
+                    ),
                     status=status,
                     body=body,
                     reason=reason,

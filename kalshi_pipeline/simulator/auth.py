@@ -101,7 +101,8 @@ class KeyRegistry:
             ) from None
         if not isinstance(key, ed25519.Ed25519PublicKey | rsa.RSAPublicKey):
             raise ValueError(
-                f"{where} is a {describe_key_type(key)} key; Kalshi API keys are Ed25519 or RSA"
+                f"{where} is a key of type {describe_key_type(key)}; Kalshi API keys are "
+                "Ed25519 or RSA: register the public key of an Ed25519 or RSA API key"
             )
         self._keys[key_id] = key
 

@@ -2,22 +2,41 @@
 
 One simulator serves the whole folder (its faults are cleared around every test); tests that need
 a differently shaped exchange (3,500 markets, 5-second hourly markets) start their own. The dev
-key is generated under a temporary KALSHI_HOME; keys the simulator must not know are generated
-in memory.
+key is generated under a temporary KALSHI_HOME; one API key of each type Kalshi issues (Ed25519,
+RSA) is registered with `--register-key` so that auth tests run once per type; keys the
+simulator must not know are generated in memory.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric import rsa
 
 from kalshi_pipeline.kalshi.devkey import DevKey, ensure_dev_key
 from kalshi_pipeline.kalshi.settings import KalshiSettings
 from kalshi_pipeline.simulator.process import SimulatorProcess
 from kalshi_pipeline_tests.kalshi.support import MAX_COMMANDS_PER_S, MAX_MARKETS_PER_SUBSCRIPTION
+from kalshi_pipeline_tests.keys import (
+    KEY_TYPES,
+    PrivateKey,
+    new_private_key,
+    pem_of,
+    public_pem_of,
+    write_key,
+)
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    """An API key the shared simulator knows: its id, private key and the file holding it."""
+
+    key_type: str
+    key_id: str
+    private_key: PrivateKey
+    path: Path
 
 
 @pytest.fixture(scope="package")
@@ -41,13 +60,29 @@ def ledger_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="package")
-def simulator(kalshi_home: Path, ledger_path: Path) -> Iterator[SimulatorProcess]:
+def api_keys(tmp_path_factory: pytest.TempPathFactory) -> dict[str, ApiKey]:
+    """One registered key per type, private halves in mode-600 PEM files as Kalshi gives them."""
+    folder = tmp_path_factory.mktemp("api-keys")
+    keys = {}
+    for n, key_type in enumerate(KEY_TYPES):
+        key = new_private_key(key_type)
+        path = write_key(folder / f"{key_type}.pem", pem_of(key))
+        write_key(folder / f"{key_type}.pub.pem", public_pem_of(key))
+        keys[key_type] = ApiKey(key_type, f"0000000{n}-aaaa-4bbb-8ccc-{key_type:0>12}", key, path)
+    return keys
+
+
+@pytest.fixture(scope="package")
+def simulator(
+    kalshi_home: Path, ledger_path: Path, api_keys: dict[str, ApiKey]
+) -> Iterator[SimulatorProcess]:
     with SimulatorProcess(
         markets=300,
         rate=300,
         seed=7,
         ledger=ledger_path,
         kalshi_home=kalshi_home,
+        register_keys=[(k.key_id, k.path.with_suffix(".pub.pem")) for k in api_keys.values()],
         extra_args=[
             "--max-markets-per-subscription",
             str(MAX_MARKETS_PER_SUBSCRIPTION),
@@ -72,7 +107,19 @@ def settings(sim: SimulatorProcess) -> KalshiSettings:
     return KalshiSettings.for_env("local", rest_url=sim.rest_url, ws_url=sim.ws_url)
 
 
-@pytest.fixture(scope="package")
-def stranger_key() -> rsa.RSAPrivateKey:
-    """A key the simulator never registered."""
-    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+@pytest.fixture(params=KEY_TYPES)
+def api_key(request: pytest.FixtureRequest, api_keys: dict[str, ApiKey]) -> ApiKey:
+    """Each registered key in turn: a test using it runs once per key type."""
+    return api_keys[request.param]
+
+
+@pytest.fixture
+def signed_settings(sim: SimulatorProcess, api_key: ApiKey) -> KalshiSettings:
+    """Settings that sign with `api_key`, as a user's KALSHI_API_KEY_ID and key path do."""
+    return KalshiSettings.for_env(
+        "local",
+        rest_url=sim.rest_url,
+        ws_url=sim.ws_url,
+        api_key_id=api_key.key_id,
+        private_key_path=api_key.path,
+    )

@@ -335,7 +335,7 @@ def test_a_key_of_another_type_is_refused_naming_the_file_and_the_type(
         Signer.from_file(KEY_ID, path)
     message = str(caught.value)
     assert str(path) in message
-    assert f"holds a {type_name} key" in message
+    assert f"holds a key of type {type_name}" in message
     assert "Ed25519 or RSA" in message
 
 

@@ -36,10 +36,10 @@ def signer(sim_home: Path) -> TestSigner:
 
 @pytest.fixture(scope="session")
 def extra_key(tmp_path_factory: pytest.TempPathFactory) -> tuple[TestSigner, Path]:
-    """A second key pair, registered on the shared simulator with --register-key."""
+    """A second key pair, RSA (the dev key is Ed25519), registered with --register-key."""
     folder = tmp_path_factory.mktemp("extra-key")
     private = folder / "extra.pem"
-    write_private_key(private, generate_private_key_pem())
+    write_private_key(private, generate_private_key_pem("rsa"))
     signer = TestSigner.from_pem_file(EXTRA_KEY_ID, private)
     public = folder / "extra.pub.pem"
     from cryptography.hazmat.primitives import serialization

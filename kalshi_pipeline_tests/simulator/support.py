@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
 from websockets.asyncio.client import ClientConnection, connect
 
 from kalshi_pipeline.kalshi.auth import HEADER_KEY, HEADER_SIGNATURE, HEADER_TIMESTAMP
@@ -47,19 +47,26 @@ TIMESTAMP_EXPIRED = {
 
 
 class TestSigner:
-    """Signs as Kalshi's docs say, independently of the project's own client code."""
+    """Signs as Kalshi's docs say, independently of the project's own client code: Ed25519 over
+    the message, or RSA-PSS (SHA-256, MGF1-SHA-256, 32-byte salt), by the key's type."""
 
     __test__ = False
 
-    def __init__(self, key_id: str, private_key: rsa.RSAPrivateKey) -> None:
+    def __init__(
+        self, key_id: str, private_key: ed25519.Ed25519PrivateKey | rsa.RSAPrivateKey
+    ) -> None:
         self.key_id = key_id
         self.key = private_key
 
     @classmethod
     def from_pem_file(cls, key_id: str, path: Path) -> TestSigner:
         key = serialization.load_pem_private_key(path.read_bytes(), None)
-        assert isinstance(key, rsa.RSAPrivateKey)
+        assert isinstance(key, ed25519.Ed25519PrivateKey | rsa.RSAPrivateKey)
         return cls(key_id, key)
+
+    @property
+    def key_type(self) -> str:
+        return "ed25519" if isinstance(self.key, ed25519.Ed25519PrivateKey) else "rsa"
 
     def headers(
         self,
@@ -71,7 +78,10 @@ class TestSigner:
     ) -> dict[str, str]:
         ts = str(time.time_ns() // 1_000_000 + skew_ms)
         message = f"{ts}{method.upper()}{signed_path if signed_path is not None else path}"
-        signature = self.key.sign(message.encode(), PSS, hashes.SHA256())
+        if isinstance(self.key, ed25519.Ed25519PrivateKey):
+            signature = self.key.sign(message.encode())
+        else:
+            signature = self.key.sign(message.encode(), PSS, hashes.SHA256())
         return {
             HEADER_KEY: self.key_id,
             HEADER_TIMESTAMP: ts,
