@@ -34,7 +34,12 @@ def _add_stream(sub: Any) -> None:
     p.add_argument("--max-retries", type=int, metavar="N")
     p.add_argument("--poll-interval", dest="poll_interval_s", type=float, metavar="S")
     p.add_argument("--flush-interval-ms", type=int, metavar="MS")
-    p.add_argument("--requests-per-s", type=float, metavar="N", help="REST limit (default 20)")
+    p.add_argument(
+        "--requests-per-s",
+        type=float,
+        metavar="N",
+        help="REST limit (default: the KALSHI_RATE_TIER tier's, basic = 20)",
+    )
     p.add_argument("--series", action="append", default=[], metavar="TICKER")
     p.add_argument("--events", action="append", default=[], metavar="TICKER")
     p.add_argument("--tickers", action="append", default=[], metavar="TICKER")

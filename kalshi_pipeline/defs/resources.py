@@ -1,7 +1,7 @@
 """Resources: `kalshi_feed` (the stream engine's config) and `warehouse` (the DuckDB file).
 
 Defaults come from the environment when the code location loads, through the same
-`StreamConfig.from_env()` the CLI uses (KALSHI_ENV, USE_WEBSOCKET_MARKET_DATA,
+`StreamConfig.from_env()` the CLI uses (KALSHI_ENV, KALSHI_RATE_TIER, USE_WEBSOCKET_MARKET_DATA,
 WEBSOCKET_FALLBACK_TO_HTTP, WEBSOCKET_TIMEOUT, WEBSOCKET_MAX_RETRIES, KALSHI_DUCKDB_PATH). Every
 field shows in the Launchpad under `resources.<key>.config` and a run may override any of them;
 the mode switch is `resources: {kalshi_feed: {config: {mode: http}}}`. Bad values (an unknown
@@ -43,6 +43,7 @@ from kalshi_pipeline.warehouse.connection import DEFAULT_PATH, default_path
 
 FeedMode = Literal["websocket", "http", "both"]
 EnvironmentName = Literal["local", "demo", "prod"]
+RateTierName = Literal["basic", "advanced", "premier", "paragon", "prime", "prestige"]
 
 _BUILTIN = StreamConfig()  # the engine's own defaults, before the environment
 
@@ -89,6 +90,11 @@ class KalshiFeedResource(dg.ConfigurableResource):
         default="local",
         description="local (the simulator), demo or prod; demo and prod need credentials",
     )
+    rate_tier: RateTierName = Field(
+        default="basic",
+        description="the Kalshi account's rate-limit tier; sizes the REST limiter (basic: 20 "
+        "requests/s, 3 s of burst); default KALSHI_RATE_TIER",
+    )
     rest_url: str | None = Field(
         default=None,
         description="REST base URL; empty means KALSHI_REST_URL when it was set for this "
@@ -130,6 +136,7 @@ class KalshiFeedResource(dg.ConfigurableResource):
             poll_interval_s=env.poll_interval_s,
             flush_interval_ms=env.flush_interval_ms,
             environment=env.kalshi.env.value,
+            rate_tier=env.kalshi.rate_tier.value,
             **credentials,
         )
 
@@ -148,6 +155,7 @@ class KalshiFeedResource(dg.ConfigurableResource):
             api_key_id=self.api_key_id,
             private_key_path=self.private_key_path,
             private_key_passphrase=self.private_key_passphrase,
+            rate_tier=self.rate_tier,
         )
 
     def stream_config(self, database: str | os.PathLike[str]) -> StreamConfig:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 
+from kalshi_pipeline.kalshi.ratelimit import TIER_LIMITS
 from kalshi_pipeline.kalshi.settings import KalshiSettings
 
 
@@ -104,12 +105,19 @@ class StreamConfig:
     database: Path = Path("data/kalshi.duckdb")
     landing_dir: Path | None = None  # default: <database folder>/landing
     retention_s: float = 24 * 3600.0
-    requests_per_s: float = 20.0
+    requests_per_s: float | None = None  # None: the rate tier's (kalshi.rate_tier)
     healthy_after_s: float = 60.0  # a connection this old resets the reconnect backoff
     backoff_base_s: float = 0.5
     backoff_cap_s: float = 30.0
     debug: bool = False
     kalshi: KalshiSettings = field(default_factory=KalshiSettings)
+
+    @property
+    def read_rate_per_s(self) -> float:
+        """REST requests per second: `requests_per_s` when set, else the rate tier's."""
+        if self.requests_per_s is not None:
+            return self.requests_per_s
+        return TIER_LIMITS[self.kalshi.rate_tier].reads_per_s
 
     @property
     def landing(self) -> Path:
@@ -123,7 +131,10 @@ class StreamConfig:
             (self.flush_interval_ms >= 10, "flush_interval_ms must be >= 10"),
             (self.flush_rows >= 1, "flush_rows must be >= 1"),
             (self.retention_s >= 0, "retention_s must be >= 0"),
-            (self.requests_per_s > 0, "requests_per_s must be > 0"),
+            (
+                self.requests_per_s is None or self.requests_per_s > 0,
+                "requests_per_s must be > 0 (or unset to follow KALSHI_RATE_TIER)",
+            ),
         ]
         for ok, message in checks:
             if not ok:

@@ -234,7 +234,7 @@ class Poller:
                 "http",
                 "rate_limit_stretch",
                 f"a pass took {duration:.2f}s, longer than poll_interval_s={interval}s under the "
-                f"{self.config.requests_per_s:g} requests/s limit; polling every {duration:.2f}s",
+                f"{self.config.read_rate_per_s:g} requests/s limit; polling every {duration:.2f}s",
             )
         elif not stretched and self._stretched:
             self.events.emit("http", "rate_limit_fits", f"passes fit in {interval}s again")
