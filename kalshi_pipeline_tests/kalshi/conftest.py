@@ -10,7 +10,6 @@ simulator must not know are generated in memory.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -18,25 +17,18 @@ import pytest
 from kalshi_pipeline.kalshi.devkey import DevKey, ensure_dev_key
 from kalshi_pipeline.kalshi.settings import KalshiSettings
 from kalshi_pipeline.simulator.process import SimulatorProcess
-from kalshi_pipeline_tests.kalshi.support import MAX_COMMANDS_PER_S, MAX_MARKETS_PER_SUBSCRIPTION
+from kalshi_pipeline_tests.kalshi.support import (
+    MAX_COMMANDS_PER_S,
+    MAX_MARKETS_PER_SUBSCRIPTION,
+    ApiKey,
+)
 from kalshi_pipeline_tests.keys import (
     KEY_TYPES,
-    PrivateKey,
     new_private_key,
     pem_of,
     public_pem_of,
     write_key,
 )
-
-
-@dataclass(frozen=True)
-class ApiKey:
-    """An API key the shared simulator knows: its id, private key and the file holding it."""
-
-    key_type: str
-    key_id: str
-    private_key: PrivateKey
-    path: Path
 
 
 @pytest.fixture(scope="package")

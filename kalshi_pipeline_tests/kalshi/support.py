@@ -6,11 +6,14 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Coroutine
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from kalshi_pipeline.kalshi.auth import HEADER_SIGNATURE, HEADER_TIMESTAMP, Signer
 from kalshi_pipeline.simulator.process import SimulatorProcess
+from kalshi_pipeline_tests.keys import PrivateKey
 
 T = TypeVar("T")
 
@@ -18,6 +21,16 @@ T = TypeVar("T")
 # of commands.
 MAX_MARKETS_PER_SUBSCRIPTION = 50
 MAX_COMMANDS_PER_S = 30
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    """An API key the shared simulator knows: its id, private key and the file holding it."""
+
+    key_type: str
+    key_id: str
+    private_key: PrivateKey
+    path: Path
 
 
 def run(coro: Coroutine[Any, Any, T]) -> T:

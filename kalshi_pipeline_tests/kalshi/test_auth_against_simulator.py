@@ -29,8 +29,8 @@ from kalshi_pipeline.kalshi.rest import RestClient, api_error
 from kalshi_pipeline.kalshi.settings import KalshiSettings
 from kalshi_pipeline.kalshi.websocket import KalshiWebSocket
 from kalshi_pipeline.simulator.process import SimulatorProcess
-from kalshi_pipeline_tests.kalshi.conftest import ApiKey
 from kalshi_pipeline_tests.kalshi.support import (
+    ApiKey,
     HeaderDroppingSigner,
     QueryStringSigner,
     ShiftedClockSigner,
