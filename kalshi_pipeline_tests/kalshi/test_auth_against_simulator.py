@@ -17,7 +17,7 @@ import requests
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from kalshi_pipeline.kalshi.auth import HEADER_SIGNATURE, Signer
+from kalshi_pipeline.kalshi.auth import HEADER_SIGNATURE, KeyType, Signer
 from kalshi_pipeline.kalshi.devkey import DevKey
 from kalshi_pipeline.kalshi.errors import (
     KalshiAuthError,
@@ -159,6 +159,28 @@ def test_websocket_handshake_with_the_dev_key_is_accepted(
 
 
 # --------------------------------------------------------------------------- either key type
+
+
+def test_local_with_kalshi_dev_key_type_rsa_signs_rest_and_handshake_with_an_rsa_dev_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the variable reaches both sides: the simulator makes the RSA dev key, the client uses it
+    home = tmp_path / "home"
+    monkeypatch.setenv("KALSHI_HOME", str(home))
+    monkeypatch.setenv("KALSHI_DEV_KEY_TYPE", "rsa")
+    with SimulatorProcess(markets=20, rate=0, seed=3, kalshi_home=home) as sim:
+        settings = KalshiSettings.for_env("local", rest_url=sim.rest_url, ws_url=sim.ws_url)
+        signer = settings.signer()
+        assert signer.key_type is KeyType.RSA
+        with RestClient(settings) as client:
+            assert client.get_raw("/portfolio/balance").status == 200
+
+        async def session() -> list[object]:
+            async with KalshiWebSocket(settings.ws_url, signer) as ws:
+                return list(await ws.subscribe(["ticker"]))
+
+        assert run(session()) == [Subscribed(cmd_id=1, channel="ticker", sid=1)]
+        assert [s["key_id"] for s in sim.sessions()] == [signer.key_id]
 
 
 def test_signed_rest_calls_with_either_key_type_are_accepted(
