@@ -30,6 +30,8 @@ from kalshi_pipeline.simulator.hub import (
     TICKER,
     TRADE,
     Subscription,
+    frame_tail,
+    now_ms,
 )
 from kalshi_pipeline.simulator.malformed import malformed_frame
 from kalshi_pipeline.simulator.protocol import (
@@ -318,7 +320,7 @@ class Session:
             else:
                 for i in range(start, stop):
                     if sub.covers(fh.tickers[i]):
-                        frame = fh.frame_for(i, sub.prefix)
+                        frame = fh.frame_for(i, sub.prefix, now_ms())
                         await self.ws.send_frame(frame, WSMsgType.TEXT)
                         self._count_ticker(fh.first_index + i, fh.first_index + i)
                         if faults.malformed_now():
@@ -335,7 +337,7 @@ class Session:
         if sub.prefix == SID1_PREFIX and transport is not None:
             if transport.is_closing() or self.ws.closed:
                 raise ConnectionResetError("connection closing")
-            transport.write(b"".join(fh.raw[start:stop]))
+            transport.write(fh.stamp(b"".join(fh.raw[start:stop]), now_ms()))
             self._count_ticker(fh.first_index + start, fh.first_index + stop - 1)
             assert self.stream is not None
             await self.stream.drain()
@@ -343,9 +345,10 @@ class Session:
         send = self.ws.send_frame
         text = WSMsgType.TEXT
         sent = 0
+        sending = now_ms()
         try:
             for i in range(start, stop):
-                await send(fh.frame_for(i, sub.prefix), text)
+                await send(fh.frame_for(i, sub.prefix, sending), text)
                 sent += 1
         finally:
             if sent:
@@ -514,7 +517,8 @@ class Session:
         for t in tickers:
             m = markets.get(t)
             if m is not None and m.msg_index >= 0:
-                self._push(K_SNAPSHOT, sub.prefix + m.msg + b"}\n", m.msg_index)
+                frame = sub.prefix + frame_tail(m.msg, now_ms())
+                self._push(K_SNAPSHOT, frame, m.msg_index)
 
     def _unsubscribe(self, cmd: Command) -> None:
         p = cmd.params
