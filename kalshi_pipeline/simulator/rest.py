@@ -1,5 +1,6 @@
-"""REST under `/trade-api/v2` (kalshi-protocol.md §4): market data, one authenticated endpoint,
-and the gateway behaviour in front of them (faults, signatures, the read token bucket, 404s).
+"""REST under `/trade-api/v2` (kalshi-protocol.md §4): market data, the account endpoints that
+clients call first (`/portfolio/balance`, `/account/limits`, both signed), and the gateway
+behaviour in front of them (faults, signatures, the read token bucket, 404s).
 
 Pages run in `created_time` descending, then ticker descending; the cursor is the base64url of
 the last item's (created µs, ticker) and a cursor that does not decode gives the first page.
@@ -11,7 +12,6 @@ import asyncio
 import base64
 import binascii
 import bisect
-import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
@@ -19,7 +19,7 @@ from aiohttp import web
 
 from kalshi_pipeline.simulator.auth import AuthFailure, has_auth_headers
 from kalshi_pipeline.simulator.model import FILTER_STATUSES, SHARDS, Event, Market
-from kalshi_pipeline.simulator.runtime import Runtime
+from kalshi_pipeline.simulator.runtime import READ_BUCKET_SECONDS, Runtime
 from kalshi_pipeline.simulator.wire import DOLLARS, count_fp, dumps
 
 API = "/trade-api/v2"
@@ -43,6 +43,7 @@ PUBLIC_ROUTES = frozenset(
         "get_series_list",
         "get_series",
         "exchange_status",
+        "exchange_schedule",
     }
 )
 MARKETS_MAX_LIMIT = 1000
@@ -385,14 +386,56 @@ async def exchange_status(request: web.Request) -> web.Response:
     )
 
 
+async def exchange_schedule(request: web.Request) -> web.Response:
+    """Open around the clock but for the weekly Thursday 03:00-05:00 ET maintenance."""
+    all_day = [{"open_time": "00:00", "close_time": "23:59"}]
+    week: dict[str, Any] = dict.fromkeys(
+        ("monday", "tuesday", "wednesday", "friday", "saturday", "sunday"), all_day
+    )
+    week["thursday"] = [
+        {"open_time": "00:00", "close_time": "03:00"},
+        {"open_time": "05:00", "close_time": "23:59"},
+    ]
+    standard = {"start_time": "2026-01-01T00:00:00Z", "end_time": "2100-01-01T00:00:00Z", **week}
+    return json_response({"schedule": {"maintenance_windows": [], "standard_hours": [standard]}})
+
+
+SIM_BALANCE_C = 100_000
+"""Every simulated account holds $1,000.00 in cash and no positions."""
+BASIC_READ_TOKENS_PER_S = 200
+BASIC_WRITE_TOKENS_PER_S = 100
+
+
 async def portfolio_balance(request: web.Request) -> web.Response:
-    """Requires a signature; the simulator's accounts hold a fixed balance and no positions."""
+    """Kalshi's shape: integer cents in `balance` and `portfolio_value`, the dollar string beside
+    them, one breakdown entry per shard holding cash, `updated_ts` in seconds."""
+    rt: Runtime = request.app["runtime"]
+    dollars = f"{SIM_BALANCE_C // 100}.{SIM_BALANCE_C % 100:02d}00"
     return json_response(
         {
-            "balance": 100000,
-            "balance_dollars": "1000.0000",
+            "balance": SIM_BALANCE_C,
+            "balance_breakdown": [{"balance": dollars, "exchange_index": 0}],
+            "balance_dollars": dollars,
             "portfolio_value": 0,
-            "updated_ts": int(time.time()),
+            "updated_ts": rt.started_s,
+        }
+    )
+
+
+async def account_limits(request: web.Request) -> web.Response:
+    """The caller's token buckets as `GET /account/limits` reports them: the read bucket is the
+    one this simulator enforces; the write bucket is Basic's (the simulator takes no orders)."""
+    rt: Runtime = request.app["runtime"]
+    rate = rt.config.rest_tokens_per_s
+    return json_response(
+        {
+            "grants": [],
+            "read": {"bucket_capacity": int(READ_BUCKET_SECONDS * rate), "refill_rate": int(rate)},
+            "usage_tier": "basic" if rate == BASIC_READ_TOKENS_PER_S else "custom",
+            "write": {
+                "bucket_capacity": BASIC_WRITE_TOKENS_PER_S,
+                "refill_rate": BASIC_WRITE_TOKENS_PER_S,
+            },
         }
     )
 
@@ -408,7 +451,9 @@ def add_routes(app: web.Application) -> None:
     r.add_get(f"{API}/series", get_series_list, name="get_series_list")
     r.add_get(f"{API}/series/{{series_ticker}}", get_series, name="get_series")
     r.add_get(f"{API}/exchange/status", exchange_status, name="exchange_status")
+    r.add_get(f"{API}/exchange/schedule", exchange_schedule, name="exchange_schedule")
     r.add_get(f"{API}/portfolio/balance", portfolio_balance, name="portfolio_balance")
+    r.add_get(f"{API}/account/limits", account_limits, name="account_limits")
 
 
 def _is_api(path: str) -> bool:

@@ -33,11 +33,12 @@ TOO_MANY = {"error": "too many requests"}
 def test_token_bucket_answers_429_without_retry_after(
     start_sim: Callable[..., SimulatorProcess], signer: TestSigner
 ) -> None:
-    sim = start_sim(rate=0, rest_tokens_per_s=10)  # one request a second, two in the bucket
+    sim = start_sim(rate=0, rest_tokens_per_s=10)  # one request a second, three in the bucket
     url = f"{sim.rest_url}/exchange/status"
-    statuses = [requests.get(url, timeout=5) for _ in range(4)]
-    assert [r.status_code for r in statuses[:2]] == [200, 200]
-    limited = statuses[2]
+    statuses = [requests.get(url, timeout=5) for _ in range(8)]
+    # The bucket holds 3 s of budget: a full one lets three requests through at once.
+    assert [r.status_code for r in statuses[:3]] == [200, 200, 200]
+    limited = next(r for r in statuses if r.status_code != 200)
     assert limited.status_code == 429
     assert limited.json() == TOO_MANY
     assert limited.text == '{"error": "too many requests"}'
