@@ -174,8 +174,9 @@ def market_filter(query: Any) -> tuple[Callable[[Market], bool], list[str], list
         name: _int_param(query, name, endpoint) for names, _ in TS_GROUPS.values() for name in names
     }
     min_updated = _int_param(query, "min_updated_ts", endpoint)
+    max_updated = _int_param(query, "max_updated_ts", endpoint)
     used = [g for g, (names, _) in TS_GROUPS.items() if any(ts[n] is not None for n in names)]
-    if min_updated is not None:
+    if min_updated is not None or max_updated is not None:
         others = used + (["status"] if status else []) + (["tickers"] if tickers else [])
         others += ["event_ticker"] if events else []
         if series and mve != "exclude":
@@ -183,7 +184,9 @@ def market_filter(query: Any) -> tuple[Callable[[Market], bool], list[str], list
         if mve == "only":
             others.append("mve_filter=only")
         if others:
-            raise _bad_filters(f"min_updated_ts cannot be combined with {', '.join(others)}")
+            raise _bad_filters(
+                f"min_updated_ts and max_updated_ts cannot be combined with {', '.join(others)}"
+            )
     if len(used) > 1:
         raise _bad_filters(f"only one timestamp filter group may be used, got {used}")
     for group in used:
@@ -198,7 +201,9 @@ def market_filter(query: Any) -> tuple[Callable[[Market], bool], list[str], list
             low = lo * 1_000_000 if lo is not None else -(2**62)
             high = hi * 1_000_000 + 999_999 if hi is not None else 2**62
             bounds.append((group, low, high))
-    updated_us = min_updated * 1_000_000 if min_updated is not None else None
+    # The updated window is closed at both ends, in whole seconds.
+    updated_low = min_updated * 1_000_000 if min_updated is not None else None
+    updated_high = max_updated * 1_000_000 + 999_999 if max_updated is not None else None
 
     def keep(m: Market) -> bool:
         if statuses is not None and m.status not in statuses:
@@ -214,7 +219,9 @@ def market_filter(query: Any) -> tuple[Callable[[Market], bool], list[str], list
                 value = m.settled_us
             if value is None or not low <= value <= high:
                 return False
-        return updated_us is None or m.updated_us >= updated_us
+        if updated_low is not None and m.updated_us < updated_low:
+            return False
+        return updated_high is None or m.updated_us <= updated_high
 
     return keep, tickers, events, mve == "only"
 
