@@ -372,14 +372,18 @@ async def get_series(request: web.Request) -> web.Response:
 
 
 async def exchange_status(request: web.Request) -> web.Response:
-    """The whole exchange and one entry per matching-engine shard (`exchange_index`)."""
+    """The whole exchange and one entry per matching-engine shard (`exchange_index`); a shard in
+    the `paused_shards` fault reports `trading_active: false`, the exchange as a whole only
+    when every shard is paused."""
+    rt: Runtime = request.app["runtime"]
+    paused = rt.faults.paused_shards
     shards = [
         {
             "description": description,
             "exchange_active": True,
             "exchange_index": index,
             "intra_exchange_transfers_active": True,
-            "trading_active": True,
+            "trading_active": index not in paused,
         }
         for index, description in sorted(SHARDS.items())
     ]
@@ -388,7 +392,7 @@ async def exchange_status(request: web.Request) -> web.Response:
             "exchange_active": True,
             "exchange_index_statuses": shards,
             "intra_exchange_transfers_active": True,
-            "trading_active": True,
+            "trading_active": any(s["trading_active"] for s in shards),
         }
     )
 
