@@ -18,7 +18,7 @@ from typing import Any
 from aiohttp import web
 
 from kalshi_pipeline.simulator.auth import AuthFailure, has_auth_headers
-from kalshi_pipeline.simulator.model import FILTER_STATUSES, Event, Market
+from kalshi_pipeline.simulator.model import FILTER_STATUSES, SHARDS, Event, Market
 from kalshi_pipeline.simulator.runtime import Runtime
 from kalshi_pipeline.simulator.wire import DOLLARS, count_fp, dumps
 
@@ -364,7 +364,25 @@ async def get_series(request: web.Request) -> web.Response:
 
 
 async def exchange_status(request: web.Request) -> web.Response:
-    return json_response({"exchange_active": True, "trading_active": True})
+    """The whole exchange and one entry per matching-engine shard (`exchange_index`)."""
+    shards = [
+        {
+            "description": description,
+            "exchange_active": True,
+            "exchange_index": index,
+            "intra_exchange_transfers_active": True,
+            "trading_active": True,
+        }
+        for index, description in sorted(SHARDS.items())
+    ]
+    return json_response(
+        {
+            "exchange_active": True,
+            "exchange_index_statuses": shards,
+            "intra_exchange_transfers_active": True,
+            "trading_active": True,
+        }
+    )
 
 
 async def portfolio_balance(request: web.Request) -> web.Response:

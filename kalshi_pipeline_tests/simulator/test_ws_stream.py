@@ -217,6 +217,8 @@ def test_hourly_rollover_emits_lifecycle_and_new_markets_appear(
     assert ("event_lifecycle", None) in kinds
     assert {k for _, k in kinds} >= {"created", "determined", "settled"}
     assert not {k for _, k in kinds} & {"activated", "deactivated", "close_date_updated"}
+    determined: dict[str, dict[str, Any]] = {}
+    settled_after_determined = 0
     for f in frames:
         msg = f["msg"]
         if f["type"] == "event_lifecycle":
@@ -234,14 +236,20 @@ def test_hourly_rollover_emits_lifecycle_and_new_markets_appear(
             )  # fmt: skip
         elif msg["event_type"] == "determined":
             assert msg["result"] in ("yes", "no") and msg["determination_ts"] > 0
+            assert msg["settlement_value"] == ("1.0000" if msg["result"] == "yes" else "0.0000")
+            determined[msg["market_ticker"]] = msg
         elif msg["event_type"] == "settled":
-            assert msg["settlement_value"] in ("1.0000", "0.0000")
+            assert set(msg) == {"market_ticker", "event_type", "settled_ts"}
             assert msg["settled_ts"] > 0
             final = requests.get(f"{sim.rest_url}/markets/{msg['market_ticker']}", timeout=5)
             market = final.json()["market"]
             assert market["status"] == "finalized"
-            assert market["result"] == msg["result"]
-            assert market["settlement_value_dollars"] == msg["settlement_value"]
+            result = determined.get(msg["market_ticker"])  # None if determined before we joined
+            if result is not None:
+                assert market["result"] == result["result"]
+                assert market["settlement_value_dollars"] == result["settlement_value"]
+                settled_after_determined += 1
+    assert settled_after_determined, "no market was seen both determined and settled"
     created = [f["msg"]["market_ticker"] for f in frames if f["msg"].get("event_type") == "created"]
     assert len(created) == len(set(created)), "a ticker was reused"
     # Once open, the new markets trade like any other: their ticker updates reach the ledger.
