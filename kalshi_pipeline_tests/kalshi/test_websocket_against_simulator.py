@@ -638,9 +638,12 @@ def test_hourly_markets_roll_over_with_lifecycle_messages_and_in_rest(
         assert m.additional_metadata is not None
         assert m.open_ts is not None and m.close_ts is not None
         assert m.close_ts > m.open_ts
+    # As on Kalshi: `determined` carries the result and value, `settled` only its time.
+    determined = [m for m in lifecycle if m.event_type == "determined"]
+    assert all(m.result in ("yes", "no") for m in determined)
+    assert all(m.settlement_value in ("0.0000", "1.0000") for m in determined)
     settled = [m for m in lifecycle if m.event_type == "settled"]
-    assert all(m.result in ("yes", "no") for m in settled)
-    assert all(m.settlement_value in ("0.0000", "1.0000") for m in settled)
+    assert all(m.settled_ts is not None and m.result is None for m in settled)
     new_events = {m.additional_metadata.event_ticker for m in created if m.additional_metadata}
     assert new_events <= {e.event_ticker for e in messages if isinstance(e, EventLifecycle)}
 

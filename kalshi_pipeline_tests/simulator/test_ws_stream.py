@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import time
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
@@ -89,8 +90,11 @@ def test_ticker_frames_match_the_ledger_and_sent_ranges(
                 raw = await asyncio.wait_for(ws.recv(), 10)
                 assert isinstance(raw, str) and raw.endswith("\n")
                 frame = json.loads(raw)
+                received_ms = time.time_ns() // 1_000_000
                 assert frame["type"] == "ticker" and frame["sid"] == 1 and "seq" not in frame
-                assert list(frame) == ["type", "sid", "msg"]
+                assert list(frame) == ["type", "sid", "msg", "sending_ts_ms"]
+                sent = frame["sending_ts_ms"]
+                assert isinstance(sent, int) and frame["msg"]["ts_ms"] <= sent <= received_ms
                 received.append(frame["msg"])
             await ws.send(json.dumps({"id": 2, "cmd": "unsubscribe", "params": {"sids": [1]}}))
             _, rest = await recv_until(ws, lambda f: f["type"] == "unsubscribed", 10)
