@@ -109,9 +109,9 @@ class StreamConfig:
     backoff_base_s: float = 0.5
     backoff_cap_s: float = 30.0
     debug: bool = False
-    # permessage-deflate on the socket. Off by default: measured with `kalshi-pipeline bench`
-    # (compression scenario), see the README's settings.
-    websocket_compression: bool = False
+    # permessage-deflate on the socket. On by default, by measurement (`kalshi-pipeline bench`,
+    # compression scenario): about 4x fewer bytes on the wire for about 2 µs more CPU per tick.
+    websocket_compression: bool = True
     websocket_max_message_bytes: int = 64 * 1024 * 1024  # Kalshi's message limit
     kalshi: KalshiSettings = field(default_factory=KalshiSettings)
 
