@@ -488,7 +488,9 @@ def tick_from_wire(
         dollar_open_interest=_whole(m.dollar_open_interest),
         exchange_ts_ms=_exchange_ms(m, notes),
         sid=sid,
-        sent_ts_ms=_ms(sent_ts_ms, "sending_ts_ms", notes),
+        sent_ts_ms=sent_ts_ms
+        if sent_ts_ms is None or MIN_TS_MS <= sent_ts_ms < MAX_TS_MS
+        else _ms(sent_ts_ms, "sending_ts_ms", notes),
         notes=tuple(notes) if notes else (),
     )
 
@@ -637,7 +639,10 @@ def decode_tick(raw: bytes) -> Tick:
     """Decode a frame known to be a ticker frame: the engine's fast path."""
     try:
         frame = _TICKER_DECODER.decode(raw)
-        return _tick(frame.msg, frame.sid, frame.sending_ts_ms)
+        try:
+            return tick_from_wire(frame.msg, frame.sid, frame.sending_ts_ms)
+        except (ValueError, ArithmeticError):  # a value breaks a rule: again, tolerantly
+            return tick_from_wire(frame.msg, frame.sid, frame.sending_ts_ms, [])
     except msgspec.ValidationError as exc:
         try:
             kind = _ENVELOPE_DECODER.decode(raw).type
