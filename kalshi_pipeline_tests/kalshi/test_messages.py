@@ -869,3 +869,21 @@ def test_exchange_status_keeps_each_shard() -> None:
         ).exchange_index_statuses
         is None
     )
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"type":"subscribed","id":1,"sending_ts_ms":1,"new":[1],"msg":{"channel":"ticker",'
+        b'"sid":1,"shard":2}}',
+        b'{"type":"ok","id":2,"sid":1,"seq":3,"sending_ts_ms":1,"new":{},"msg":'
+        b'{"market_tickers":["A"]}}',
+        b'{"type":"unsubscribed","id":3,"sid":1,"seq":4,"sending_ts_ms":1,"new":null}',
+        b'{"type":"error","id":4,"sending_ts_ms":1,"new":"x","msg":{"code":8,"msg":"no"}}',
+    ],
+    ids=["subscribed", "ok", "unsubscribed", "error"],
+)
+def test_unknown_envelope_keys_are_accepted_on_command_answers(raw: bytes) -> None:
+    message = decode_frame(raw)
+    assert isinstance(message, Subscribed | Ok | Unsubscribed | ErrorMessage)
+    assert message.cmd_id is not None
