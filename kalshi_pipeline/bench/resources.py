@@ -18,7 +18,7 @@ import time
 from typing import Any
 
 from kalshi_pipeline.bench import analysis
-from kalshi_pipeline.bench.context import Context, engine_status, open_db
+from kalshi_pipeline.bench.context import FIREHOSE_CONFIG, Context, engine_status, open_db
 from kalshi_pipeline.bench.procs import BenchError, spawn, tail, terminate
 
 HOLD = """
@@ -79,7 +79,7 @@ def memory(ctx: Context) -> dict[str, Any]:
     plan = ctx.plan
     db = ctx.folder("memory") / "k.duckdb"
     with ctx.simulator(markets=plan.memory_markets, rate=plan.memory_rate) as sim:
-        engine = ctx.engine("memory", sim, db)
+        engine = ctx.engine("memory", sim, db, config=FIREHOSE_CONFIG)
         engine.wait_for(lambda e: e.status.get("ticks_stored_ws", 0) > 0, 60, "the first ticks")
         s0 = dict(engine.status)
         published0 = sim.stats()["ledger_lines"]
@@ -120,7 +120,7 @@ def locked(ctx: Context) -> dict[str, Any]:
     plan = ctx.plan
     db = ctx.folder("locked") / "k.duckdb"
     with ctx.simulator(markets=plan.memory_markets, rate=plan.locked_rate) as sim:
-        engine = ctx.engine("locked", sim, db)
+        engine = ctx.engine("locked", sim, db, config=FIREHOSE_CONFIG)
         engine.wait_for(lambda e: e.status.get("ticks_stored_ws", 0) > 0, 60, "the first ticks")
         ctx.sleep(plan.pause_s, alive=engine.alive)
         assert engine.sampler is not None

@@ -16,7 +16,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from kalshi_pipeline.bench import chaos, latency, resources, scaling, storage, throughput
+from kalshi_pipeline.bench import (
+    chaos,
+    compression,
+    latency,
+    resources,
+    scaling,
+    storage,
+    throughput,
+)
 from kalshi_pipeline.bench.context import Context
 from kalshi_pipeline.bench.display import Display
 from kalshi_pipeline.bench.plan import Plan
@@ -32,6 +40,7 @@ RUNNERS: dict[str, Scenario] = {
     "memory": resources.memory,
     "locked": resources.locked,
     "scaling": scaling.run,
+    "compression": compression.run,
     "chaos": chaos.run,
 }
 
@@ -46,6 +55,7 @@ def expected_seconds(name: str, plan: Plan) -> float:
         "memory": 15 + plan.memory_s,
         "locked": 20 + plan.locked_hold_s * 1.5,
         "scaling": sum(15 + plan.scaling_frames / 25_000 + m / 4_000 for m in plan.scaling_markets),
+        "compression": 2 * (20 + plan.compression_frames / 10_000),
         "chaos": 25 + plan.chaos_s,
     }[name]
 
