@@ -18,8 +18,9 @@ from typing import Any
 from aiohttp import web
 
 from kalshi_pipeline.simulator.auth import AuthFailure, has_auth_headers
+from kalshi_pipeline.simulator.config import READ_BUCKET_SECONDS
 from kalshi_pipeline.simulator.model import FILTER_STATUSES, SHARDS, Event, Market
-from kalshi_pipeline.simulator.runtime import READ_BUCKET_SECONDS, Runtime
+from kalshi_pipeline.simulator.runtime import Runtime
 from kalshi_pipeline.simulator.wire import DOLLARS, count_fp, dumps
 
 API = "/trade-api/v2"
