@@ -168,6 +168,7 @@ def test_timestamp_filters_and_their_compatibility(sim: SimulatorProcess) -> Non
         {"min_updated_ts": 1, "tickers": "X"},
         {"min_updated_ts": 1, "series_ticker": "KXSIMTEMP"},
         {"max_updated_ts": 2**40, "status": "open"},
+        {"max_updated_ts": "soon"},
     ):
         resp = get(sim, "/markets", **params)
         assert resp.status_code == 400, params
