@@ -164,7 +164,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--rest-tokens-per-s",
         type=float,
         default=d.rest_tokens_per_s,
-        help="REST read bucket refill; 10 tokens a request, 2 s of capacity (default %(default)s)",
+        help="REST read bucket refill, tokens per second; 10 tokens a request, 3 s of capacity "
+        "(default %(default)s: Kalshi's Basic tier, 20 reads/s)",
     )
     a(
         "--ping-interval-s",

@@ -157,6 +157,8 @@ class Engine:
             return
         rng = self.rng
         m = live[rng.randrange(len(live))]
+        if m.exchange_index in self.rt.faults.paused_shards:
+            return  # no trading on a paused shard, so nothing moves there
         fill = step(m.quote, rng)
         self._publish(m, now)
         if fill is not None:

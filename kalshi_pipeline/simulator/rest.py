@@ -1,5 +1,6 @@
-"""REST under `/trade-api/v2` (kalshi-protocol.md §4): market data, one authenticated endpoint,
-and the gateway behaviour in front of them (faults, signatures, the read token bucket, 404s).
+"""REST under `/trade-api/v2` (kalshi-protocol.md §4): market data, the account endpoints that
+clients call first (`/portfolio/balance`, `/account/limits`, both signed), and the gateway
+behaviour in front of them (faults, signatures, the read token bucket, 404s).
 
 Pages run in `created_time` descending, then ticker descending; the cursor is the base64url of
 the last item's (created µs, ticker) and a cursor that does not decode gives the first page.
@@ -11,7 +12,6 @@ import asyncio
 import base64
 import binascii
 import bisect
-import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
@@ -19,7 +19,7 @@ from aiohttp import web
 
 from kalshi_pipeline.simulator.auth import AuthFailure, has_auth_headers
 from kalshi_pipeline.simulator.model import FILTER_STATUSES, SHARDS, Event, Market
-from kalshi_pipeline.simulator.runtime import Runtime
+from kalshi_pipeline.simulator.runtime import READ_BUCKET_SECONDS, Runtime
 from kalshi_pipeline.simulator.wire import DOLLARS, count_fp, dumps
 
 API = "/trade-api/v2"
@@ -43,6 +43,7 @@ PUBLIC_ROUTES = frozenset(
         "get_series_list",
         "get_series",
         "exchange_status",
+        "exchange_schedule",
     }
 )
 MARKETS_MAX_LIMIT = 1000
@@ -173,8 +174,9 @@ def market_filter(query: Any) -> tuple[Callable[[Market], bool], list[str], list
         name: _int_param(query, name, endpoint) for names, _ in TS_GROUPS.values() for name in names
     }
     min_updated = _int_param(query, "min_updated_ts", endpoint)
+    max_updated = _int_param(query, "max_updated_ts", endpoint)
     used = [g for g, (names, _) in TS_GROUPS.items() if any(ts[n] is not None for n in names)]
-    if min_updated is not None:
+    if min_updated is not None or max_updated is not None:
         others = used + (["status"] if status else []) + (["tickers"] if tickers else [])
         others += ["event_ticker"] if events else []
         if series and mve != "exclude":
@@ -182,7 +184,9 @@ def market_filter(query: Any) -> tuple[Callable[[Market], bool], list[str], list
         if mve == "only":
             others.append("mve_filter=only")
         if others:
-            raise _bad_filters(f"min_updated_ts cannot be combined with {', '.join(others)}")
+            raise _bad_filters(
+                f"min_updated_ts and max_updated_ts cannot be combined with {', '.join(others)}"
+            )
     if len(used) > 1:
         raise _bad_filters(f"only one timestamp filter group may be used, got {used}")
     for group in used:
@@ -197,7 +201,9 @@ def market_filter(query: Any) -> tuple[Callable[[Market], bool], list[str], list
             low = lo * 1_000_000 if lo is not None else -(2**62)
             high = hi * 1_000_000 + 999_999 if hi is not None else 2**62
             bounds.append((group, low, high))
-    updated_us = min_updated * 1_000_000 if min_updated is not None else None
+    # The updated window is closed at both ends, in whole seconds.
+    updated_low = min_updated * 1_000_000 if min_updated is not None else None
+    updated_high = max_updated * 1_000_000 + 999_999 if max_updated is not None else None
 
     def keep(m: Market) -> bool:
         if statuses is not None and m.status not in statuses:
@@ -213,7 +219,9 @@ def market_filter(query: Any) -> tuple[Callable[[Market], bool], list[str], list
                 value = m.settled_us
             if value is None or not low <= value <= high:
                 return False
-        return updated_us is None or m.updated_us >= updated_us
+        if updated_low is not None and m.updated_us < updated_low:
+            return False
+        return updated_high is None or m.updated_us <= updated_high
 
     return keep, tickers, events, mve == "only"
 
@@ -364,14 +372,18 @@ async def get_series(request: web.Request) -> web.Response:
 
 
 async def exchange_status(request: web.Request) -> web.Response:
-    """The whole exchange and one entry per matching-engine shard (`exchange_index`)."""
+    """The whole exchange and one entry per matching-engine shard (`exchange_index`); a shard in
+    the `paused_shards` fault reports `trading_active: false`, the exchange as a whole only
+    when every shard is paused."""
+    rt: Runtime = request.app["runtime"]
+    paused = rt.faults.paused_shards
     shards = [
         {
             "description": description,
             "exchange_active": True,
             "exchange_index": index,
             "intra_exchange_transfers_active": True,
-            "trading_active": True,
+            "trading_active": index not in paused,
         }
         for index, description in sorted(SHARDS.items())
     ]
@@ -380,19 +392,61 @@ async def exchange_status(request: web.Request) -> web.Response:
             "exchange_active": True,
             "exchange_index_statuses": shards,
             "intra_exchange_transfers_active": True,
-            "trading_active": True,
+            "trading_active": any(s["trading_active"] for s in shards),
         }
     )
 
 
+async def exchange_schedule(request: web.Request) -> web.Response:
+    """Open around the clock but for the weekly Thursday 03:00-05:00 ET maintenance."""
+    all_day = [{"open_time": "00:00", "close_time": "23:59"}]
+    week: dict[str, Any] = dict.fromkeys(
+        ("monday", "tuesday", "wednesday", "friday", "saturday", "sunday"), all_day
+    )
+    week["thursday"] = [
+        {"open_time": "00:00", "close_time": "03:00"},
+        {"open_time": "05:00", "close_time": "23:59"},
+    ]
+    standard = {"start_time": "2026-01-01T00:00:00Z", "end_time": "2100-01-01T00:00:00Z", **week}
+    return json_response({"schedule": {"maintenance_windows": [], "standard_hours": [standard]}})
+
+
+SIM_BALANCE_C = 100_000
+"""Every simulated account holds $1,000.00 in cash and no positions."""
+BASIC_READ_TOKENS_PER_S = 200
+BASIC_WRITE_TOKENS_PER_S = 100
+
+
 async def portfolio_balance(request: web.Request) -> web.Response:
-    """Requires a signature; the simulator's accounts hold a fixed balance and no positions."""
+    """Kalshi's shape: integer cents in `balance` and `portfolio_value`, the dollar string beside
+    them, one breakdown entry per shard holding cash, `updated_ts` in seconds."""
+    rt: Runtime = request.app["runtime"]
+    dollars = f"{SIM_BALANCE_C // 100}.{SIM_BALANCE_C % 100:02d}00"
     return json_response(
         {
-            "balance": 100000,
-            "balance_dollars": "1000.0000",
+            "balance": SIM_BALANCE_C,
+            "balance_breakdown": [{"balance": dollars, "exchange_index": 0}],
+            "balance_dollars": dollars,
             "portfolio_value": 0,
-            "updated_ts": int(time.time()),
+            "updated_ts": rt.started_s,
+        }
+    )
+
+
+async def account_limits(request: web.Request) -> web.Response:
+    """The caller's token buckets as `GET /account/limits` reports them: the read bucket is the
+    one this simulator enforces; the write bucket is Basic's (the simulator takes no orders)."""
+    rt: Runtime = request.app["runtime"]
+    rate = rt.config.rest_tokens_per_s
+    return json_response(
+        {
+            "grants": [],
+            "read": {"bucket_capacity": int(READ_BUCKET_SECONDS * rate), "refill_rate": int(rate)},
+            "usage_tier": "basic" if rate == BASIC_READ_TOKENS_PER_S else "custom",
+            "write": {
+                "bucket_capacity": BASIC_WRITE_TOKENS_PER_S,
+                "refill_rate": BASIC_WRITE_TOKENS_PER_S,
+            },
         }
     )
 
@@ -408,7 +462,9 @@ def add_routes(app: web.Application) -> None:
     r.add_get(f"{API}/series", get_series_list, name="get_series_list")
     r.add_get(f"{API}/series/{{series_ticker}}", get_series, name="get_series")
     r.add_get(f"{API}/exchange/status", exchange_status, name="exchange_status")
+    r.add_get(f"{API}/exchange/schedule", exchange_schedule, name="exchange_schedule")
     r.add_get(f"{API}/portfolio/balance", portfolio_balance, name="portfolio_balance")
+    r.add_get(f"{API}/account/limits", account_limits, name="account_limits")
 
 
 def _is_api(path: str) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -20,6 +21,8 @@ if TYPE_CHECKING:
     from kalshi_pipeline.simulator.ws import Session, SessionStats
 
 REQUEST_COST = 10
+READ_BUCKET_SECONDS = 3
+"""A read bucket holds this many seconds of its refill (Basic and Advanced since Sep 2026)."""
 
 
 @dataclass
@@ -59,11 +62,12 @@ class Runtime:
     buckets: dict[str, TokenBucket] = field(default_factory=dict)
     no_sessions: asyncio.Event = field(default_factory=asyncio.Event)
     """Set while no WebSocket session is open (shutdown waits on it)."""
+    started_s: int = field(default_factory=lambda: int(time.time()))
 
     def rest_allowed(self, identity: str) -> bool:
         """Take one request's tokens from the caller's read bucket (key id or client IP)."""
         bucket = self.buckets.get(identity)
         if bucket is None:
             rate = self.config.rest_tokens_per_s
-            bucket = self.buckets[identity] = TokenBucket(rate, capacity=2 * rate)
+            bucket = self.buckets[identity] = TokenBucket(rate, capacity=READ_BUCKET_SECONDS * rate)
         return bucket.try_acquire(REQUEST_COST)

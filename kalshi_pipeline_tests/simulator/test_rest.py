@@ -167,6 +167,7 @@ def test_timestamp_filters_and_their_compatibility(sim: SimulatorProcess) -> Non
         {"min_updated_ts": 1, "status": "open"},
         {"min_updated_ts": 1, "tickers": "X"},
         {"min_updated_ts": 1, "series_ticker": "KXSIMTEMP"},
+        {"max_updated_ts": 2**40, "status": "open"},
     ):
         resp = get(sim, "/markets", **params)
         assert resp.status_code == 400, params
@@ -174,6 +175,15 @@ def test_timestamp_filters_and_their_compatibility(sim: SimulatorProcess) -> Non
     ok = get(sim, "/markets", min_updated_ts=1, series_ticker="KXSIMTEMP", mve_filter="exclude")
     assert ok.status_code == 200
     assert {m["ticker"].split("-")[0] for m in ok.json()["markets"]} == {"KXSIMTEMP"}
+    # min_updated_ts and max_updated_ts make a closed window (seconds) for metadata polling.
+    one = ok.json()["markets"][0]
+    updated = _micros(one["updated_time"]) // 1_000_000
+    window = get(sim, "/markets", min_updated_ts=updated, max_updated_ts=updated, limit=1000)
+    in_window = window.json()["markets"]
+    assert one["ticker"] in [m["ticker"] for m in in_window]
+    assert all(_micros(m["updated_time"]) // 1_000_000 == updated for m in in_window)
+    before = get(sim, "/markets", max_updated_ts=updated - 1, limit=1000).json()["markets"]
+    assert one["ticker"] not in [m["ticker"] for m in before]
     settled = get(sim, "/markets", min_settled_ts=1, status="settled").json()["markets"]
     assert settled and all(m["status"] == "finalized" for m in settled)
     far = get(sim, "/markets", min_close_ts=4_000_000_000, limit=10).json()
