@@ -907,6 +907,20 @@ def decode_markets_page(body: bytes) -> MarketsPage:
     return MarketsPage(markets=markets, cursor=wire.cursor or "", skipped=tuple(skipped))
 
 
+class _CursorWire(msgspec.Struct):
+    markets: list[msgspec.Raw] | None = None
+    events: list[msgspec.Raw] | None = None
+    cursor: str | None = ""
+
+
+_CURSOR_DECODER = msgspec.json.Decoder(_CursorWire)
+
+
+def decode_page_cursor(body: bytes, what: str) -> str:
+    """Only the `cursor` of a page (the objects are left to the writer), `""` on the last."""
+    return _rest(_CURSOR_DECODER, body, what).cursor or ""
+
+
 def decode_market(body: bytes) -> Market:
     wire = _rest(_MARKET_DECODER, body, "GET /markets/{ticker} body")
     try:
