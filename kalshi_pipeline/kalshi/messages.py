@@ -838,22 +838,6 @@ class _EventsPageWire(msgspec.Struct):
     cursor: str | None = ""
 
 
-class Series(msgspec.Struct, frozen=True):
-    """A series (`GET /series/{ticker}`): `categories` is required since 3.30.0 (Sep 17)."""
-
-    ticker: str
-    title: str | None = None
-    category: str | None = None
-    categories: list[str] | None = None
-    frequency: str | None = None
-    tags: list[str] | None = None
-    exchange_index: int | None = None
-
-
-class _SeriesBody(msgspec.Struct):
-    series: Series
-
-
 class ExchangeIndexStatus(msgspec.Struct, frozen=True):
     """One matching-engine shard's state in `GET /exchange/status`."""
 
@@ -877,7 +861,6 @@ _MARKET_DECODER = msgspec.json.Decoder(_MarketBodyWire)
 _EVENTS_DECODER = msgspec.json.Decoder(_EventsPageWire)
 _EVENT_DECODER = msgspec.json.Decoder(_EventWire)
 _STATUS_DECODER = msgspec.json.Decoder(ExchangeStatus)
-_SERIES_DECODER = msgspec.json.Decoder(_SeriesBody)
 _UNREADABLE = (msgspec.DecodeError, ValueError, ArithmeticError, RecursionError)
 
 
@@ -965,11 +948,6 @@ def decode_events_page(body: bytes) -> EventsPage:
         except _UNREADABLE as exc:
             skipped.append(_describe_skip(raw, at, exc))
     return EventsPage(events=events, cursor=wire.cursor or "", skipped=tuple(skipped))
-
-
-def decode_series(body: bytes) -> Series:
-    """`GET /series/{series_ticker}`: `{"series": {...}}`."""
-    return _rest(_SERIES_DECODER, body, "GET /series/{ticker} body").series
 
 
 def decode_exchange_status(body: bytes) -> ExchangeStatus:
