@@ -18,8 +18,9 @@ from typing import Any
 from aiohttp import web
 
 from kalshi_pipeline.simulator.auth import AuthFailure, has_auth_headers
+from kalshi_pipeline.simulator.config import READ_BUCKET_SECONDS
 from kalshi_pipeline.simulator.model import FILTER_STATUSES, SHARDS, Event, Market
-from kalshi_pipeline.simulator.runtime import READ_BUCKET_SECONDS, Runtime
+from kalshi_pipeline.simulator.runtime import Runtime
 from kalshi_pipeline.simulator.wire import DOLLARS, count_fp, dumps
 
 API = "/trade-api/v2"
@@ -37,6 +38,7 @@ PUBLIC_ROUTES = frozenset(
         "get_markets",
         "get_market",
         "get_orderbook",
+        "get_orderbooks",
         "get_trades",
         "get_events",
         "get_event",
@@ -275,10 +277,31 @@ async def get_orderbook(request: web.Request) -> web.Response:
     m = rt.exchange.markets.get(request.match_info["ticker"])
     if m is None:
         return json_response(NOT_FOUND, 404)
+    return json_response({"orderbook_fp": _book(m)})
+
+
+def _book(m: Market) -> dict[str, list[list[str]]]:
     q = m.quote
     yes = [[DOLLARS[q.bid], count_fp(q.bid_size)]] if q.bid else []
     no = [[DOLLARS[100 - q.ask], count_fp(q.ask_size)]] if q.ask < 100 else []
-    return json_response({"orderbook_fp": {"yes_dollars": yes, "no_dollars": no}})
+    return {"yes_dollars": yes, "no_dollars": no}
+
+
+ORDERBOOKS_MAX_TICKERS = 100
+
+
+async def get_orderbooks(request: web.Request) -> web.Response:
+    """`GET /markets/orderbooks?tickers=A&tickers=B`: 1 to 100 books at once; tickers the
+    exchange does not list are left out."""
+    rt: Runtime = request.app["runtime"]
+    tickers = list(dict.fromkeys(_list_param(request.query, "tickers")))
+    if not tickers:
+        raise _validation("GetMarketOrderbooks", "Tickers", "min")
+    if len(tickers) > ORDERBOOKS_MAX_TICKERS:
+        raise _validation("GetMarketOrderbooks", "Tickers", "max")
+    markets = rt.exchange.markets
+    books = [{"orderbook_fp": _book(markets[t]), "ticker": t} for t in tickers if t in markets]
+    return json_response({"orderbooks": books})
 
 
 async def get_trades(request: web.Request) -> web.Response:
@@ -455,6 +478,7 @@ def add_routes(app: web.Application) -> None:
     r = app.router
     r.add_get(f"{API}/markets", get_markets, name="get_markets")
     r.add_get(f"{API}/markets/trades", get_trades, name="get_trades")
+    r.add_get(f"{API}/markets/orderbooks", get_orderbooks, name="get_orderbooks")
     r.add_get(f"{API}/markets/{{ticker}}", get_market, name="get_market")
     r.add_get(f"{API}/markets/{{ticker}}/orderbook", get_orderbook, name="get_orderbook")
     r.add_get(f"{API}/events", get_events, name="get_events")

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from kalshi_pipeline.kalshi.ratelimit import TokenBucket
 from kalshi_pipeline.simulator.auth import KeyRegistry
-from kalshi_pipeline.simulator.config import SimConfig
+from kalshi_pipeline.simulator.config import READ_BUCKET_SECONDS, READ_REQUEST_COST, SimConfig
 from kalshi_pipeline.simulator.faults import Faults
 from kalshi_pipeline.simulator.firehose import Firehose
 from kalshi_pipeline.simulator.hub import Hub
@@ -19,10 +19,6 @@ from kalshi_pipeline.simulator.trades import TradeTape
 
 if TYPE_CHECKING:
     from kalshi_pipeline.simulator.ws import Session, SessionStats
-
-REQUEST_COST = 10
-READ_BUCKET_SECONDS = 3
-"""A read bucket holds this many seconds of its refill (Basic and Advanced since Sep 2026)."""
 
 
 @dataclass
@@ -70,4 +66,4 @@ class Runtime:
         if bucket is None:
             rate = self.config.rest_tokens_per_s
             bucket = self.buckets[identity] = TokenBucket(rate, capacity=READ_BUCKET_SECONDS * rate)
-        return bucket.try_acquire(REQUEST_COST)
+        return bucket.try_acquire(READ_REQUEST_COST)

@@ -168,6 +168,7 @@ def test_timestamp_filters_and_their_compatibility(sim: SimulatorProcess) -> Non
         {"min_updated_ts": 1, "tickers": "X"},
         {"min_updated_ts": 1, "series_ticker": "KXSIMTEMP"},
         {"max_updated_ts": 2**40, "status": "open"},
+        {"max_updated_ts": "soon"},
     ):
         resp = get(sim, "/markets", **params)
         assert resp.status_code == 400, params
@@ -285,6 +286,26 @@ def test_orderbook_is_the_l1(sim: SimulatorProcess) -> None:
     m = get(sim, "/markets", status="open", limit=1).json()["markets"][0]
     book = get(sim, f"/markets/{m['ticker']}/orderbook").json()["orderbook_fp"]
     assert set(book) == {"yes_dollars", "no_dollars"}
+
+
+def test_orderbooks_of_several_markets_need_no_signature(sim: SimulatorProcess) -> None:
+    tickers = [m["ticker"] for m in get(sim, "/markets", status="open", limit=3).json()["markets"]]
+    resp = requests.get(
+        f"{sim.rest_url}/markets/orderbooks",
+        params=[("tickers", t) for t in [*tickers, "NOPE-26JAN01-T1"]],
+        timeout=20,
+    )
+    assert resp.status_code == 200
+    books = resp.json()["orderbooks"]
+    assert [b["ticker"] for b in books] == tickers
+    for b in books:
+        assert set(b["orderbook_fp"]) == {"yes_dollars", "no_dollars"}
+        for price, size in b["orderbook_fp"]["yes_dollars"] + b["orderbook_fp"]["no_dollars"]:
+            assert DOLLARS_RE.match(price) and FP_RE.match(size)
+    for bad in ({}, {"tickers": ",".join(f"KX-{i}" for i in range(101))}):
+        resp = get(sim, "/markets/orderbooks", **bad)
+        assert resp.status_code == 400, bad
+        assert "GetMarketOrderbooksParams.Tickers" in resp.json()["msg"]
 
 
 def test_rest_shows_every_change_already_streamed(
