@@ -167,6 +167,8 @@ def _cmd_stream(args: argparse.Namespace) -> int:
                 "fallbacks",
                 "fallback_seconds",
                 "parse_errors",
+                "objects_skipped",
+                "values_flagged",
                 "backlog_bytes",
             )
         ),

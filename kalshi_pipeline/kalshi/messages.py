@@ -838,22 +838,6 @@ class _EventsPageWire(msgspec.Struct):
     cursor: str | None = ""
 
 
-class Series(msgspec.Struct, frozen=True):
-    """A series (`GET /series/{ticker}`): `categories` is required since 3.30.0 (Sep 17)."""
-
-    ticker: str
-    title: str | None = None
-    category: str | None = None
-    categories: list[str] | None = None
-    frequency: str | None = None
-    tags: list[str] | None = None
-    exchange_index: int | None = None
-
-
-class _SeriesBody(msgspec.Struct):
-    series: Series
-
-
 class ExchangeIndexStatus(msgspec.Struct, frozen=True):
     """One matching-engine shard's state in `GET /exchange/status`."""
 
@@ -877,7 +861,6 @@ _MARKET_DECODER = msgspec.json.Decoder(_MarketBodyWire)
 _EVENTS_DECODER = msgspec.json.Decoder(_EventsPageWire)
 _EVENT_DECODER = msgspec.json.Decoder(_EventWire)
 _STATUS_DECODER = msgspec.json.Decoder(ExchangeStatus)
-_SERIES_DECODER = msgspec.json.Decoder(_SeriesBody)
 _UNREADABLE = (msgspec.DecodeError, ValueError, ArithmeticError, RecursionError)
 
 
@@ -905,6 +888,20 @@ def decode_markets_page(body: bytes) -> MarketsPage:
     skipped: list[str] = []
     markets = _markets(wire.markets, "markets", skipped)
     return MarketsPage(markets=markets, cursor=wire.cursor or "", skipped=tuple(skipped))
+
+
+class _CursorWire(msgspec.Struct):
+    markets: list[msgspec.Raw] | None = None
+    events: list[msgspec.Raw] | None = None
+    cursor: str | None = ""
+
+
+_CURSOR_DECODER = msgspec.json.Decoder(_CursorWire)
+
+
+def decode_page_cursor(body: bytes, what: str) -> str:
+    """Only the `cursor` of a page (the objects are left to the writer), `""` on the last."""
+    return _rest(_CURSOR_DECODER, body, what).cursor or ""
 
 
 def decode_market(body: bytes) -> Market:
@@ -951,11 +948,6 @@ def decode_events_page(body: bytes) -> EventsPage:
         except _UNREADABLE as exc:
             skipped.append(_describe_skip(raw, at, exc))
     return EventsPage(events=events, cursor=wire.cursor or "", skipped=tuple(skipped))
-
-
-def decode_series(body: bytes) -> Series:
-    """`GET /series/{series_ticker}`: `{"series": {...}}`."""
-    return _rest(_SERIES_DECODER, body, "GET /series/{ticker} body").series
 
 
 def decode_exchange_status(body: bytes) -> ExchangeStatus:

@@ -51,6 +51,7 @@ log = logging.getLogger(__name__)
 
 TICKER_PREFIX = b'{"type":"ticker"'
 MAX_ERROR_ROWS_PER_BATCH = 200
+MAX_SKIPPED_REMEMBERED = 10_000
 LIFECYCLE_STATUS = {
     "created": "initialized",
     "activated": "active",
@@ -241,6 +242,7 @@ class Writer:
         self._meta: dict[str, tuple[Any, ...]] = {}
         self._event_series: dict[str, str] = {}
         self._pass_counts: dict[int, list[int]] = {}
+        self._skipped_seen: set[str] = set()  # unreadable objects already recorded
         self._busy_reported = False
         self._positions_known = False
 
@@ -465,18 +467,23 @@ class Writer:
         traffic[0] += 1
         traffic[1] += len(body)
         for reason in page.skipped:
-            self.stats.objects_skipped += 1
-            batch.error(rec, "parse_error", reason[:300])
+            self.stats.objects_skipped += 1  # counted every time, recorded once
+            if reason not in self._skipped_seen:
+                if len(self._skipped_seen) >= MAX_SKIPPED_REMEMBERED:
+                    self._skipped_seen.clear()
+                self._skipped_seen.add(reason)
+                batch.error(rec, "parse_error", reason[:300])
         counts = self._pass_counts.setdefault(meta.pass_id, [0, 0])
         for market in page.markets:
             counts[0] += 1
-            self._flag(rec, batch, market.ticker, market.notes)
             tick = market.to_tick()
             l1 = _l1(tick)
+            stored = False
             if self._last_http.get(market.ticker) != l1:
                 self._last_http[market.ticker] = l1
                 counts[1] += 1
                 batch.add_tick(tick, "http", rec, seg.segment_id)
+                stored = True
             key = (
                 market.event_ticker,
                 market.status,
@@ -492,6 +499,7 @@ class Writer:
             )
             if self._meta.get(market.ticker) != key:
                 self._meta[market.ticker] = key
+                stored = True
                 batch.market(
                     market.ticker,
                     event_ticker=market.event_ticker,
@@ -510,6 +518,8 @@ class Writer:
                     updated_by="http",
                     updated_at=rec.received_ns,
                 )
+            if stored:  # flagged once when stored, not again on every pass that repeats it
+                self._flag(rec, batch, market.ticker, market.notes)
 
     # ------------------------------------------------------------------ writing
 

@@ -28,6 +28,7 @@ def test_a_finished_run_is_reported_unhealthy_with_the_reason(
     )
     assert result.success
     monkeypatch.setenv("DAGSTER_HOME", instance.root_directory)
+    sim.set_faults(paused_shards=[2])  # a maintenance on one shard, the others trading
 
     code = status.main(["--json"])
     report = json.loads(capsys.readouterr().out)
@@ -45,14 +46,16 @@ def test_a_finished_run_is_reported_unhealthy_with_the_reason(
     assert exchange["url"] == f"{sim.rest_url}/exchange/status"
     shards = {s["exchange_index"]: s for s in exchange["shards"]}
     assert len(shards) >= 2
-    assert all(s["trading_active"] is True for s in shards.values())
+    assert shards[2]["trading_active"] is False
+    assert all(s["trading_active"] is True for i, s in shards.items() if i != 2)
 
     assert status.main([]) == 1
     text = capsys.readouterr().out
     assert text.startswith("UNHEALTHY: the newest kalshi_ingest run")
     assert "feed events (newest 10):" in text
     assert "exchange     open, trading" in text
-    assert "  shard 0    open, trading" in text
+    assert "  shard 0    open, trading " in text
+    assert "  shard 2    open, trading paused" in text
 
 
 def test_an_unreachable_exchange_is_a_problem_named_with_its_url(
