@@ -35,6 +35,7 @@ from typing import Any
 import requests
 
 from kalshi_pipeline.defs.ingest import runs
+from kalshi_pipeline.warehouse.paths import DatabasePathError, check_database_path
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 DEFAULT_DAGSTER_HOME = Path(".dagster")
@@ -159,6 +160,10 @@ class DevServer:
         os.environ["DAGSTER_HOME"] = str(self.home)
         # Absolute paths: the code server and run workers must agree with this process.
         database = Path(os.environ.get("KALSHI_DUCKDB_PATH") or "data/kalshi.duckdb")
+        try:
+            check_database_path(database)
+        except DatabasePathError as exc:
+            raise DevError(str(exc)) from None
         os.environ["KALSHI_DUCKDB_PATH"] = str(database.expanduser().resolve())
         kalshi_home = Path(os.environ.get("KALSHI_HOME") or ".kalshi")
         os.environ["KALSHI_HOME"] = str(kalshi_home.expanduser().resolve())

@@ -201,7 +201,9 @@ def _read_warehouse(path: Path, report: Report, now: float, timeout_s: float) ->
         }
         for e in events
     ]
-    report.landing_backlog_bytes = _landing_backlog(path.parent / "landing", positions)
+    from kalshi_pipeline.warehouse.paths import landing_folder
+
+    report.landing_backlog_bytes = _landing_backlog(landing_folder(path), positions)
 
 
 def collect(

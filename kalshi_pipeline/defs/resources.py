@@ -38,8 +38,9 @@ from kalshi_pipeline.kalshi.settings import (
     parse_environment,
 )
 from kalshi_pipeline.stream.config import ConfigError, Mode, Scope, StreamConfig
-from kalshi_pipeline.warehouse import Warehouse
+from kalshi_pipeline.warehouse import Warehouse, WarehouseError
 from kalshi_pipeline.warehouse.connection import DEFAULT_PATH, default_path
+from kalshi_pipeline.warehouse.paths import check_database_path
 
 FeedMode = Literal["websocket", "http", "both"]
 EnvironmentName = Literal["local", "demo", "prod"]
@@ -199,9 +200,17 @@ def _check_feed(feed: KalshiFeedResource) -> None:
         raise ValueError(str(exc)) from None
 
 
+def _check_warehouse(resource: WarehouseResource) -> None:
+    """A folder, /proc or an unwritable place is refused at launch, not by a failed run."""
+    try:
+        check_database_path(Path(resource.path))
+    except WarehouseError as exc:
+        raise ValueError(f"path: {exc}") from None
+
+
 defs = dg.Definitions(
     resources={
         "kalshi_feed": checked_resource(KalshiFeedResource.from_env(), "kalshi_feed", _check_feed),
-        "warehouse": checked_resource(WarehouseResource.from_env(), "warehouse"),
+        "warehouse": checked_resource(WarehouseResource.from_env(), "warehouse", _check_warehouse),
     }
 )

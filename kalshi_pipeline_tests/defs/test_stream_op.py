@@ -15,6 +15,7 @@ from dagster._utils import send_interrupt
 from kalshi_pipeline.definitions import defs
 from kalshi_pipeline.stream.landing import list_segments
 from kalshi_pipeline.warehouse import Warehouse
+from kalshi_pipeline.warehouse.paths import landing_folder
 from kalshi_pipeline.warehouse.status import landing_positions
 from kalshi_pipeline_tests.defs.conftest import stream_run_config
 from kalshi_pipeline_tests.helpers import feed_events, query
@@ -46,8 +47,7 @@ def _unloaded_landing_bytes(db: Path) -> int:
     with Warehouse(db).connect(read_only=True) as con:
         positions = landing_positions(con)
     return sum(
-        s.path.stat().st_size - positions.get(s.name, 0)
-        for s in list_segments(db.parent / "landing")
+        s.path.stat().st_size - positions.get(s.name, 0) for s in list_segments(landing_folder(db))
     )
 
 

@@ -50,7 +50,7 @@ from kalshi_pipeline.defs.ingest.runs import (
 from kalshi_pipeline.defs.resources import KalshiFeedResource, WarehouseResource
 from kalshi_pipeline.defs.validation import checked_op
 from kalshi_pipeline.kalshi.errors import KalshiConfigError
-from kalshi_pipeline.stream.config import Mode, StreamConfig
+from kalshi_pipeline.stream.config import ConfigError, Mode, StreamConfig
 from kalshi_pipeline.stream.engine import Engine, EngineError
 from kalshi_pipeline.warehouse import Warehouse, WarehouseError
 
@@ -247,7 +247,10 @@ def _stream_ticks(
     warehouse: WarehouseResource,
 ) -> None:
     _detail_logging()
-    cfg = kalshi_feed.stream_config(database=warehouse.path)
+    try:
+        cfg = kalshi_feed.stream_config(database=warehouse.path)
+    except (ConfigError, KalshiConfigError, WarehouseError) as exc:
+        raise dg.Failure(description=str(exc), allow_retries=False) from None
     _preflight(cfg)
     context.instance.add_run_tags(
         context.run_id, {MODE_TAG: cfg.mode.value, DATABASE_TAG: str(cfg.database.resolve())}
