@@ -42,6 +42,7 @@ from kalshi_pipeline.defs.ingest.runs import (
     DEFAULT_ALIVE_EVERY_S,
     DEFAULT_METADATA_EVERY_S,
     DEFAULT_ROTATE_AFTER_S,
+    ENVIRONMENT_TAG,
     JOB_NAME,
     MODE_TAG,
     OP_NAME,
@@ -251,10 +252,16 @@ def _stream_ticks(
         cfg = kalshi_feed.stream_config(database=warehouse.path)
     except (ConfigError, KalshiConfigError, WarehouseError) as exc:
         raise dg.Failure(description=str(exc), allow_retries=False) from None
-    _preflight(cfg)
+    # Recorded before anything can fail, so `status` shows what a failed run was set to do.
     context.instance.add_run_tags(
-        context.run_id, {MODE_TAG: cfg.mode.value, DATABASE_TAG: str(cfg.database.resolve())}
+        context.run_id,
+        {
+            MODE_TAG: cfg.mode.value,
+            ENVIRONMENT_TAG: cfg.kalshi.env.value,
+            DATABASE_TAG: str(cfg.database.resolve()),
+        },
     )
+    _preflight(cfg)
     take_over(context)
     engine = Engine(cfg)
     reporter = _Reporter(context, config, cfg.mode.value)
