@@ -33,6 +33,7 @@ import time
 from typing import Any
 
 import dagster as dg
+import duckdb
 from dagster._core.errors import DagsterExecutionInterruptedError
 from pydantic import Field
 
@@ -59,6 +60,7 @@ log = logging.getLogger(__name__)
 
 DETAIL_EVERY_S = 10.0
 STOP_TIMEOUT_S = 10.0
+CHECK_LOCK_WAIT_S = 30.0  # the checks wait this long for the writer's short flushes
 
 
 class IngestConfig(dg.Config):
@@ -149,10 +151,17 @@ def take_over(context: dg.OpExecutionContext) -> list[str]:
 class _Reporter:
     """Throttled reporting: alive lines, materializations, per-batch detail."""
 
-    def __init__(self, context: dg.OpExecutionContext, config: IngestConfig, mode: str) -> None:
+    def __init__(
+        self,
+        context: dg.OpExecutionContext,
+        config: IngestConfig,
+        mode: str,
+        warehouse: Warehouse | None = None,
+    ) -> None:
         self.context = context
         self.config = config
         self.mode = mode
+        self.warehouse = warehouse
         now = time.monotonic()
         self.last_alive = now
         self.alive_ticks = 0
@@ -183,6 +192,26 @@ class _Reporter:
         self.context.log_event(dg.AssetMaterialization(asset_key=raw_ticks.key, metadata=metadata))
         self.last_meta = now
         self.meta_ticks = stored
+        self.evaluate_checks()
+
+    def evaluate_checks(self) -> None:
+        """The checks on raw_ticks, logged right after its materialization by the same run, so
+        the UI shows them as the newest materialization's results."""
+        if self.warehouse is None:
+            return
+        from kalshi_pipeline.defs.reports.checks import raw_ticks_evaluations
+
+        try:
+            with self.warehouse.connect(timeout_s=CHECK_LOCK_WAIT_S) as con:
+                evaluations = raw_ticks_evaluations(con)
+        except (WarehouseError, duckdb.Error) as exc:
+            self.context.log.warning(
+                f"the checks on raw_ticks were not evaluated this time ({exc}); the next "
+                "materialization tries again"
+            )
+            return
+        for evaluation in evaluations:
+            self.context.log_event(evaluation)
 
     def tick(self, summary: dict[str, Any]) -> None:
         now = time.monotonic()
@@ -264,7 +293,7 @@ def _stream_ticks(
     _preflight(cfg)
     take_over(context)
     engine = Engine(cfg)
-    reporter = _Reporter(context, config, cfg.mode.value)
+    reporter = _Reporter(context, config, cfg.mode.value, Warehouse(cfg.database))
     url = cfg.kalshi.rest_url if cfg.mode is Mode.HTTP else cfg.kalshi.ws_url
     try:
         try:
