@@ -23,14 +23,28 @@ EFFECTIVE_STATUS = """
     END
 """
 
+# When each stored state held on the exchange, as far as we can know it: a WebSocket tick at
+# its exchange timestamp; a REST row no later than its request was sent, and the start of its
+# polling pass (the newest pass that started before the page arrived) is a time no later than
+# that. Arrival order would let a page requested before a WebSocket tick, but arriving after
+# it, win with the older state. A REST row whose pass is not loaded yet takes the previous
+# pass's start (still no later than its request); before any pass, the epoch.
+HELD_AT_SQL = """
+SELECT t.*,
+       CASE WHEN t.source = 'websocket' THEN coalesce(t.exchange_ts, t.received_at)
+            ELSE coalesce(p.started_at, TIMESTAMPTZ '1970-01-01 00:00:00+00') END AS held_at
+FROM ticks t ASOF LEFT JOIN poll_passes p ON t.received_at >= p.started_at
+"""
+
 SNAPSHOT_SQL = f"""
 CREATE OR REPLACE TABLE market_snapshot AS
-WITH latest AS (
+WITH ordered AS ({HELD_AT_SQL}),
+latest AS (
     SELECT market_ticker,
            arg_max(struct_pack(price, yes_bid, yes_ask, yes_bid_size, yes_ask_size, volume,
                                open_interest, exchange_ts, received_at, source),
-                   struct_pack(received_at, landing_segment, landing_offset)) AS s
-    FROM ticks GROUP BY market_ticker
+                   struct_pack(held_at, received_at, landing_segment, landing_offset)) AS s
+    FROM ordered GROUP BY market_ticker
 )
 SELECT coalesce(m.market_ticker, l.market_ticker) AS market_ticker,
        m.title, m.yes_sub_title, m.event_ticker, m.series_ticker,
