@@ -190,6 +190,86 @@ def storage_comparison(con: duckdb.DuckDBPyConnection, hours: int = 48) -> list[
     return rows
 
 
+# --------------------------------------------------------------------------- the period
+
+# A measured slice smaller than this many blocks is "below the measuring resolution": one block
+# either way would move it by more than a tenth.
+RESOLVED_BLOCKS = 10
+
+
+def block_size(con: duckdb.DuckDBPyConnection) -> int:
+    """The warehouse's block size: the resolution of every bytes-stored figure."""
+    row = con.execute(
+        "SELECT block_size FROM pragma_database_size() WHERE database_name = current_database()"
+    ).fetchone()
+    return int(row[0]) if row and row[0] else 256 * 1024
+
+
+def period_summary(con: duckdb.DuckDBPyConnection, hours: int = 48) -> dict[str, Any]:
+    """What the report's opening paragraph says: the period the ticks cover, the feed modes the
+    engine ran in, per source the ticks, the minutes with at least one tick, bytes stored for the
+    whole period (one measurement, so the block resolution matters less than per hour), bytes
+    on the wire, and for polling what storing every market on every pass would have cost."""
+    since = "received_at >= now() - to_hours(CAST(? AS BIGINT))"
+    sources = fetch_dicts(
+        con,
+        f"""
+        SELECT source, count(*) AS ticks, min(received_at) AS first, max(received_at) AS last,
+               count(DISTINCT date_trunc('minute', received_at)) AS minutes_with_ticks
+        FROM ticks WHERE {since} GROUP BY source ORDER BY source
+        """,
+        [hours],
+    )
+    if not sources:
+        return {"sources": {}, "first": None, "last": None, "modes": [], "block_size": 0}
+    first = min(r["first"] for r in sources)
+    last = max(r["last"] for r in sources)
+    wire = dict(
+        con.execute(
+            "SELECT source, sum(bytes)::BIGINT FROM wire_traffic "
+            "WHERE stored_at BETWEEN ? AND ? + INTERVAL 1 MINUTE GROUP BY source",
+            [first, last],
+        ).fetchall()
+    )
+    seen_row = con.execute(
+        "SELECT sum(markets_seen)::BIGINT, count(*) FROM poll_passes "
+        "WHERE started_at BETWEEN ? AND ?",
+        [first, last],
+    ).fetchone()
+    markets_seen, passes = (seen_row or (None, 0))[0], (seen_row or (None, 0))[1]
+    modes = [
+        r[0]
+        for r in con.execute(
+            "SELECT DISTINCT regexp_extract(detail, 'mode=(\\w+)', 1) AS mode FROM feed_events "
+            "WHERE source = 'engine' AND kind = 'start' AND occurred_at BETWEEN "
+            "? - INTERVAL 1 MINUTE AND ? ORDER BY mode",
+            [first, last],
+        ).fetchall()
+        if r[0]
+    ]
+    out: dict[str, Any] = {}
+    for r in sources:
+        stored = measure_storage(con, f"{since} AND source = ?", [hours, r["source"]])
+        per_tick = stored / r["ticks"] if r["ticks"] else None
+        naive = None
+        if r["source"] == "http" and per_tick and markets_seen:
+            naive = round(int(markets_seen) * per_tick)
+        out[r["source"]] = {
+            **r,
+            "bytes_stored": stored,
+            "wire_bytes": wire.get(r["source"]),
+            "naive_http_bytes": naive,
+            "poll_passes": int(passes or 0) if r["source"] == "http" else None,
+        }
+    return {
+        "sources": out,
+        "first": first,
+        "last": last,
+        "modes": modes,
+        "block_size": block_size(con),
+    }
+
+
 # --------------------------------------------------------------------------- latency
 
 STATES_CTE = """
