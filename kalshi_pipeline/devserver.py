@@ -40,6 +40,7 @@ from kalshi_pipeline.warehouse.paths import DatabasePathError, check_database_pa
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 DEFAULT_DAGSTER_HOME = Path(".dagster")
 SENSOR_MARKER = "kalshi-dev-stopped-sensor"
+EXAMPLE_QUERY = '"SELECT source, count(*) FROM ticks GROUP BY 1"'
 # Reset SIGINT to its default, then become the real program (see the module docstring).
 EXEC_WITH_DEFAULT_SIGINT = (
     "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
@@ -77,6 +78,28 @@ mutation Reset($selector: SensorSelector!) {
 
 class DevError(RuntimeError):
     """The stack could not start; the message says what to do."""
+
+
+def command_prefix() -> str:
+    """How to call `kalshi-pipeline` from this terminal: by name when it is on PATH (an
+    activated virtual environment), else by its path in the virtual environment."""
+    here = Path(sys.executable).with_name("kalshi-pipeline")
+    found = shutil.which("kalshi-pipeline")
+    if found and Path(found).resolve() == here.resolve():
+        return "kalshi-pipeline"
+    try:
+        return str(here.relative_to(Path.cwd()))
+    except ValueError:
+        return str(here)
+
+
+def subcommands() -> set[str]:
+    from kalshi_pipeline.cli import build_parser
+
+    for action in build_parser()._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return set(action.choices)
+    return set()
 
 
 def say(message: str) -> None:
@@ -288,12 +311,22 @@ class DevServer:
         else:
             env = os.environ.get("KALSHI_ENV") or "local"
             lines.append(f"  Kalshi         environment {env} (no simulator started)")
+        cli = command_prefix()
+        replica = Path(db).with_name("kalshi_analytics.duckdb")
         lines += [
-            f"  DuckDB         {db}   (kalshi-pipeline sql, or duckdb -readonly {db})",
+            f"  DuckDB         {db}   (the stream writes it; open it only through {cli})",
+            f"  query          {cli} sql " + EXAMPLE_QUERY,
+        ]
+        if "shell" in subcommands():
+            lines.append(f"  long sessions  {cli} shell")
+        lines += [
+            f"  long sessions  duckdb -readonly {replica}   (a copy the stream never locks; "
+            "refreshed by the analytics_replica asset)",
+            f"  health         {cli} status   (add --json for scripts)",
             f"  DAGSTER_HOME   {self.home}",
-            "  health         kalshi-pipeline status   (add --json for scripts)",
             "  switch mode    Launchpad of kalshi_ingest: resources: {kalshi_feed: {config: "
             "{mode: http}}}",
+            "  operators      docs/operating.md explains every status line and feed event",
             "  Ctrl-C stops everything: sensor off, stream flushed, processes checked.",
         ]
         print("\n".join(lines), file=sys.stderr, flush=True)
