@@ -431,7 +431,9 @@ def hour_table(storage: list[dict[str, Any]], block_size: int, resolved_blocks: 
                 fmt_bytes(r["wire_bytes"]),
                 fmt_count(r["poll_passes"]),
                 fmt_count(r["markets_seen"]),
-                fmt_bytes(r["naive_http_bytes"]),
+                "below resolution"
+                if coarse and r["naive_http_bytes"]
+                else fmt_bytes(r["naive_http_bytes"]),
                 "below resolution"
                 if coarse and r["ratio_vs_websocket"]
                 else fmt_ratio(r["ratio_vs_websocket"]),
@@ -630,7 +632,7 @@ def build_report(
         "",
         '"Every market every pass": what storing every market on every polling pass would '
         "have taken (markets seen times the measured bytes per polled tick), as the "
-        "predecessor's HTTP watchdog did.",
+        "earlier HTTP watchdog did.",
         "",
         "## Latency per source (milliseconds)",
         "",

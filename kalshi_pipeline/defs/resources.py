@@ -70,20 +70,22 @@ class KalshiFeedResource(dg.ConfigurableResource):
     websocket_timeout_s: float = Field(
         default=_BUILTIN.websocket_timeout_s,
         gt=0,
-        description="seconds of socket silence before falling back to HTTP",
+        description="seconds of socket silence before falling back to HTTP (more than 0)",
     )
     max_retries: int = Field(
         default=_BUILTIN.max_retries,
         ge=1,
-        description="failed connection attempts before falling back to HTTP",
+        description="failed connection attempts before falling back to HTTP (1 or more)",
     )
     poll_interval_s: float = Field(
-        default=_BUILTIN.poll_interval_s, gt=0, description="seconds between HTTP polling passes"
+        default=_BUILTIN.poll_interval_s,
+        gt=0,
+        description="seconds between HTTP polling passes (more than 0)",
     )
     flush_interval_ms: int = Field(
         default=_BUILTIN.flush_interval_ms,
         ge=10,
-        description="milliseconds between loads of the landing log into DuckDB",
+        description="milliseconds between loads of the landing log into DuckDB (10 or more)",
     )
     scope: FeedScope = Field(default=FeedScope(), description="markets to follow (default all)")
     environment: EnvironmentName = Field(

@@ -69,18 +69,20 @@ class IngestConfig(dg.Config):
     rotate_after_s: float = Field(
         default=DEFAULT_ROTATE_AFTER_S,
         gt=0,
-        description="end the run with success after this many seconds; the sensor starts the next",
+        description="end the run with success after this many seconds (more than 0); the sensor "
+        "starts the next",
     )
     metadata_every_s: float = Field(
         default=DEFAULT_METADATA_EVERY_S,
         gt=0,
-        description="seconds between raw_ticks materializations (numeric metadata, plotted)",
+        description="seconds between raw_ticks materializations (more than 0; numeric metadata, "
+        "plotted)",
     )
     alive_every_s: float = Field(
         default=DEFAULT_ALIVE_EVERY_S,
         gt=0,
-        description="seconds between 'alive' lines in the event log; the keep-alive sensor takes "
-        "a run silent for 4 of these as dead",
+        description="seconds between 'alive' lines in the event log (more than 0); the keep-alive "
+        "sensor takes a run silent for 4 of these as dead",
     )
 
 
