@@ -35,6 +35,7 @@ from typing import Any
 import requests
 
 from kalshi_pipeline.defs.ingest import runs
+from kalshi_pipeline.dev_output import pump
 from kalshi_pipeline.warehouse.paths import DatabasePathError, check_database_path
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
@@ -233,9 +234,24 @@ class DevServer:
             "-w",
             str(workspace),
         ]
+        env = dict(os.environ)
+        # `dagster dev` warns that `dg dev` supersedes it; this project runs `dagster dev` on
+        # purpose (workspace.yaml), so the warning would only alarm.
+        quiet = "ignore:Function `dev_command` is superseded"
+        env["PYTHONWARNINGS"] = ",".join(w for w in (env.get("PYTHONWARNINGS"), quiet) if w)
         self.dagster = subprocess.Popen(
-            cmd, cwd=PROJECT_DIR, env=dict(os.environ), start_new_session=True
+            cmd,
+            cwd=PROJECT_DIR,
+            env=env,
+            start_new_session=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
         )
+        # Through a filter that folds stack traces of normal operation (a run taken over or
+        # stopped) into one line each; see dev_output.py.
+        assert self.dagster.stdout is not None and self.dagster.stderr is not None
+        pump(self.dagster.stdout, sys.stdout.buffer)
+        pump(self.dagster.stderr, sys.stderr.buffer)
         self.groups.append(self.dagster.pid)
 
     def _graphql(self, query: str, variables: dict[str, Any], timeout: float = 10.0) -> Any:
@@ -327,6 +343,8 @@ class DevServer:
             "  switch mode    Launchpad of kalshi_ingest: resources: {kalshi_feed: {config: "
             "{mode: http}}}",
             "  operators      docs/operating.md explains every status line and feed event",
+            "  expected       dagster's warning about dagster.yaml in this folder: it is copied "
+            "into DAGSTER_HOME, which is what Dagster reads",
             "  Ctrl-C stops everything: sensor off, stream flushed, processes checked.",
         ]
         print("\n".join(lines), file=sys.stderr, flush=True)

@@ -152,6 +152,19 @@ class SourceFigures:
     naive_http_bytes: int | None
     poll_passes: int | None
     resolved: bool  # bytes_stored spans enough blocks for a ratio to mean something
+    block_size: int = 0
+
+    def bounds(self) -> tuple[float, float]:
+        """bytes_stored one block either way: what the measurement can tell apart."""
+        return max(0.0, self.bytes_stored - self.block_size), self.bytes_stored + self.block_size
+
+    def naive_bounds(self) -> tuple[float, float] | None:
+        """The every-market-every-pass estimate scales the measured bytes, and their bounds."""
+        if not self.naive_http_bytes or not self.bytes_stored:
+            return None
+        k = self.naive_http_bytes / self.bytes_stored
+        lo, hi = self.bounds()
+        return k * lo, k * hi
 
     def per_hour(self, value: float) -> float:
         return value / self.covered_s * 3600 if self.covered_s > 0 else 0.0
@@ -192,6 +205,7 @@ class Period:
                 naive_http_bytes=r.get("naive_http_bytes"),
                 poll_passes=r.get("poll_passes"),
                 resolved=block > 0 and int(r["bytes_stored"]) >= resolved_blocks * block,
+                block_size=block,
             )
             for name, r in (summary.get("sources") or {}).items()
         }
@@ -243,6 +257,44 @@ def report_metadata(period: Period, latency: list[dict[str, Any]]) -> dict[str, 
 
 
 # --------------------------------------------------------------------------- the words
+
+
+def ratio_with_range(
+    value: float, value_bounds: tuple[float, float], base: SourceFigures
+) -> tuple[float, float, float] | None:
+    """value / base's bytes, with the lowest and highest ratio the block resolution allows;
+    None when the base could be nothing at all (under one block)."""
+    lo_base, hi_base = base.bounds()
+    if lo_base <= 0 or base.bytes_stored <= 0:
+        return None
+    return value / base.bytes_stored, value_bounds[0] / hi_base, value_bounds[1] / lo_base
+
+
+def _storage_sentence(period: Period, ws: SourceFigures, http: SourceFigures) -> str:
+    block = fmt_bytes(period.block_size)
+    naive = http.naive_bounds()
+    whole = None if naive is None else ratio_with_range(http.naive_http_bytes or 0, naive, ws)
+    changes = ratio_with_range(http.bytes_stored, http.bounds(), ws)
+    if whole is None or changes is None:
+        return (
+            f"Bytes stored (WebSocket {fmt_bytes(ws.bytes_stored)}, polling "
+            f"{fmt_bytes(http.bytes_stored)}) are below the measuring resolution "
+            f"({block} blocks), so no storage ratio is given; run longer for one."
+        )
+    exact = ws.resolved and http.resolved
+
+    def said(r: tuple[float, float, float], why: bool) -> str:
+        if exact:
+            return f"{_times(r[0])}{' as much' if 'times' in _times(r[0]) else ''}"
+        because = f": bytes are counted in {block} blocks" if why else ""
+        return f"about {r[0]:.1f} times as much ({r[1]:.1f} to {r[2]:.1f} times{because})"
+
+    return (
+        f"Polling would have stored {said(whole, True)} as the WebSocket feed had it kept "
+        f"every market on every pass ({fmt_bytes(http.naive_http_bytes)} against "
+        f"{fmt_bytes(ws.bytes_stored)}); keeping only the markets that changed, it stored "
+        f"{said(changes, False)}."
+    ).replace("as much as much", "as much")
 
 
 def _times(ratio: float) -> str:
@@ -297,26 +349,7 @@ def opening_paragraph(period: Period, latency: list[dict[str, Any]]) -> str:
         )
     ws, http = period.sources.get("websocket"), period.sources.get("http")
     if ws and http:
-        if http.naive_http_bytes and ws.resolved and http.resolved:
-            sentence = (
-                f"Polling would have stored {_times(http.naive_http_bytes / ws.bytes_stored)} "
-                f"as much as the WebSocket feed had it kept every market on every pass "
-                f"({fmt_bytes(http.naive_http_bytes)} against {fmt_bytes(ws.bytes_stored)})"
-            )
-            if http.resolved:
-                sentence += (
-                    f"; keeping only the markets that changed, it stored "
-                    f"{_times(http.bytes_stored / ws.bytes_stored)}"
-                    + (" as much" if "times" in _times(http.bytes_stored / ws.bytes_stored) else "")
-                )
-            out.append(sentence + ".")
-        else:
-            out.append(
-                f"Bytes stored (WebSocket {fmt_bytes(ws.bytes_stored)}, polling "
-                f"{fmt_bytes(http.bytes_stored)}) are below the measuring resolution of "
-                f"{fmt_bytes(10 * period.block_size)} "
-                "(ten blocks), so no storage ratio is given; run longer for one."
-            )
+        out.append(_storage_sentence(period, ws, http))
         delay = _latency(latency, "polling_later_than_websocket", "http")
         if delay and delay["count"]:
             out.append(
@@ -409,37 +442,53 @@ HOUR_HEADERS = {
 
 
 def hour_table(storage: list[dict[str, Any]], block_size: int, resolved_blocks: int = 10) -> str:
+    """Per hour and source. A slice under ten blocks shows its bytes with the block either way
+    and no bytes per tick; a ratio with such a slice on either side shows its range."""
     if not storage:
         return "_no data yet_"
-    unresolved = {
-        r["hour"]
-        for r in storage
-        if not block_size or r["bytes_stored"] < resolved_blocks * block_size
-    }
+
+    def coarse(r: dict[str, Any]) -> bool:
+        return not block_size or r["bytes_stored"] < resolved_blocks * block_size
+
+    ws = {r["hour"]: r for r in storage if r["source"] == "websocket"}
+
+    def ratio(r: dict[str, Any], key: str, value: float | None) -> str:
+        if value is None or r.get(key) is None:
+            return ""
+        base = ws.get(r["hour"])
+        if base is None or not (coarse(r) or coarse(base)):
+            return fmt_ratio(r[key])
+        scale = value / r["bytes_stored"] if r["bytes_stored"] else 0.0
+        lo_base, hi_base = base["bytes_stored"] - block_size, base["bytes_stored"] + block_size
+        if lo_base <= 0:
+            return "below resolution"
+        lo = scale * max(0, r["bytes_stored"] - block_size) / hi_base
+        hi = scale * (r["bytes_stored"] + block_size) / lo_base
+        return f"{fmt_ratio(r[key])} ({lo:.2f} to {hi:.2f})"
+
     body = []
     for r in storage:
-        coarse = r["hour"] in unresolved
+        rough = coarse(r)
         body.append(
             [
                 fmt_hour(r["hour"]),
                 r["source"],
                 fmt_count(r["ticks_stored"]),
-                fmt_bytes(r["bytes_stored"]) + (f" (± {fmt_bytes(block_size)})" if coarse else ""),
+                fmt_bytes(r["bytes_stored"]) + (f" (± {fmt_bytes(block_size)})" if rough else ""),
                 "below resolution"
-                if coarse
+                if rough
                 else ("" if r["bytes_per_tick"] is None else f"{float(r['bytes_per_tick']):,.1f}"),
                 fmt_bytes(r["wire_bytes"]),
                 fmt_count(r["poll_passes"]),
                 fmt_count(r["markets_seen"]),
-                "below resolution"
-                if coarse and r["naive_http_bytes"]
-                else fmt_bytes(r["naive_http_bytes"]),
-                "below resolution"
-                if coarse and r["ratio_vs_websocket"]
-                else fmt_ratio(r["ratio_vs_websocket"]),
-                "below resolution"
-                if coarse and r["naive_ratio_vs_websocket"]
-                else fmt_ratio(r["naive_ratio_vs_websocket"]),
+                fmt_bytes(r["naive_http_bytes"])
+                + (
+                    f" (± {fmt_bytes(block_size * (r['markets_seen'] or 0) / r['ticks_stored'])})"
+                    if rough and r["naive_http_bytes"] and r["ticks_stored"]
+                    else ""
+                ),
+                ratio(r, "ratio_vs_websocket", r["bytes_stored"]),
+                ratio(r, "naive_ratio_vs_websocket", r["naive_http_bytes"]),
             ]
         )
     return tabulate(

@@ -84,14 +84,25 @@ def test_resolved_figures_give_ratios_in_words_and_rates_over_the_time_covered(t
     assert m["storage_ratio_http_changes_vs_ws"] == round(12 / 11, 3)
 
 
-def test_a_slice_of_a_few_blocks_gets_no_ratio_and_says_why(tmp_path: Path):
+def test_a_slice_of_a_few_blocks_gives_the_range_the_resolution_allows(tmp_path: Path):
     report = build_report(tmp_path, [], LATENCY, [], [], summary=_summary(3, 2))
     opening = report.markdown.splitlines()[2]
-    assert "below the measuring resolution of 2.5 MiB (ten blocks)" in opening
-    assert "Polling would have stored" not in opening
+    # naive = 42 x the 2 measured http blocks (1 to 3), against 3 websocket blocks (2 to 4)
+    assert (
+        "Polling would have stored about 28.0 times as much (10.5 to 63.0 times: bytes are "
+        "counted in 256.0 KiB blocks)"
+    ) in opening
+    assert "it stored about 0.7 times as much (0.2 to 1.5 times)" in opening
     for key in ("storage_ratio_naive_http_vs_ws", "storage_ratio_http_changes_vs_ws"):
-        assert key not in report.metadata
-    assert "below resolution" in report.markdown
+        assert key not in report.metadata  # the UI plots only resolved ratios
+    assert "below resolution" in report.markdown  # bytes per tick of a slice this small
+
+
+def test_a_slice_under_two_blocks_gets_no_ratio_and_says_why(tmp_path: Path):
+    report = build_report(tmp_path, [], LATENCY, [], [], summary=_summary(1, 1))
+    opening = report.markdown.splitlines()[2]
+    assert "are below the measuring resolution (256.0 KiB blocks)" in opening
+    assert "Polling would have stored" not in opening
 
 
 def test_an_empty_warehouse_says_what_to_run(tmp_path: Path):
