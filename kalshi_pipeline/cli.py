@@ -134,7 +134,7 @@ def _cmd_stream(args: argparse.Namespace) -> int:
 
     try:
         config = stream_config_from_args(args)
-    except (ConfigError, KalshiConfigError) as exc:
+    except (ConfigError, KalshiConfigError, WarehouseError) as exc:
         print(f"kalshi-pipeline stream: {exc}", file=sys.stderr)
         return 2
     stop = threading.Event()

@@ -35,10 +35,13 @@ from typing import Any
 import requests
 
 from kalshi_pipeline.defs.ingest import runs
+from kalshi_pipeline.dev_output import pump
+from kalshi_pipeline.warehouse.paths import DatabasePathError, check_database_path
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 DEFAULT_DAGSTER_HOME = Path(".dagster")
 SENSOR_MARKER = "kalshi-dev-stopped-sensor"
+EXAMPLE_QUERY = '"SELECT source, count(*) FROM ticks GROUP BY 1"'
 # Reset SIGINT to its default, then become the real program (see the module docstring).
 EXEC_WITH_DEFAULT_SIGINT = (
     "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
@@ -76,6 +79,28 @@ mutation Reset($selector: SensorSelector!) {
 
 class DevError(RuntimeError):
     """The stack could not start; the message says what to do."""
+
+
+def command_prefix() -> str:
+    """How to call `kalshi-pipeline` from this terminal: by name when it is on PATH (an
+    activated virtual environment), else by its path in the virtual environment."""
+    here = Path(sys.executable).with_name("kalshi-pipeline")
+    found = shutil.which("kalshi-pipeline")
+    if found and Path(found).resolve() == here.resolve():
+        return "kalshi-pipeline"
+    try:
+        return str(here.relative_to(Path.cwd()))
+    except ValueError:
+        return str(here)
+
+
+def subcommands() -> set[str]:
+    from kalshi_pipeline.cli import build_parser
+
+    for action in build_parser()._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return set(action.choices)
+    return set()
 
 
 def say(message: str) -> None:
@@ -159,6 +184,10 @@ class DevServer:
         os.environ["DAGSTER_HOME"] = str(self.home)
         # Absolute paths: the code server and run workers must agree with this process.
         database = Path(os.environ.get("KALSHI_DUCKDB_PATH") or "data/kalshi.duckdb")
+        try:
+            check_database_path(database)
+        except DatabasePathError as exc:
+            raise DevError(str(exc)) from None
         os.environ["KALSHI_DUCKDB_PATH"] = str(database.expanduser().resolve())
         kalshi_home = Path(os.environ.get("KALSHI_HOME") or ".kalshi")
         os.environ["KALSHI_HOME"] = str(kalshi_home.expanduser().resolve())
@@ -205,9 +234,24 @@ class DevServer:
             "-w",
             str(workspace),
         ]
+        env = dict(os.environ)
+        # `dagster dev` warns that `dg dev` supersedes it; this project runs `dagster dev` on
+        # purpose (workspace.yaml), so the warning would only alarm.
+        quiet = "ignore:Function `dev_command` is superseded"
+        env["PYTHONWARNINGS"] = ",".join(w for w in (env.get("PYTHONWARNINGS"), quiet) if w)
         self.dagster = subprocess.Popen(
-            cmd, cwd=PROJECT_DIR, env=dict(os.environ), start_new_session=True
+            cmd,
+            cwd=PROJECT_DIR,
+            env=env,
+            start_new_session=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
         )
+        # Through a filter that folds stack traces of normal operation (a run taken over or
+        # stopped) into one line each; see dev_output.py.
+        assert self.dagster.stdout is not None and self.dagster.stderr is not None
+        pump(self.dagster.stdout, sys.stdout.buffer)
+        pump(self.dagster.stderr, sys.stderr.buffer)
         self.groups.append(self.dagster.pid)
 
     def _graphql(self, query: str, variables: dict[str, Any], timeout: float = 10.0) -> Any:
@@ -283,12 +327,24 @@ class DevServer:
         else:
             env = os.environ.get("KALSHI_ENV") or "local"
             lines.append(f"  Kalshi         environment {env} (no simulator started)")
+        cli = command_prefix()
+        replica = Path(db).with_name("kalshi_analytics.duckdb")
         lines += [
-            f"  DuckDB         {db}   (kalshi-pipeline sql, or duckdb -readonly {db})",
+            f"  DuckDB         {db}   (the stream writes it; open it only through {cli})",
+            f"  query          {cli} sql " + EXAMPLE_QUERY,
+        ]
+        if "shell" in subcommands():
+            lines.append(f"  long sessions  {cli} shell")
+        lines += [
+            f"  long sessions  duckdb -readonly {replica}   (a copy the stream never locks; "
+            "refreshed by the analytics_replica asset)",
+            f"  health         {cli} status   (add --json for scripts)",
             f"  DAGSTER_HOME   {self.home}",
-            "  health         kalshi-pipeline status   (add --json for scripts)",
             "  switch mode    Launchpad of kalshi_ingest: resources: {kalshi_feed: {config: "
             "{mode: http}}}",
+            "  operators      docs/operating.md explains every status line and feed event",
+            "  expected       dagster's warning about dagster.yaml in this folder: it is copied "
+            "into DAGSTER_HOME, which is what Dagster reads",
             "  Ctrl-C stops everything: sensor off, stream flushed, processes checked.",
         ]
         print("\n".join(lines), file=sys.stderr, flush=True)

@@ -19,6 +19,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -42,8 +43,10 @@ class RunInfo:
     newest_event_age_s: float | None
     stale_after_s: float
     database: str | None
-    environment: str | None = None  # the run's Kalshi environment and REST URL, if it set them
-    rest_url: str | None = None
+    environment: str = "local"
+    environment_from: str = "default"
+    failure: str | None = None  # why the run failed, from its failure events
+    rest_url: str | None = None  # the run's REST URL override, if it set one
 
 
 @dataclass
@@ -131,9 +134,14 @@ def _read_dagster(home: Path, report: Report, now: float) -> None:
             run = chosen.dagster_run
             events = instance.get_records_for_run(run.run_id, limit=1, ascending=False).records
             newest = events[0].timestamp if events else None
-            mode, mode_from = runs.mode_in(run.run_config), "run config"
-            if not mode:  # the resource default, as the op recorded it once started
-                mode, mode_from = run.tags.get(runs.MODE_TAG) or _default_mode(), "default"
+            mode, mode_from = _configured(
+                runs.mode_in(run.run_config), run.tags.get(runs.MODE_TAG), _default_mode
+            )
+            env, env_from = _configured(
+                runs.environment_in(run.run_config),
+                run.tags.get(runs.ENVIRONMENT_TAG),
+                _default_environment,
+            )
             report.run = RunInfo(
                 run_id=run.run_id,
                 status=run.status.value,
@@ -146,8 +154,12 @@ def _read_dagster(home: Path, report: Report, now: float) -> None:
                 newest_event_age_s=_age(newest, now),
                 stale_after_s=runs.stale_after_s(run.run_config),
                 database=run.tags.get(runs.DATABASE_TAG) or runs.database_in(run.run_config),
-                environment=runs.feed_config(run.run_config).get("environment"),
+                environment=env,
                 rest_url=runs.feed_config(run.run_config).get("rest_url"),
+                environment_from=env_from,
+                failure=_failure_reason(instance, run.run_id)
+                if run.status == dg.DagsterRunStatus.FAILURE
+                else None,
             )
             report.other_unfinished_runs = [
                 {"run_id": r.dagster_run.run_id, "status": r.dagster_run.status.value}
@@ -177,6 +189,60 @@ def _read_dagster(home: Path, report: Report, now: float) -> None:
         beat = beats.get("SENSOR")
         sensor.daemon_heartbeat_age_s = _age(beat.timestamp if beat else None, now)
         report.sensor = sensor
+
+
+def _configured(
+    in_run_config: str | None, recorded: str | None, default: Callable[[], str]
+) -> tuple[str, str]:
+    """A run setting and where it comes from: the run's config, else what the run recorded when
+    it started (the code location's default, from its environment), else this shell's default."""
+    if in_run_config:
+        return in_run_config, "run config"
+    if recorded:
+        return recorded, "resource default"
+    return default(), "not recorded by the run; this shell's default"
+
+
+def _failure_reason(instance: Any, run_id: str) -> str | None:
+    """Why a run failed, in the words of its failure events: a step's failure (the op's
+    `Failure` description, or the error's message), else the run failure's message (the
+    keep-alive sensor's verdict for a worker that died)."""
+    from dagster import DagsterEventType
+
+    for kind in (DagsterEventType.STEP_FAILURE, DagsterEventType.RUN_FAILURE):
+        records = instance.get_records_for_run(run_id, of_type=kind, ascending=False).records
+        for record in records:
+            event = record.event_log_entry.dagster_event
+            if event is None:
+                continue
+            data = event.event_specific_data
+            user = getattr(data, "user_failure_data", None)
+            if user is not None and user.description:
+                return str(user.description)
+            error = getattr(data, "error", None)
+            if error is not None and error.message:
+                return _first_line_of_error(error)
+            message = event.message or record.event_log_entry.user_message
+            if message:
+                return str(message)
+    return None
+
+
+def _first_line_of_error(error: Any) -> str:
+    cause = error
+    while getattr(cause, "cause", None) is not None:  # the user's exception, not the wrapper
+        cause = cause.cause
+    return str(cause.message).strip().splitlines()[0]
+
+
+def _default_environment() -> str:
+    from kalshi_pipeline.kalshi.errors import KalshiConfigError
+    from kalshi_pipeline.kalshi.settings import ENV_VAR, parse_environment
+
+    try:
+        return parse_environment(os.environ.get(ENV_VAR)).value
+    except KalshiConfigError:
+        return "local"
 
 
 def _default_mode() -> str:
@@ -225,7 +291,9 @@ def _read_warehouse(path: Path, report: Report, now: float, timeout_s: float) ->
         }
         for e in events
     ]
-    report.landing_backlog_bytes = _landing_backlog(path.parent / "landing", positions)
+    from kalshi_pipeline.warehouse.paths import landing_folder
+
+    report.landing_backlog_bytes = _landing_backlog(landing_folder(path), positions)
 
 
 def _exchange_settings(report: Report) -> Any:
@@ -233,8 +301,8 @@ def _exchange_settings(report: Report) -> Any:
     from kalshi_pipeline.kalshi.settings import KalshiSettings
 
     run = report.run
-    if run is not None and (run.environment or run.rest_url):
-        return KalshiSettings.for_env(run.environment or "local", rest_url=run.rest_url or None)
+    if run is not None:
+        return KalshiSettings.for_env(run.environment, rest_url=run.rest_url or None)
     return KalshiSettings.from_env()
 
 
@@ -320,7 +388,10 @@ def _verdict(report: Report, max_tick_age_s: float) -> tuple[bool, str]:
     if run is None:
         reasons.append("no kalshi_ingest run has ever been launched")
     elif run.status != "STARTED":
-        reasons.append(f"the newest kalshi_ingest run {run.run_id[:8]} is {run.status}")
+        reasons.append(
+            f"the newest kalshi_ingest run {run.run_id[:8]} is {run.status}"
+            + (f" ({run.failure})" if run.failure else "")
+        )
     elif run.newest_event_age_s is None or run.newest_event_age_s > run.stale_after_s:
         reasons.append(
             f"run {run.run_id[:8]} is STARTED but silent for {run.newest_event_age_s}s "
@@ -375,9 +446,12 @@ def render(report: Report) -> str:
             f"{_seconds(run.newest_event_age_s)} (dead after {run.stale_after_s:.0f}s)"
         )
         lines.append(
-            f"             mode {run.mode} ({run.mode_from}), launched by {run.launched_by}, "
-            f"created {run.created_at}"
+            f"             mode {run.mode} ({run.mode_from}), environment {run.environment} "
+            f"({run.environment_from})"
         )
+        lines.append(f"             launched by {run.launched_by}, created {run.created_at}")
+        if run.failure:
+            lines.append(f"             failed: {run.failure}")
     for other in report.other_unfinished_runs:
         lines.append(f"also         {other['run_id']}  {other['status']}")
     per_source = ", ".join(f"{k} {v}" for k, v in sorted(report.ticks_last_minute.items()))

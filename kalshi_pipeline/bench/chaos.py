@@ -31,6 +31,7 @@ from typing import Any
 from kalshi_pipeline.bench import analysis
 from kalshi_pipeline.bench.context import Context, engine_status, open_db
 from kalshi_pipeline.bench.procs import EngineProcess
+from kalshi_pipeline.warehouse.paths import landing_folder
 
 MALFORMED_RATE = 0.01
 KILL_WINDOW_MS = (-2_000, 3_000)  # sent this close to a SIGKILL: in flight when it died
@@ -122,7 +123,7 @@ def run(ctx: Context) -> dict[str, Any]:
     ctx.display.status("loading what the landing log still holds")
     leftover = ctx.child(
         "kalshi_pipeline.bench.replay",
-        [str(db.parent / "landing"), str(db), "--max-s", "120"],
+        [str(landing_folder(db)), str(db), "--max-s", "120"],
         timeout_s=180,
         name="chaos-replay",
     )
@@ -172,7 +173,7 @@ def account(
     with open_db(db, read_only=True) as con:
         stored = analysis.stored_ws_keys(con)
         dup_frames = analysis.duplicates(con)
-        after_receipt = analysis.landing_frames_not_stored(con, db.parent / "landing")
+        after_receipt = analysis.landing_frames_not_stored(con, landing_folder(db))
         events = analysis.feed_events(con)
     missing = expected - stored
     over = stored - sent_all

@@ -198,7 +198,7 @@ def _relative(path: Path) -> str:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kalshi-pipeline bench",
-        description="Measure design.md §5's figures: the simulator and the engine each in a "
+        description="Measure the project's target figures: the simulator and the engine each in a "
         "process of their own.",
     )
     add_arguments(parser)

@@ -14,6 +14,7 @@ from typing import Any
 
 from kalshi_pipeline.bench import analysis
 from kalshi_pipeline.bench.context import FIREHOSE_CONFIG, Context, engine_status, open_db
+from kalshi_pipeline.warehouse.paths import landing_folder
 
 PAGE = 1_000  # markets per GET /markets page
 PASSES = 2
@@ -69,7 +70,7 @@ def one_size(ctx: Context, markets: int, frames: int) -> dict[str, Any]:
         poller.stop()  # flushes its landing log, where the pass figures are read
     with open_db(ws_db, read_only=True) as con:
         first_ns = analysis.first_ws_received_ns(con)
-    passes = [p for p in analysis.landing_passes(http_db.parent / "landing") if p["pages"] >= pages]
+    passes = [p for p in analysis.landing_passes(landing_folder(http_db)) if p["pages"] >= pages]
     pass_s = sorted(p["seconds"] for p in passes)
     seconds = (last["t_ns"] - first_ns) / 1e9 if first_ns else None
     return {

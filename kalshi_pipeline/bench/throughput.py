@@ -16,6 +16,7 @@ from typing import Any
 
 from kalshi_pipeline.bench import analysis
 from kalshi_pipeline.bench.context import FIREHOSE_CONFIG, Context, engine_status, open_db
+from kalshi_pipeline.warehouse.paths import landing_folder
 
 
 def run(ctx: Context) -> dict[str, Any]:
@@ -63,7 +64,7 @@ def run(ctx: Context) -> dict[str, Any]:
 
     ctx.display.status("our writer alone, on the engine's landing log")
     replay_dir = ctx.folder("throughput/replay")
-    shutil.copytree(db.parent / "landing", replay_dir / "landing")
+    shutil.copytree(landing_folder(db), replay_dir / "landing")
     writer = ctx.child(
         "kalshi_pipeline.bench.replay",
         [

@@ -38,8 +38,9 @@ from kalshi_pipeline.kalshi.settings import (
     parse_environment,
 )
 from kalshi_pipeline.stream.config import ConfigError, Mode, Scope, StreamConfig
-from kalshi_pipeline.warehouse import Warehouse
+from kalshi_pipeline.warehouse import Warehouse, WarehouseError
 from kalshi_pipeline.warehouse.connection import DEFAULT_PATH, default_path
+from kalshi_pipeline.warehouse.paths import check_database_path
 
 FeedMode = Literal["websocket", "http", "both"]
 EnvironmentName = Literal["local", "demo", "prod"]
@@ -70,15 +71,17 @@ class KalshiFeedResource(dg.ConfigurableResource):
     websocket_timeout_s: float = Field(
         default=_BUILTIN.websocket_timeout_s,
         gt=0,
-        description="seconds of socket silence before falling back to HTTP",
+        description="seconds of socket silence before falling back to HTTP (more than 0)",
     )
     max_retries: int = Field(
         default=_BUILTIN.max_retries,
         ge=1,
-        description="failed connection attempts before falling back to HTTP",
+        description="failed connection attempts before falling back to HTTP (1 or more)",
     )
     poll_interval_s: float = Field(
-        default=_BUILTIN.poll_interval_s, gt=0, description="seconds between HTTP polling passes"
+        default=_BUILTIN.poll_interval_s,
+        gt=0,
+        description="seconds between HTTP polling passes (more than 0)",
     )
     websocket_compression: bool = Field(
         default=_BUILTIN.websocket_compression,
@@ -89,7 +92,7 @@ class KalshiFeedResource(dg.ConfigurableResource):
     flush_interval_ms: int = Field(
         default=_BUILTIN.flush_interval_ms,
         ge=10,
-        description="milliseconds between loads of the landing log into DuckDB",
+        description="milliseconds between loads of the landing log into DuckDB (10 or more)",
     )
     scope: FeedScope = Field(default=FeedScope(), description="markets to follow (default all)")
     environment: EnvironmentName = Field(
@@ -215,9 +218,17 @@ def _check_feed(feed: KalshiFeedResource) -> None:
         raise ValueError(str(exc)) from None
 
 
+def _check_warehouse(resource: WarehouseResource) -> None:
+    """A folder, /proc or an unwritable place is refused at launch, not by a failed run."""
+    try:
+        check_database_path(Path(resource.path))
+    except WarehouseError as exc:
+        raise ValueError(f"path: {exc}") from None
+
+
 defs = dg.Definitions(
     resources={
         "kalshi_feed": checked_resource(KalshiFeedResource.from_env(), "kalshi_feed", _check_feed),
-        "warehouse": checked_resource(WarehouseResource.from_env(), "warehouse"),
+        "warehouse": checked_resource(WarehouseResource.from_env(), "warehouse", _check_warehouse),
     }
 )

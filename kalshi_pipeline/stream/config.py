@@ -15,6 +15,7 @@ from pathlib import Path
 
 from kalshi_pipeline.kalshi.ratelimit import TIER_LIMITS
 from kalshi_pipeline.kalshi.settings import KalshiSettings
+from kalshi_pipeline.warehouse.paths import check_database_path, landing_folder
 
 
 class Mode(StrEnum):
@@ -103,7 +104,7 @@ class StreamConfig:
     flush_rows: int = 10_000
     scope: Scope = field(default_factory=Scope)
     database: Path = Path("data/kalshi.duckdb")
-    landing_dir: Path | None = None  # default: <database folder>/landing
+    landing_dir: Path | None = None  # default: beside the database, data/kalshi.landing/
     retention_s: float = 24 * 3600.0
     requests_per_s: float | None = None  # None: the rate tier's (kalshi.rate_tier)
     healthy_after_s: float = 60.0  # a connection this old resets the reconnect backoff
@@ -125,7 +126,7 @@ class StreamConfig:
 
     @property
     def landing(self) -> Path:
-        return self.landing_dir or self.database.parent / "landing"
+        return self.landing_dir or landing_folder(self.database)
 
     def validate(self) -> StreamConfig:
         checks = [
@@ -181,4 +182,6 @@ class StreamConfig:
                 ) from None
         if "database" in clean:
             clean["database"] = Path(str(clean["database"]))
-        return replace(base, **clean).validate()  # type: ignore[arg-type]
+        config = replace(base, **clean).validate()  # type: ignore[arg-type]
+        check_database_path(config.database)  # a folder, /proc, no write access: refused now
+        return config

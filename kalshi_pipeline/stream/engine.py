@@ -29,6 +29,7 @@ from kalshi_pipeline.stream.writer import Writer
 from kalshi_pipeline.stream.wsfeed import WebSocketFeed
 from kalshi_pipeline.warehouse import Warehouse, WarehouseBusyError, WarehouseError
 from kalshi_pipeline.warehouse.connection import MIN_FREE_BYTES
+from kalshi_pipeline.warehouse.paths import adopt_legacy_landing, prepare_database_folder
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +75,11 @@ class Engine:
         if cfg.debug:  # WEBSOCKET_DEBUG, as the predecessor's flag: the feed's detail at DEBUG
             for name in ("kalshi_pipeline.stream", "kalshi_pipeline.feed"):
                 logging.getLogger(name).setLevel(logging.DEBUG)
+        # Said once, in the log and in feed_events: a folder created, an old landing log moved.
+        notes = [("database_folder_created", prepare_database_folder(cfg.database))]
+        if cfg.landing_dir is None:
+            legacy = adopt_legacy_landing(cfg.database)
+            notes.append(("landing_moved", legacy.message if legacy else None))
         self.warehouse.check_writable()
         self._check_landing()
         signer = None
@@ -105,6 +111,10 @@ class Engine:
             f"scope={cfg.scope.describe()} env={cfg.kalshi.env.value} database={cfg.database} "
             f"pid={os.getpid()}",
         )
+        for kind, note in notes:
+            if note:
+                log.warning("%s", note)
+                self.events.emit("engine", kind, note)
         self._spawn(self._write_loop, "kalshi-writer")
         self.poller.start()
         self.supervisor.start()

@@ -23,14 +23,28 @@ EFFECTIVE_STATUS = """
     END
 """
 
+# When each stored state held on the exchange, as far as we can know it: a WebSocket tick at
+# its exchange timestamp; a REST row no later than its request was sent, and the start of its
+# polling pass (the newest pass that started before the page arrived) is a time no later than
+# that. Arrival order would let a page requested before a WebSocket tick, but arriving after
+# it, win with the older state. A REST row whose pass is not loaded yet takes the previous
+# pass's start (still no later than its request); before any pass, the epoch.
+HELD_AT_SQL = """
+SELECT t.*,
+       CASE WHEN t.source = 'websocket' THEN coalesce(t.exchange_ts, t.received_at)
+            ELSE coalesce(p.started_at, TIMESTAMPTZ '1970-01-01 00:00:00+00') END AS held_at
+FROM ticks t ASOF LEFT JOIN poll_passes p ON t.received_at >= p.started_at
+"""
+
 SNAPSHOT_SQL = f"""
 CREATE OR REPLACE TABLE market_snapshot AS
-WITH latest AS (
+WITH ordered AS ({HELD_AT_SQL}),
+latest AS (
     SELECT market_ticker,
            arg_max(struct_pack(price, yes_bid, yes_ask, yes_bid_size, yes_ask_size, volume,
                                open_interest, exchange_ts, received_at, source),
-                   struct_pack(received_at, landing_segment, landing_offset)) AS s
-    FROM ticks GROUP BY market_ticker
+                   struct_pack(held_at, received_at, landing_segment, landing_offset)) AS s
+    FROM ordered GROUP BY market_ticker
 )
 SELECT coalesce(m.market_ticker, l.market_ticker) AS market_ticker,
        m.title, m.yes_sub_title, m.event_ticker, m.series_ticker,
@@ -174,6 +188,86 @@ def storage_comparison(con: duckdb.DuckDBPyConnection, hours: int = 48) -> list[
             round(r["naive_http_bytes"] / base, 3) if base and r["naive_http_bytes"] else None
         )
     return rows
+
+
+# --------------------------------------------------------------------------- the period
+
+# A measured slice smaller than this many blocks is "below the measuring resolution": one block
+# either way would move it by more than a tenth.
+RESOLVED_BLOCKS = 10
+
+
+def block_size(con: duckdb.DuckDBPyConnection) -> int:
+    """The warehouse's block size: the resolution of every bytes-stored figure."""
+    row = con.execute(
+        "SELECT block_size FROM pragma_database_size() WHERE database_name = current_database()"
+    ).fetchone()
+    return int(row[0]) if row and row[0] else 256 * 1024
+
+
+def period_summary(con: duckdb.DuckDBPyConnection, hours: int = 48) -> dict[str, Any]:
+    """What the report's opening paragraph says: the period the ticks cover, the feed modes the
+    engine ran in, per source the ticks, the minutes with at least one tick, bytes stored for the
+    whole period (one measurement, so the block resolution matters less than per hour), bytes
+    on the wire, and for polling what storing every market on every pass would have cost."""
+    since = "received_at >= now() - to_hours(CAST(? AS BIGINT))"
+    sources = fetch_dicts(
+        con,
+        f"""
+        SELECT source, count(*) AS ticks, min(received_at) AS first, max(received_at) AS last,
+               count(DISTINCT date_trunc('minute', received_at)) AS minutes_with_ticks
+        FROM ticks WHERE {since} GROUP BY source ORDER BY source
+        """,
+        [hours],
+    )
+    if not sources:
+        return {"sources": {}, "first": None, "last": None, "modes": [], "block_size": 0}
+    first = min(r["first"] for r in sources)
+    last = max(r["last"] for r in sources)
+    wire = dict(
+        con.execute(
+            "SELECT source, sum(bytes)::BIGINT FROM wire_traffic "
+            "WHERE stored_at BETWEEN ? AND ? + INTERVAL 1 MINUTE GROUP BY source",
+            [first, last],
+        ).fetchall()
+    )
+    seen_row = con.execute(
+        "SELECT sum(markets_seen)::BIGINT, count(*) FROM poll_passes "
+        "WHERE started_at BETWEEN ? AND ?",
+        [first, last],
+    ).fetchone()
+    markets_seen, passes = (seen_row or (None, 0))[0], (seen_row or (None, 0))[1]
+    modes = [
+        r[0]
+        for r in con.execute(
+            "SELECT DISTINCT regexp_extract(detail, 'mode=(\\w+)', 1) AS mode FROM feed_events "
+            "WHERE source = 'engine' AND kind = 'start' AND occurred_at BETWEEN "
+            "? - INTERVAL 1 MINUTE AND ? ORDER BY mode",
+            [first, last],
+        ).fetchall()
+        if r[0]
+    ]
+    out: dict[str, Any] = {}
+    for r in sources:
+        stored = measure_storage(con, f"{since} AND source = ?", [hours, r["source"]])
+        per_tick = stored / r["ticks"] if r["ticks"] else None
+        naive = None
+        if r["source"] == "http" and per_tick and markets_seen:
+            naive = round(int(markets_seen) * per_tick)
+        out[r["source"]] = {
+            **r,
+            "bytes_stored": stored,
+            "wire_bytes": wire.get(r["source"]),
+            "naive_http_bytes": naive,
+            "poll_passes": int(passes or 0) if r["source"] == "http" else None,
+        }
+    return {
+        "sources": out,
+        "first": first,
+        "last": last,
+        "modes": modes,
+        "block_size": block_size(con),
+    }
 
 
 # --------------------------------------------------------------------------- latency

@@ -45,3 +45,13 @@ def test_negative_reporting_interval_is_refused_before_the_run_starts(
     message = _launch(instance, {"ops": {"stream_ticks": {"config": {"metadata_every_s": -5}}}})
     assert "stream_ticks" in message
     assert "metadata_every_s" in message
+
+
+@pytest.mark.parametrize("where", ["folder", "/proc/nope.duckdb"])
+def test_a_database_path_that_cannot_work_is_refused_at_launch(
+    instance: dg.DagsterInstance, kalshi_home: Path, tmp_path: Path, where: str
+) -> None:
+    path = str(tmp_path) if where == "folder" else where
+    message = _launch(instance, {"resources": {"warehouse": {"config": {"path": path}}}})
+    assert "warehouse" in message and "path" in message
+    assert ("is a folder" if where == "folder" else "pseudo-filesystem") in message

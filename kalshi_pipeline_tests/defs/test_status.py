@@ -35,7 +35,8 @@ def test_a_finished_run_is_reported_unhealthy_with_the_reason(
     assert code == 1
     assert report["healthy"] is False
     assert f"the newest kalshi_ingest run {result.run_id[:8]} is SUCCESS" in report["reason"]
-    assert report["run"]["mode"] == "http"
+    assert (report["run"]["mode"], report["run"]["mode_from"]) == ("http", "run config")
+    assert report["run"]["environment"] == "local"
     assert report["database"] == str(db.resolve())  # found through the run, not the default
     assert report["newest_tick_age_s"] is not None
     assert report["landing_backlog_bytes"] == 0
@@ -95,3 +96,60 @@ def test_without_a_dagster_home_it_says_how_to_start_the_stack(
     )
     assert code == 2
     assert "kalshi-pipeline dev" in capsys.readouterr().out
+
+
+def test_a_failed_run_shows_why_and_the_environment_it_was_set_to(
+    instance: dg.DagsterInstance,
+    sim: Any,
+    db: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    for var in ("KALSHI_API_KEY_ID", "KALSHI_PRIVATE_KEY_PATH", "KALSHI_ENV"):
+        monkeypatch.delenv(var, raising=False)
+    result = defs.resolve_job_def("kalshi_ingest").execute_in_process(
+        run_config=stream_run_config(sim, db, feed={"environment": "demo", "mode": "both"}),
+        instance=instance,
+        raise_on_error=False,
+    )
+    assert not result.success
+    monkeypatch.setenv("DAGSTER_HOME", instance.root_directory)
+
+    assert status.main(["--json"]) == 1
+    report = json.loads(capsys.readouterr().out)
+    run = report["run"]
+    assert run["status"] == "FAILURE"
+    assert "KALSHI_API_KEY_ID" in run["failure"]  # the op's own words, not "run failed"
+    assert run["failure"] in report["reason"]
+    assert (run["mode"], run["mode_from"]) == ("both", "run config")
+    assert (run["environment"], run["environment_from"]) == ("demo", "run config")
+
+    status.main([])
+    text = capsys.readouterr().out
+    assert f"is FAILURE ({run['failure']})" in text.splitlines()[0]
+    assert "mode both (run config), environment demo (run config)" in text
+    assert f"failed: {run['failure']}" in text
+
+
+def test_a_run_without_mode_in_its_config_shows_the_mode_it_ran_with(
+    instance: dg.DagsterInstance,
+    sim: Any,
+    db: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    result = defs.resolve_job_def("kalshi_ingest").execute_in_process(
+        run_config=stream_run_config(sim, db, rotate_after_s=1),
+        instance=instance,
+        raise_on_error=False,
+    )
+    assert result.success
+    monkeypatch.setenv("DAGSTER_HOME", instance.root_directory)
+    # This shell would default to http; the run streamed with the code location's websocket.
+    monkeypatch.setenv("USE_WEBSOCKET_MARKET_DATA", "false")
+    monkeypatch.setenv("KALSHI_ENV", "demo")
+    status.main(["--json"])
+    run = json.loads(capsys.readouterr().out)["run"]
+    assert (run["mode"], run["mode_from"]) == ("websocket", "resource default")
+    assert (run["environment"], run["environment_from"]) == ("local", "resource default")
+    assert run["failure"] is None

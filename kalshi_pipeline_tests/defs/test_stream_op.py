@@ -15,6 +15,7 @@ from dagster._utils import send_interrupt
 from kalshi_pipeline.definitions import defs
 from kalshi_pipeline.stream.landing import list_segments
 from kalshi_pipeline.warehouse import Warehouse
+from kalshi_pipeline.warehouse.paths import landing_folder
 from kalshi_pipeline.warehouse.status import landing_positions
 from kalshi_pipeline_tests.defs.conftest import stream_run_config
 from kalshi_pipeline_tests.helpers import feed_events, query
@@ -46,8 +47,7 @@ def _unloaded_landing_bytes(db: Path) -> int:
     with Warehouse(db).connect(read_only=True) as con:
         positions = landing_positions(con)
     return sum(
-        s.path.stat().st_size - positions.get(s.name, 0)
-        for s in list_segments(db.parent / "landing")
+        s.path.stat().st_size - positions.get(s.name, 0) for s in list_segments(landing_folder(db))
     )
 
 
@@ -154,3 +154,39 @@ def test_missing_demo_credentials_fail_the_run_at_once_naming_the_variable(
     failure = result.get_step_failure_events()[0].step_failure_data.user_failure_data
     assert failure is not None and "KALSHI_API_KEY_ID" in (failure.description or "")
     assert not db.exists(), "the engine started although it could not authenticate"
+
+
+def test_the_checks_on_raw_ticks_are_current_after_each_materialization(
+    instance: dg.DagsterInstance, sim: Any, db: Path
+) -> None:
+    import asyncio
+
+    from dagster._core.loader import LoadingContextForTest
+
+    result = defs.resolve_job_def("kalshi_ingest").execute_in_process(
+        run_config=stream_run_config(sim, db, rotate_after_s=6, metadata_every_s=2),
+        instance=instance,
+        raise_on_error=False,
+    )
+    assert result.success
+    materializations = _materializations(instance)
+    assert len(materializations) >= 2  # the first ticks, then every metadata_every_s, the end
+    names = ("raw_ticks_fresh", "raw_ticks_prices_valid", "raw_ticks_no_frame_twice")
+    for name in names:
+        key = dg.AssetCheckKey(dg.AssetKey("raw_ticks"), name)
+        history = instance.event_log_storage.get_asset_check_execution_history(key, limit=100)
+        latest = history[0]  # Dagster keeps one execution per run, holding its newest result
+        assert latest.run_id == result.run_id
+        assert latest.event is not None
+        newest = max(m.timestamp for m in materializations)
+        assert latest.event.timestamp >= newest, f"{name} is older than the newest materialization"
+        assert latest.evaluation is not None and latest.evaluation.passed, name
+        # What the UI asks to decide between "current" and "not evaluated": this check's newest
+        # execution belongs to the newest materialization of raw_ticks.
+        assert asyncio.run(
+            latest.targets_latest_materialization(LoadingContextForTest(instance))
+        ), name
+    fresh = instance.event_log_storage.get_asset_check_execution_history(
+        dg.AssetCheckKey(dg.AssetKey("raw_ticks"), "raw_ticks_fresh"), limit=1
+    )[0]
+    assert fresh.evaluation.metadata["newest_tick_age_s"].value < 60

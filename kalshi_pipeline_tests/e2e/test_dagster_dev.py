@@ -33,6 +33,7 @@ from dagster_graphql import DagsterGraphQLClient, DagsterGraphQLClientError
 
 from kalshi_pipeline.stream.landing import list_segments
 from kalshi_pipeline.warehouse import Warehouse
+from kalshi_pipeline.warehouse.paths import landing_folder
 from kalshi_pipeline.warehouse.status import landing_positions
 from kalshi_pipeline_tests.helpers import query, wait_for
 
@@ -193,7 +194,7 @@ class Stack:
             positions = landing_positions(con)
         return sum(
             s.path.stat().st_size - positions.get(s.name, 0)
-            for s in list_segments(self.db.parent / "landing")
+            for s in list_segments(landing_folder(self.db))
             if s.pid == pid
         )
 

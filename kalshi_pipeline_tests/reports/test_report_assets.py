@@ -206,17 +206,47 @@ def test_latency_comparison_shows_polling_later_than_the_socket(filled: dict[str
 def test_report_file_and_chart_exist_with_numeric_metadata(filled: dict[str, Any]) -> None:
     m = meta(filled["result"], "feed_comparison_report")
     for key in (
-        "bytes_per_hour_websocket",
-        "bytes_per_hour_http",
+        "covered_s",
+        "ticks_per_hour_websocket",
+        "ticks_per_hour_http",
         "latency_p50_ms_websocket",
         "latency_p99_ms_websocket",
-        "storage_ratio_naive_http_vs_ws",
+        "polling_delay_p50_ms",
+        "wire_ratio_http_vs_ws",
+        "storage_resolution_bytes",
     ):
         assert isinstance(m[key].value, float), key
-    md = Path(m["report_path"].value).read_text()
-    assert "| websocket" in md and "| http" in md and "polling_later_than_websocket" in md
+    # Rates are over the time covered (tens of seconds here), not per hour bucket.
+    covered = m["covered_s"].value
+    assert 10 < covered < 600
+    ticks_ws = query(filled["db"], "SELECT count(*) FROM ticks WHERE source = 'websocket'")[0][0]
+    assert m["ticks_per_hour_websocket"].value == pytest.approx(ticks_ws / covered * 3600, 0.01)
+    # A slice of a few blocks is below the measuring resolution: no storage ratio is made up.
+    assert "storage_ratio_http_changes_vs_ws" not in m
     png = Path(m["chart_path"].value).read_bytes()
     assert png.startswith(b"\x89PNG") and len(png) > 20_000
+
+
+def test_the_report_opens_with_what_it_covers_and_the_numbers_that_matter(
+    filled: dict[str, Any],
+) -> None:
+    m = meta(filled["result"], "feed_comparison_report")
+    md = Path(m["report_path"].value).read_text()
+    title, blank, opening = md.splitlines()[:3]
+    assert title.startswith("# Feed comparison") and blank == ""
+    assert "collected in both mode (both feeds side by side)" in opening
+    assert "This report covers " in opening and " UTC" in opening
+    assert "both feeds stored ticks in every one of the" in opening
+    # a 30-second run: the block resolution is said, never hidden behind a bare ratio
+    assert "below the measuring resolution" in opening or "bytes are counted in" in opening
+    delay = m["polling_delay_p50_ms"].value / 1000
+    assert f"Polling saw a change a median {delay:.2f} s later than the socket" in opening
+    assert "On the wire polling downloaded" in opening and "times as many bytes" in opening
+    # tables with one format per kind of number: no raw keys, no three-decimal counts
+    assert "ticks_per_hour_http" not in md and ".000" not in md
+    assert "| polling later than websocket | http" in md
+    assert "ticks per hour (over " in md
+    assert md.index("## Over the period") < md.index("## Per hour") < md.index("## Chart")
 
 
 def test_checks_fail_naming_rows_on_data_made_bad(filled: dict[str, Any], tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ from kalshi_pipeline.kalshi.settings import KalshiSettings
 from kalshi_pipeline.stream.config import StreamConfig
 from kalshi_pipeline.stream.engine import Engine
 from kalshi_pipeline.warehouse import WarehouseError
+from kalshi_pipeline.warehouse.paths import landing_folder
 from kalshi_pipeline_tests.helpers import feed_events, query, wait_for
 from kalshi_pipeline_tests.stream.conftest import config_for
 from kalshi_pipeline_tests.stream.support import kinds
@@ -102,7 +103,7 @@ def test_sigterm_stops_reading_flushes_and_records_the_stop(sim_factory, tmp_pat
     assert "summary:" in err and "backlog_bytes=0" in err
     events = feed_events(db)
     assert events[-1][2] == "stop"
-    landing = db.parent / "landing"
+    landing = landing_folder(db)
     positions = dict(query(db, "SELECT segment, position FROM landing_positions"))
     for seg in landing.iterdir():
         assert positions.get(seg.stem) == seg.stat().st_size, f"{seg.name} not fully loaded"

@@ -12,6 +12,7 @@ import sys
 import psutil
 import pytest
 
+from kalshi_pipeline.warehouse.paths import landing_folder
 from kalshi_pipeline_tests.helpers import (
     query,
     wait_for,
@@ -48,7 +49,7 @@ def test_sigkill_mid_stream_then_restart_stores_everything_logged_once(sim_facto
     finally:
         first.send_signal(signal.SIGKILL)
         first.wait()
-    logged = landing_ticker_frames(db.parent / "landing")
+    logged = landing_ticker_frames(landing_folder(db))
     second = subprocess.Popen([*cmd, "--seconds", "6"], env=env, stderr=subprocess.PIPE, text=True)
     _out, err = second.communicate(timeout=60)
     assert second.returncode == 0, err

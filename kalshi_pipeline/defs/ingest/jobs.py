@@ -33,6 +33,7 @@ import time
 from typing import Any
 
 import dagster as dg
+import duckdb
 from dagster._core.errors import DagsterExecutionInterruptedError
 from pydantic import Field
 
@@ -42,6 +43,7 @@ from kalshi_pipeline.defs.ingest.runs import (
     DEFAULT_ALIVE_EVERY_S,
     DEFAULT_METADATA_EVERY_S,
     DEFAULT_ROTATE_AFTER_S,
+    ENVIRONMENT_TAG,
     JOB_NAME,
     MODE_TAG,
     OP_NAME,
@@ -50,7 +52,7 @@ from kalshi_pipeline.defs.ingest.runs import (
 from kalshi_pipeline.defs.resources import KalshiFeedResource, WarehouseResource
 from kalshi_pipeline.defs.validation import checked_op
 from kalshi_pipeline.kalshi.errors import KalshiConfigError
-from kalshi_pipeline.stream.config import Mode, StreamConfig
+from kalshi_pipeline.stream.config import ConfigError, Mode, StreamConfig
 from kalshi_pipeline.stream.engine import Engine, EngineError
 from kalshi_pipeline.warehouse import Warehouse, WarehouseError
 
@@ -58,6 +60,7 @@ log = logging.getLogger(__name__)
 
 DETAIL_EVERY_S = 10.0
 STOP_TIMEOUT_S = 10.0
+CHECK_LOCK_WAIT_S = 30.0  # the checks wait this long for the writer's short flushes
 
 
 class IngestConfig(dg.Config):
@@ -66,18 +69,20 @@ class IngestConfig(dg.Config):
     rotate_after_s: float = Field(
         default=DEFAULT_ROTATE_AFTER_S,
         gt=0,
-        description="end the run with success after this many seconds; the sensor starts the next",
+        description="end the run with success after this many seconds (more than 0); the sensor "
+        "starts the next",
     )
     metadata_every_s: float = Field(
         default=DEFAULT_METADATA_EVERY_S,
         gt=0,
-        description="seconds between raw_ticks materializations (numeric metadata, plotted)",
+        description="seconds between raw_ticks materializations (more than 0; numeric metadata, "
+        "plotted)",
     )
     alive_every_s: float = Field(
         default=DEFAULT_ALIVE_EVERY_S,
         gt=0,
-        description="seconds between 'alive' lines in the event log; the keep-alive sensor takes "
-        "a run silent for 4 of these as dead",
+        description="seconds between 'alive' lines in the event log (more than 0); the keep-alive "
+        "sensor takes a run silent for 4 of these as dead",
     )
 
 
@@ -148,10 +153,17 @@ def take_over(context: dg.OpExecutionContext) -> list[str]:
 class _Reporter:
     """Throttled reporting: alive lines, materializations, per-batch detail."""
 
-    def __init__(self, context: dg.OpExecutionContext, config: IngestConfig, mode: str) -> None:
+    def __init__(
+        self,
+        context: dg.OpExecutionContext,
+        config: IngestConfig,
+        mode: str,
+        warehouse: Warehouse | None = None,
+    ) -> None:
         self.context = context
         self.config = config
         self.mode = mode
+        self.warehouse = warehouse
         now = time.monotonic()
         self.last_alive = now
         self.alive_ticks = 0
@@ -183,6 +195,26 @@ class _Reporter:
         self.context.log_event(dg.AssetMaterialization(asset_key=raw_ticks.key, metadata=metadata))
         self.last_meta = now
         self.meta_ticks = stored
+        self.evaluate_checks()
+
+    def evaluate_checks(self) -> None:
+        """The checks on raw_ticks, logged right after its materialization by the same run, so
+        the UI shows them as the newest materialization's results."""
+        if self.warehouse is None:
+            return
+        from kalshi_pipeline.defs.reports.checks import raw_ticks_evaluations
+
+        try:
+            with self.warehouse.connect(timeout_s=CHECK_LOCK_WAIT_S) as con:
+                evaluations = raw_ticks_evaluations(con)
+        except (WarehouseError, duckdb.Error) as exc:
+            self.context.log.warning(
+                f"the checks on raw_ticks were not evaluated this time ({exc}); the next "
+                "materialization tries again"
+            )
+            return
+        for evaluation in evaluations:
+            self.context.log_event(evaluation)
 
     def tick(self, summary: dict[str, Any]) -> None:
         now = time.monotonic()
@@ -248,14 +280,23 @@ def _stream_ticks(
     warehouse: WarehouseResource,
 ) -> None:
     _detail_logging()
-    cfg = kalshi_feed.stream_config(database=warehouse.path)
-    _preflight(cfg)
+    try:
+        cfg = kalshi_feed.stream_config(database=warehouse.path)
+    except (ConfigError, KalshiConfigError, WarehouseError) as exc:
+        raise dg.Failure(description=str(exc), allow_retries=False) from None
+    # Recorded before anything can fail, so `status` shows what a failed run was set to do.
     context.instance.add_run_tags(
-        context.run_id, {MODE_TAG: cfg.mode.value, DATABASE_TAG: str(cfg.database.resolve())}
+        context.run_id,
+        {
+            MODE_TAG: cfg.mode.value,
+            ENVIRONMENT_TAG: cfg.kalshi.env.value,
+            DATABASE_TAG: str(cfg.database.resolve()),
+        },
     )
+    _preflight(cfg)
     take_over(context)
     engine = Engine(cfg)
-    reporter = _Reporter(context, config, cfg.mode.value)
+    reporter = _Reporter(context, config, cfg.mode.value, Warehouse(cfg.database))
     url = cfg.kalshi.rest_url if cfg.mode is Mode.HTTP else cfg.kalshi.ws_url
     try:
         try:

@@ -28,6 +28,7 @@ LAUNCHED_BY_TAG = "kalshi/launched_by"
 # Added by the op once it knows them, so `status` reads what a run really does.
 MODE_TAG = "kalshi/mode"
 DATABASE_TAG = "kalshi/database"
+ENVIRONMENT_TAG = "kalshi/environment"
 
 # Listed explicitly: IN_PROGRESS_RUN_STATUSES leaves out QUEUED and NOT_STARTED, and a keep-alive
 # built on it launches a second run while the first waits in the queue (dagster-notes.md §2.1).
@@ -81,3 +82,9 @@ def database_in(run_config: Mapping[str, Any] | None) -> str | None:
     resources = (run_config or {}).get("resources") or {}
     path = ((resources.get("warehouse") or {}).get("config") or {}).get("path")
     return str(path) if path else None
+
+
+def environment_in(run_config: Mapping[str, Any] | None) -> str | None:
+    """The Kalshi environment the run config asks for, or None for the resource default."""
+    env = feed_config(run_config).get("environment")
+    return str(env) if env else None

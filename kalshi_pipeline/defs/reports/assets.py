@@ -158,7 +158,10 @@ def feed_comparison_report(
         )
         samples = reports.latency_samples(con)
         delays = reports.polling_delay_samples(con)
-    report = build_report(data_dir(warehouse) / "reports", storage, latency, samples, delays)
+        summary = reports.period_summary(con)
+    report = build_report(
+        data_dir(warehouse) / "reports", storage, latency, samples, delays, summary=summary
+    )
     png = base64.b64encode(report.chart_path.read_bytes()).decode()
     if report.missing:
         context.log.warning("report built without %s data", " and ".join(report.missing))

@@ -1,0 +1,78 @@
+"""What `make run` shows of `dagster dev`: stack traces of normal operation folded to one line."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import pytest
+
+from kalshi_pipeline.definitions import defs
+from kalshi_pipeline.dev_output import FOLDED, fold_stack_traces, pump
+from kalshi_pipeline_tests.defs.conftest import stream_run_config
+
+
+def _fold(text: str) -> str:
+    return b"".join(fold_stack_traces(io.BytesIO(text.encode()).readlines())).decode()
+
+
+def test_a_failed_runs_output_keeps_its_reason_and_drops_its_stack(
+    sim_factory: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: Any
+) -> None:
+    for var in ("KALSHI_API_KEY_ID", "KALSHI_PRIVATE_KEY_PATH"):
+        monkeypatch.delenv(var, raising=False)
+    sim = sim_factory(markets=20, rate=5, with_ledger=False)
+    with dg.instance_for_test() as instance:
+        result = defs.resolve_job_def("kalshi_ingest").execute_in_process(
+            run_config=stream_run_config(sim, tmp_path / "k.duckdb", feed={"environment": "demo"}),
+            instance=instance,
+            raise_on_error=False,
+        )
+    assert not result.success
+    raw = capfd.readouterr().err
+    assert "Stack Trace:" in raw  # what Dagster prints for every failure event
+    shown = _fold(raw)
+    assert "Stack Trace:" not in shown and '  File "' not in shown
+    assert "STEP_FAILURE" in shown and "RUN_FAILURE" in shown
+    assert "KALSHI_ENV=demo needs credentials" in shown  # the error's own message stays
+    assert FOLDED.decode() in shown
+    assert len(shown.splitlines()) < len(raw.splitlines()) - 20
+
+
+def test_a_python_traceback_keeps_its_last_line_and_the_lines_after_it() -> None:
+    text = (
+        "before\n"
+        "Traceback (most recent call last):\n"
+        '  File "x.py", line 1, in <module>\n'
+        "    boom()\n"
+        "    ^^^^^^\n"
+        "ValueError: the message a user needs\n"
+        "after\n"
+    )
+    assert _fold(text) == (
+        "before\n" + FOLDED.decode() + "ValueError: the message a user needs\nafter\n"
+    )
+
+
+def test_output_of_a_real_process_passes_through_the_pump() -> None:
+    child = subprocess.Popen(
+        [sys.executable, "-c", "print('up', flush=True); raise SystemExit(int('x'))"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    read, write = os.pipe()
+    with os.fdopen(write, "wb") as sink:
+        assert child.stdout is not None
+        thread = pump(child.stdout, sink)
+        child.wait(timeout=30)
+        thread.join(timeout=30)
+    with os.fdopen(read, "rb") as out:
+        shown = out.read().decode()
+    assert shown.startswith("up\n")
+    assert "ValueError: invalid literal for int() with base 10: 'x'" in shown
+    assert '  File "' not in shown
