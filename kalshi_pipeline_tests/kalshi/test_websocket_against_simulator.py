@@ -93,8 +93,9 @@ async def recv_until_end(ws: KalshiWebSocket, timeout_s: float) -> tuple[list[Fr
 
 
 def test_subscribe_update_list_and_unsubscribe_change_the_subscription(
-    settings: KalshiSettings, open_tickers: list[str]
+    signed_settings: KalshiSettings, open_tickers: list[str]
 ) -> None:
+    settings = signed_settings  # handshake signed by an Ed25519 key, then by an RSA key
     a, b, c, d = open_tickers[:4]
 
     async def scenario() -> None:
