@@ -57,10 +57,31 @@ def test_markets_keep_settlement_bounds_and_shard_and_a_determined_result_surviv
     db = tmp_path / "k.duckdb"
     engine = engines(config_for(sim, db))
 
-    def finalized() -> int:
-        return query(db, "SELECT count(*) FROM markets WHERE status = 'finalized'")[0][0]
+    def determined_frames() -> dict[str, str]:
+        """The result each market got from its `determined` frame, from the landing log."""
+        out: dict[str, str] = {}
+        for seg in list_segments(engine.config.landing):
+            for rec in read_records(seg, 0)[0]:
+                if rec.kind != Kind.WS_FRAME or b"market_lifecycle_v2" not in rec.payload[:40]:
+                    continue
+                msg = decode_frame(rec.payload)
+                if isinstance(msg, MarketLifecycle) and msg.event_type == "determined":
+                    out[msg.market_ticker] = msg.result or ""
+        return out
 
-    wait_for(lambda: finalized() >= 3, timeout=120, interval=1, what="three settled markets")
+    def settled_after_determined() -> bool:
+        frames = determined_frames()
+        rows = query(db, "SELECT market_ticker FROM markets WHERE status = 'finalized'")
+        return len(rows) >= 3 and any(t in frames for (t,) in rows)
+
+    # on a loaded machine the first markets may settle before the subscription is live (REST
+    # then reports them settled): wait until one was seen determined on the socket and settled
+    wait_for(
+        settled_after_determined,
+        timeout=180,
+        interval=1,
+        what="three settled markets, one of them seen determined on the socket",
+    )
     engine.stop()
 
     bounds = query(
@@ -81,14 +102,7 @@ def test_markets_keep_settlement_bounds_and_shard_and_a_determined_result_surviv
     assert len(shards) >= 2
 
     # the result each market got from its `determined` frame, read back from the landing log
-    determined: dict[str, str] = {}
-    for seg in list_segments(engine.config.landing):
-        for rec in read_records(seg, 0)[0]:
-            if rec.kind != Kind.WS_FRAME or b"market_lifecycle_v2" not in rec.payload[:40]:
-                continue
-            msg = decode_frame(rec.payload)
-            if isinstance(msg, MarketLifecycle) and msg.event_type == "determined":
-                determined[msg.market_ticker] = msg.result or ""
+    determined = determined_frames()
     assert determined
     stored = dict(
         query(
