@@ -352,12 +352,13 @@ def _decimal(value: str | None, field: str, notes: Notes, *, price: bool = False
         return _odd(notes, f"{field}={value!r} is not a decimal; stored as NULL", None)
     if not d.is_finite():
         return _odd(notes, f"{field}={value!r} is not a finite number; stored as NULL", None)
+    negative = d < ZERO
     if price:
-        if d < ZERO or d > ONE:
+        if negative or d > ONE:
             return _odd(notes, f"{field}={value!r} is outside 0..1 dollars; stored as NULL", None)
         places = PRICE_PLACES
     else:
-        if abs(d) >= MAX_COUNT:
+        if d >= MAX_COUNT or (negative and d <= -MAX_COUNT):
             return _odd(notes, f"{field}={value!r} is too large for a count; stored as NULL", None)
         places = COUNT_PLACES
     exponent = d.as_tuple().exponent
@@ -371,7 +372,7 @@ def _decimal(value: str | None, field: str, notes: Notes, *, price: bool = False
                 rounded,
             )
         d = rounded
-    if not price and d < ZERO:
+    if negative:  # a count (a negative price returned above)
         d = _odd(notes, f"{field}={value!r} is negative; stored as received", d)
     return d
 

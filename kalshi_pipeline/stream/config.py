@@ -112,7 +112,7 @@ class StreamConfig:
     backoff_cap_s: float = 30.0
     debug: bool = False
     # permessage-deflate on the socket. On by default, by measurement (`kalshi-pipeline bench`,
-    # compression scenario): about 4x fewer bytes on the wire for about 2 µs more CPU per tick.
+    # compression scenario): about 4x fewer bytes on the wire for 2-7 µs more CPU per tick.
     websocket_compression: bool = True
     websocket_max_message_bytes: int = 64 * 1024 * 1024  # Kalshi's message limit
     kalshi: KalshiSettings = field(default_factory=KalshiSettings)

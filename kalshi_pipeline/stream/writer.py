@@ -251,6 +251,7 @@ class Writer:
     def load_once(self) -> int:
         """One batch: returns the rows of all tables loaded (0 when idle or the db is busy)."""
         if self._positions_known and self._backlog() == 0:
+            self.stats.backlog_bytes = 0
             return 0  # nothing new in the log: do not even open the database
         try:
             with self.warehouse.connect(timeout_s=self.busy_timeout_s) as con:

@@ -153,3 +153,23 @@ def test_a_run_without_mode_in_its_config_shows_the_mode_it_ran_with(
     assert (run["mode"], run["mode_from"]) == ("websocket", "resource default")
     assert (run["environment"], run["environment_from"]) == ("local", "resource default")
     assert run["failure"] is None
+
+
+def test_a_run_environment_that_does_not_exist_is_a_problem_not_a_crash() -> None:
+    run = status.RunInfo(
+        run_id="r",
+        status="STARTED",
+        mode="websocket",
+        mode_from="run config",
+        launched_by="test",
+        created_at="2026-11-27T00:00:00+00:00",
+        newest_event_age_s=1.0,
+        stale_after_s=240.0,
+        database=None,
+        environment="nowhere",
+    )
+    report = status.Report(healthy=False, reason="", dagster_home="", database="", run=run)
+    status._read_exchange(report, 1.0)
+    assert report.exchange is None
+    assert report.problems[0].startswith("cannot tell which exchange to ask for its status")
+    assert "nowhere" in report.problems[0]

@@ -94,7 +94,9 @@ def test_database_held_by_another_process_loses_nothing(sim_factory, engines, tm
         holder.wait(timeout=120)
     finally:
         holder.kill()
-    wait_for(lambda: engine.stats.backlog_bytes == 0, timeout=60, what="backlog drained")
+    # drained: back to what arrives between two flushes (never exactly 0 while ticks keep
+    # coming, on a loaded machine); settle_and_compare then checks every frame was stored
+    wait_for(lambda: engine.stats.backlog_bytes < 200_000, timeout=120, what="backlog drained")
     expected, stored = settle_and_compare(sim, db, engine)
     assert stored == expected
     assert peak - rss_before < 200 * 1024 * 1024, "memory grew with the backlog"
