@@ -410,14 +410,22 @@ def period_table(period: Period) -> str:
     if http and http.naive_http_bytes:
         body.append(
             [
-                "http, every market every pass",
+                "http, every market every pass (had it stored them)",
                 fmt_count(round(http.naive_http_bytes / (http.bytes_stored / http.ticks)))
                 if http.ticks and http.bytes_stored
                 else "",
                 "",
                 "",
                 fmt_bytes(http.naive_http_bytes)
-                + ("" if http.resolved else " (from a below-resolution bytes per tick)"),
+                + (
+                    ""
+                    if http.resolved or not http.ticks
+                    else " (± "
+                    + fmt_bytes(
+                        period.block_size * http.naive_http_bytes / max(1, http.bytes_stored)
+                    )
+                    + ")"
+                ),
                 "",
                 "",
                 "",
@@ -667,9 +675,10 @@ def build_report(
         f"Built {now.strftime('%Y-%m-%d %H:%M UTC')} from this warehouse. Rates are over the time "
         "the ticks cover, scaled to an hour only where a column says so. Bytes stored are "
         f"DuckDB's own storage of each slice, measured by writing it to a scratch database and "
-        f"counting its blocks ({block} each), so each figure is exact to within one block; a "
-        f"slice smaller than ten blocks is marked below the measuring resolution and gets no "
-        "ratio.",
+        f"counting its blocks ({block} each), so each figure is exact to within one block. A "
+        "slice smaller than ten blocks is marked with its ± one block, its bytes per tick as "
+        "below the measuring resolution, and its ratios as the range one block either way "
+        "allows; under two blocks it gets no ratio.",
         "",
         "## Over the period",
         "",
