@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
 
+import psutil
+
 HEADER = struct.Struct("<BBHIqI")  # kind, source, reserved, length, received_ns, crc32
 MAX_RECORD = 256 * 1024 * 1024
 
@@ -52,13 +54,7 @@ class Record:
 
 
 def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return psutil.pid_exists(pid)
 
 
 @dataclass(frozen=True)

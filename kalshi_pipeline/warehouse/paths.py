@@ -15,6 +15,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
+
 from kalshi_pipeline.warehouse.connection import WarehouseError
 
 LEGACY_LANDING_NAME = "landing"
@@ -176,15 +178,7 @@ def _written_by_live_process(segment: Path) -> bool:
         pid = int(segment.stem.split("-")[1])
     except (IndexError, ValueError):
         return False
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return pid == os.getpid() or psutil.pid_exists(pid)
 
 
 def adopt_legacy_landing(database: Path) -> LegacyLanding | None:
