@@ -1,10 +1,11 @@
 """The landing log: every frame and REST page is appended here before it is parsed.
 
-Segments are append-only files under `data/landing/`. A record is a fixed header (kind, source,
-length, receive time, CRC-32) and its payload. A process writes only its own segment, named
-`<start_ms>-<pid>-<n>`, with suffix `.open` while it writes and `.seg` once closed; a `.open`
-whose process is gone was closed by a crash, and its torn tail (if any) is ignored. Readers take
-only whole records whose CRC matches, so another process's active segment is safe to read.
+Segments are append-only files in the folder beside the database (`data/kalshi.landing/`). A
+record is a fixed header (kind, source, length, receive time, CRC-32) and its payload. A process
+writes only its own segment, named `<start_ms>-<pid>-<n>`, with suffix `.open` while it writes
+and `.seg` once closed; a `.open` whose process is gone was closed by a crash, and its torn tail
+(if any) is ignored. Readers take only whole records whose CRC matches, so another process's
+active segment is safe to read.
 """
 
 from __future__ import annotations

@@ -343,13 +343,14 @@ def polling_delay_samples(con: duckdb.DuckDBPyConnection, limit: int = 200_000) 
 
 
 def latency_samples(con: duckdb.DuckDBPyConnection, limit: int = 200_000) -> list[dict[str, Any]]:
-    """Raw samples for the report's distribution chart (most recent first, bounded)."""
+    """Raw samples for the report's distribution chart: a uniform sample over the whole period
+    (bounded), so the chart shows the same distribution as the latency table."""
     return fetch_dicts(
         con,
         f"""
         SELECT source, epoch_ms(received_at) - epoch_ms(exchange_ts) AS exchange_to_received_ms,
                epoch_ms(stored_at) - epoch_ms(received_at) AS received_to_stored_ms
-        FROM ticks ORDER BY received_at DESC LIMIT {int(limit)}
+        FROM ticks USING SAMPLE reservoir({int(limit)} ROWS) REPEATABLE (7)
         """,
     )
 

@@ -170,3 +170,25 @@ def test_a_segment_still_written_by_a_live_process_stays(tmp_path):
     moved = adopt_legacy_landing(db)
     assert moved is not None and moved.left == 1 and live.exists()
     assert "still being written" in moved.message
+
+
+def test_make_run_refuses_a_database_path_that_cannot_work_before_starting_anything(tmp_path):
+    env = dict(
+        os.environ,
+        DAGSTER_HOME=str(tmp_path / "dagster-home"),
+        KALSHI_DUCKDB_PATH="/proc/nope.duckdb",
+        KALSHI_HOME=str(tmp_path / ".kalshi"),
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "kalshi_pipeline.cli", "dev", "--port", "0", "--sim-port", "0"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 1
+    assert "ERROR: the database path /proc/nope.duckdb is on a proc pseudo-filesystem" in (
+        done.stderr
+    )
+    assert "no process left behind" in done.stderr
