@@ -29,6 +29,13 @@ LAUNCHED_BY_TAG = "kalshi/launched_by"
 MODE_TAG = "kalshi/mode"
 DATABASE_TAG = "kalshi/database"
 ENVIRONMENT_TAG = "kalshi/environment"
+# Set by the op once its first ticks are in DuckDB: the keep-alive sensor relaunches only with
+# the config of a run that streamed, never with one whose run failed before storing anything.
+STREAMED_TAG = "kalshi/streamed"
+STREAMED = "true"
+# Where the op runs, `host:pid:process start time`: the sensor sees a dead worker on its own host
+# at once (psutil), instead of waiting for the run's events to go stale.
+WORKER_TAG = "kalshi/worker"
 
 # Listed explicitly: IN_PROGRESS_RUN_STATUSES leaves out QUEUED and NOT_STARTED, and a keep-alive
 # built on it launches a second run while the first waits in the queue (dagster-notes.md §2.1).
@@ -40,6 +47,23 @@ def unfinished() -> list[dg.DagsterRunStatus]:
     import dagster as dg
 
     return [dg.DagsterRunStatus(name) for name in UNFINISHED_NAMES]
+
+
+def worker_tag(host: str, pid: int, started: float) -> str:
+    return f"{host}:{pid}:{started:.3f}"
+
+
+def worker_in(tags: Mapping[str, str]) -> tuple[str, int, float] | None:
+    """(host, pid, process start time) the op recorded, or None when it recorded none (yet)."""
+    value = tags.get(WORKER_TAG)
+    if not value:
+        return None
+    host, _, rest = value.rpartition(":")  # host names never end in a number-colon-number
+    host, _, pid = host.rpartition(":")
+    try:
+        return host, int(pid), float(rest)
+    except ValueError:
+        return None
 
 
 DEFAULT_ROTATE_AFTER_S = 6 * 3600.0
