@@ -7,7 +7,7 @@ a run's newest event may be before the run is taken for dead: the op logs an ali
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -64,6 +64,28 @@ def worker_in(tags: Mapping[str, str]) -> tuple[str, int, float] | None:
         return host, int(pid), float(rest)
     except ValueError:
         return None
+
+
+def failed_before_streaming(run: dg.DagsterRun) -> bool:
+    """A FAILURE run that never stored a tick (the op tags its first stored ticks)."""
+    return run.status.value == "FAILURE" and run.tags.get(STREAMED_TAG) != STREAMED
+
+
+def launched_by_sensor(run: dg.DagsterRun) -> bool:
+    return run.tags.get(LAUNCHED_BY_TAG) == SENSOR_NAME
+
+
+def not_relaunched(newest_first: Iterable[dg.DagsterRun]) -> list[dg.DagsterRun]:
+    """The Launchpad or API launches the keep-alive sensor will not relaunch: every one that
+    failed before streaming, back to the newest such launch that did not (newest first)."""
+    found = []
+    for run in newest_first:
+        if launched_by_sensor(run):
+            continue
+        if not failed_before_streaming(run):
+            break
+        found.append(run)
+    return found
 
 
 DEFAULT_ROTATE_AFTER_S = 6 * 3600.0

@@ -47,6 +47,9 @@ from kalshi_pipeline.defs.ingest.runs import (
     STREAMED,
     STREAMED_TAG,
     database_in,
+    failed_before_streaming,
+    launched_by_sensor,
+    not_relaunched,
     stale_after_s,
     unfinished,
     worker_in,
@@ -87,15 +90,10 @@ def _ended_at(record: dg.RunRecord) -> float:
     return float(record.end_time) if record.end_time else record.update_timestamp.timestamp()
 
 
-def failed_before_streaming(run: dg.DagsterRun) -> bool:
-    """A FAILURE run that never stored a tick (the op tags the first stored ticks)."""
-    return run.status == dg.DagsterRunStatus.FAILURE and run.tags.get(STREAMED_TAG) != STREAMED
-
-
 def _not_retried(run: dg.DagsterRun) -> bool:
     """A launch from outside this sensor that failed before streaming: its config is reported,
     never relaunched (someone launching it again is honoured as any launch)."""
-    return failed_before_streaming(run) and run.tags.get(LAUNCHED_BY_TAG) != SENSOR_NAME
+    return failed_before_streaming(run) and not launched_by_sensor(run)
 
 
 def _consecutive_failures(records: Sequence[dg.RunRecord]) -> int:
@@ -111,26 +109,20 @@ def _consecutive_failures(records: Sequence[dg.RunRecord]) -> int:
 
 def _config_source(
     instance: dg.DagsterInstance, records: Sequence[dg.RunRecord]
-) -> tuple[dg.DagsterRun | None, list[dg.DagsterRun]]:
-    """The run whose config to relaunch, and the newer runs that failed before streaming.
-
-    The newest run that did not fail before streaming; past the runs looked at, the newest that
-    streamed; None when none ever did (the sensor then launches with the defaults).
-    """
-    skipped: list[dg.DagsterRun] = []
+) -> dg.DagsterRun | None:
+    """The run whose config to relaunch: the newest that did not fail before streaming; past the
+    runs looked at, the newest that streamed; None when none ever did (then: the defaults)."""
     for record in records:
-        run = record.dagster_run
-        if not failed_before_streaming(run):
-            return run, skipped
-        skipped.append(run)
+        if not failed_before_streaming(record.dagster_run):
+            return record.dagster_run
     streamed = instance.get_run_records(
         dg.RunsFilter(job_name=JOB_NAME, tags={STREAMED_TAG: STREAMED}), limit=1
     )
-    return (streamed[0].dagster_run if streamed else None), skipped
+    return streamed[0].dagster_run if streamed else None
 
 
-def _not_retried_note(skipped: Sequence[dg.DagsterRun]) -> str:
-    rejected = [run for run in skipped if _not_retried(run)]
+def _not_retried_note(records: Sequence[dg.RunRecord]) -> str:
+    rejected = not_relaunched(record.dagster_run for record in records)
     if not rejected:
         return ""
     ids = ", ".join(run.run_id for run in rejected)
@@ -225,8 +217,8 @@ def kalshi_ingest_keepalive(context: dg.SensorEvaluationContext) -> dg.RunReques
         context.log.warning(f"run {run.run_id}: {why}; marked failed")
 
     recent = instance.get_run_records(dg.RunsFilter(job_name=JOB_NAME), limit=FAILURES_LOOKED_AT)
-    source, skipped = _config_source(instance, recent)
-    not_retried = _not_retried_note(skipped)
+    source = _config_source(instance, recent)
+    not_retried = _not_retried_note(recent)
     if waiting:
         return dg.SkipReason("; ".join([*waiting, not_retried] if not_retried else waiting))
 
