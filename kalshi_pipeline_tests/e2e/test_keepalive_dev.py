@@ -9,8 +9,11 @@ location, the sensor sees the worker's pid gone, and a new run streams within 60
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import subprocess
+import sys
 import time
 
 import psutil
@@ -18,6 +21,7 @@ import pytest
 
 from kalshi_pipeline_tests.e2e.test_dagster_dev import (  # noqa: F401 (the fixture)
     LOGS_QUERY,
+    ROOT,
     Stack,
     _tail,
     stack,
@@ -93,6 +97,16 @@ def test_failed_launch_is_not_relaunched_and_a_dead_worker_tree_is_replaced(
         what="websocket ticks within 60 s of terminating the stream",
     )
     print(f"back streaming {time.time() - terminated_at:.1f}s after the terminate")
+    status = subprocess.run(
+        [sys.executable, "-m", "kalshi_pipeline.status", "--json"],
+        env={**os.environ, "DAGSTER_HOME": str(stack.home)},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    listed = json.loads(status.stdout)["not_relaunched"]
+    assert [r["run_id"] for r in listed] == [prod_id], status.stdout
 
     # SIGKILL of the run worker with the code server that launched it, and all their children.
     victim = psutil.Process(stack.worker_pid(relaunched.run_id))

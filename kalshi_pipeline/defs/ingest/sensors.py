@@ -225,13 +225,14 @@ def kalshi_ingest_keepalive(context: dg.SensorEvaluationContext) -> dg.RunReques
     failures = _consecutive_failures(recent)
     delay = backoff_s(failures)
     if delay > 0:
-        remaining = _ended_at(recent[0]) + delay - now
+        newest_failed = next(r for r in recent if not _not_retried(r.dagster_run))
+        remaining = _ended_at(newest_failed) + delay - now
         if remaining > 0:
             marked = f"marked dead run {', '.join(replaced)} failed; " if replaced else ""
             rejected = f"; {not_retried}" if not_retried else ""
             return dg.SkipReason(
                 f"{marked}{failures} runs in a row failed (newest "
-                f"{recent[0].dagster_run.run_id}); backing off {delay:.0f}s: next launch in "
+                f"{newest_failed.dagster_run.run_id}); backing off {delay:.0f}s: next launch in "
                 f"{remaining:.0f}s{rejected}"
             )
 
