@@ -20,6 +20,7 @@ from dagster._core.test_utils import create_run_for_test, freeze_time
 from kalshi_pipeline.definitions import defs
 from kalshi_pipeline.defs.ingest.runs import worker_tag
 from kalshi_pipeline.defs.ingest.sensors import backoff_s, kalshi_ingest_keepalive
+from kalshi_pipeline_tests.helpers import wait_for
 
 HTTP_CONFIG = {"resources": {"kalshi_feed": {"config": {"mode": "http"}}}}
 PROD_CONFIG = {"resources": {"kalshi_feed": {"config": {"environment": "prod"}}}}
@@ -264,3 +265,27 @@ def test_a_worker_on_another_host_is_judged_by_its_events(instance: dg.DagsterIn
     assert "is STARTED and alive" in (skip.skip_message or "")
     with freeze_time(time.time() + 300):
         assert isinstance(evaluate(instance), dg.RunRequest)
+
+
+def test_a_worker_that_exited_but_was_not_reaped_counts_as_dead(
+    instance: dg.DagsterInstance,
+) -> None:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    started = psutil.Process(proc.pid).create_time()
+    try:
+        wait_for(
+            lambda: psutil.Process(proc.pid).status() == psutil.STATUS_ZOMBIE,
+            timeout=30,
+            what="the child to exit (a zombie until reaped)",
+        )
+        run = make_run(
+            instance,
+            dg.DagsterRunStatus.STARTED,
+            tags={**STREAMED, **_worker(proc.pid, started)},
+        )
+        instance.report_engine_event("alive", run)
+        request = evaluate(instance)
+        assert isinstance(request, dg.RunRequest)
+        assert request.tags["kalshi/restart_of"] == run.run_id
+    finally:
+        proc.wait()
