@@ -251,7 +251,8 @@ def kalshi_ingest_keepalive(context: dg.SensorEvaluationContext) -> dg.RunReques
         why += f"; {not_retried}"
     if last is not None and source is not last:
         why += (
-            f"; with the config of run {source.run_id}, the newest that streamed"
+            f"; with the config of run {source.run_id}, the newest that did not fail before "
+            "streaming"
             if source
             else "; with the default config (no run streamed yet)"
         )
