@@ -8,6 +8,11 @@ on its own. Each child runs in its own process group with SIGINT at its default:
 started from a background job would otherwise inherit SIGINT as ignored and, since Dagster maps
 SIGTERM onto the SIGINT handler, ignore SIGTERM too (dagster-notes.md §1.3).
 
+While up: when the code location's server dies (killed with a run worker's process tree, say),
+`dagster dev` does not restart it, and without it no sensor runs; `dev` notices within
+`LOCATION_CHECK_EVERY_S` and reloads the location, so the keep-alive sensor can replace the dead
+run.
+
 Stop (Ctrl-C or SIGTERM), in the order that leaves nothing behind (dagster-notes.md §1.3):
 1. the keep-alive sensor is turned off (GraphQL `stopSensor`), so it relaunches nothing; a marker
    in DAGSTER_HOME says so, and the next `dev` turns it back on (a sensor the operator turned off
@@ -43,6 +48,28 @@ DEFAULT_DAGSTER_HOME = Path(".dagster")
 SENSOR_MARKER = "kalshi-dev-stopped-sensor"
 EXAMPLE_QUERY = '"SELECT source, count(*) FROM ticks GROUP BY 1"'
 # Reset SIGINT to its default, then become the real program (see the module docstring).
+LOCATION_CHECK_EVERY_S = 10.0
+LOCATION_RETRY_S = 60.0  # after a reload that failed (broken code, say): no faster than this
+LOCATION_QUERY = """
+query Location {
+  workspaceOrError {
+    ... on Workspace {
+      locationEntries { name locationOrLoadError { __typename ... on PythonError { message } } }
+    }
+  }
+}
+"""
+RELOAD_LOCATION = """
+mutation Reload($name: String!) {
+  reloadRepositoryLocation(repositoryLocationName: $name) {
+    __typename
+    ... on WorkspaceLocationEntry {
+      locationOrLoadError { __typename ... on PythonError { message } }
+    }
+    ... on PythonError { message }
+  }
+}
+"""
 EXEC_WITH_DEFAULT_SIGINT = (
     "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
     "os.execv(sys.argv[1], sys.argv[1:])"
@@ -354,13 +381,44 @@ class DevServer:
     def supervise(self) -> str | None:
         """Wait for a stop request; return why we stop when a child died instead."""
         assert self.dagster is not None
+        next_location_check = time.monotonic() + LOCATION_CHECK_EVERY_S
         while not self.stop_requested.wait(1.0):
             if self.dagster.poll() is not None:
                 return f"dagster dev exited on its own (status {self.dagster.returncode})"
             if self.sim is not None and not self.sim.alive():
                 tail = self.sim.stderr_tail()[-2000:]
                 return f"the simulator exited on its own:\n{tail}"
+            if time.monotonic() >= next_location_check:
+                healthy = self.revive_location()
+                wait = LOCATION_CHECK_EVERY_S if healthy else LOCATION_RETRY_S
+                next_location_check = time.monotonic() + wait
         return None
+
+    def revive_location(self) -> bool:
+        """Reload the code location when its server is gone (or broken); say what happened.
+        False when it is still down."""
+        try:
+            workspace = self._graphql(LOCATION_QUERY, {})["workspaceOrError"]
+            entries = {e["name"]: e for e in workspace.get("locationEntries") or []}
+            loaded = (entries.get(runs.LOCATION_NAME) or {}).get("locationOrLoadError") or {}
+            if loaded.get("__typename") != "PythonError":
+                return True
+            say(
+                f"code location {runs.LOCATION_NAME} is down ({loaded.get('message', '')[:200]}); "
+                "reloading it so the keep-alive sensor runs again"
+            )
+            data = self._graphql(RELOAD_LOCATION, {"name": runs.LOCATION_NAME}, timeout=60.0)[
+                "reloadRepositoryLocation"
+            ]
+        except (requests.RequestException, DevError, ValueError, KeyError) as exc:
+            say(f"could not check or reload code location {runs.LOCATION_NAME}: {exc}")
+            return True  # the webserver did not answer this time: ask again soon
+        error = (data.get("locationOrLoadError") or {}).get("message") or data.get("message")
+        if error:
+            say(f"reloading {runs.LOCATION_NAME} failed (tried again in 60 s): {error[:300]}")
+            return False
+        say(f"code location {runs.LOCATION_NAME} reloaded")
+        return True
 
     # ------------------------------------------------------------------ stop
 

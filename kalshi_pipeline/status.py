@@ -83,6 +83,8 @@ class Report:
     database: str
     run: RunInfo | None = None
     other_unfinished_runs: list[dict[str, str]] = field(default_factory=list)
+    # Launchpad/API launches that failed before streaming: the sensor does not relaunch them.
+    not_relaunched: list[dict[str, str]] = field(default_factory=list)
     sensor: SensorInfo | None = None
     newest_tick_age_s: float | None = None
     ticks_last_minute: dict[str, int] = field(default_factory=dict)
@@ -166,6 +168,16 @@ def _read_dagster(home: Path, report: Report, now: float) -> None:
                 for r in unfinished
                 if r is not chosen
             ]
+        rejected = {run.run_id for run in runs.not_relaunched(r.dagster_run for r in records)}
+        report.not_relaunched = [
+            {
+                "run_id": record.dagster_run.run_id,
+                "created_at": _iso(record.create_timestamp.timestamp()),
+                "failure": _failure_reason(instance, record.dagster_run.run_id) or "",
+            }
+            for record in records
+            if record.dagster_run.run_id in rejected
+        ]
         sensor = SensorInfo(name=runs.SENSOR_NAME, state="DEFAULT (running)")
         for state in instance.all_instigator_state(instigator_type=InstigatorType.SENSOR):
             if state.name != runs.SENSOR_NAME:
@@ -454,6 +466,12 @@ def render(report: Report) -> str:
             lines.append(f"             failed: {run.failure}")
     for other in report.other_unfinished_runs:
         lines.append(f"also         {other['run_id']}  {other['status']}")
+    for failed in report.not_relaunched:
+        lines.append(
+            f"not retried  {failed['run_id']} (launched {failed['created_at']}) failed before "
+            f"streaming: {failed['failure'] or 'no message'}; the sensor keeps the config that "
+            "last streamed: launch it again once fixed"
+        )
     per_source = ", ".join(f"{k} {v}" for k, v in sorted(report.ticks_last_minute.items()))
     lines.append(
         f"ticks        newest stored {_seconds(report.newest_tick_age_s)}; "

@@ -33,7 +33,7 @@ def _failure_context(
     return dg.build_run_status_sensor_context(
         sensor_name="kalshi_ingest_failures",
         dagster_instance=instance,
-        dagster_run=result.dagster_run,
+        dagster_run=instance.get_run_by_id(result.run_id),  # as stored: status and tags
         dagster_event=result.get_run_failure_event(),
     ).for_run_failure()
 
@@ -51,6 +51,7 @@ def test_a_failed_run_is_recorded_in_feed_events(
     assert (source, kind) == ("dagster", "run_failed")
     assert result.run_id in detail
     assert "KALSHI_API_KEY_ID" in detail  # why it failed, not just that it did
+    assert "failed before streaming, so the keep-alive sensor does not relaunch" in detail
 
 
 def test_a_busy_database_is_logged_and_skipped(

@@ -173,3 +173,42 @@ def test_a_run_environment_that_does_not_exist_is_a_problem_not_a_crash() -> Non
     assert report.exchange is None
     assert report.problems[0].startswith("cannot tell which exchange to ask for its status")
     assert "nowhere" in report.problems[0]
+
+
+def test_a_launch_that_failed_before_streaming_is_listed_as_not_retried(
+    instance: dg.DagsterInstance,
+    sim: Any,
+    db: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    for var in ("KALSHI_API_KEY_ID", "KALSHI_PRIVATE_KEY_PATH", "KALSHI_ENV"):
+        monkeypatch.delenv(var, raising=False)
+    job = defs.resolve_job_def("kalshi_ingest")
+    failed = job.execute_in_process(
+        run_config=stream_run_config(sim, db, feed={"environment": "prod"}),
+        instance=instance,
+        raise_on_error=False,
+    )
+    assert not failed.success
+    monkeypatch.setenv("DAGSTER_HOME", instance.root_directory)
+
+    status.main(["--json"])
+    report = json.loads(capsys.readouterr().out)
+    (listed,) = report["not_relaunched"]
+    assert listed["run_id"] == failed.run_id
+    assert "KALSHI_API_KEY_ID" in listed["failure"]
+    status.main([])
+    assert f"not retried  {failed.run_id}" in capsys.readouterr().out
+
+    # Launched again, this time it streams: nothing is listed any more.
+    streamed = job.execute_in_process(
+        run_config=stream_run_config(sim, db, rotate_after_s=10),
+        instance=instance,
+        raise_on_error=False,
+    )
+    assert streamed.success
+    tags = instance.get_run_by_id(streamed.run_id).tags  # type: ignore[union-attr]
+    assert tags["kalshi/streamed"] == "true"
+    status.main(["--json"])
+    assert json.loads(capsys.readouterr().out)["not_relaunched"] == []

@@ -3,16 +3,21 @@ credentials."""
 
 from __future__ import annotations
 
+import os
+import socket
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
+import psutil
+import pytest
 from dagster._core.test_utils import create_run_for_test
 from dagster._utils import send_interrupt
 
 from kalshi_pipeline.definitions import defs
+from kalshi_pipeline.defs.ingest.runs import worker_in
 from kalshi_pipeline.stream.landing import list_segments
 from kalshi_pipeline.warehouse import Warehouse
 from kalshi_pipeline.warehouse.paths import landing_folder
@@ -116,6 +121,13 @@ def test_run_rotates_with_success_after_rotate_after_s(
     assert _unloaded_landing_bytes(db) == 0
     run = instance.get_run_by_id(result.run_id)
     assert run is not None and run.tags["kalshi/mode"] == "websocket"
+    # What the keep-alive sensor reads: where the worker runs, and that this run stored ticks.
+    assert worker_in(run.tags) == (
+        socket.gethostname(),
+        os.getpid(),
+        pytest.approx(psutil.Process().create_time(), abs=1.0),
+    )
+    assert run.tags["kalshi/streamed"] == "true"
 
 
 def test_a_new_run_terminates_older_unfinished_runs_and_streams_at_once(
@@ -154,6 +166,8 @@ def test_missing_demo_credentials_fail_the_run_at_once_naming_the_variable(
     failure = result.get_step_failure_events()[0].step_failure_data.user_failure_data
     assert failure is not None and "KALSHI_API_KEY_ID" in (failure.description or "")
     assert not db.exists(), "the engine started although it could not authenticate"
+    run = instance.get_run_by_id(result.run_id)
+    assert run is not None and "kalshi/streamed" not in run.tags  # the sensor won't relaunch it
 
 
 def test_the_checks_on_raw_ticks_are_current_after_each_materialization(

@@ -12,6 +12,10 @@ How it behaves, and why (dagster-notes.md §1):
   `raw_ticks` materialization with numeric metadata every `metadata_every_s` (180 s) and one as
   soon as the first ticks are stored; per-batch detail goes to the Python logger
   `kalshi_pipeline.defs.ingest.jobs`, which reaches the run's compute logs (stderr) only.
+- Tags for the keep-alive sensor: `kalshi/worker` (host, pid and start time of this worker, so
+  a worker killed with its whole process tree is seen dead at once on this host) before anything
+  can fail, and `kalshi/streamed` once the first ticks are stored (only such a run's config is
+  relaunched).
 - After `rotate_after_s` (6 h) the op stops cleanly and the run ends SUCCESS; the sensor starts
   the next one, so each run's event log stays bounded.
 
@@ -28,12 +32,14 @@ sensor launch.
 
 import logging
 import os
+import socket
 import sys
 import time
 from typing import Any
 
 import dagster as dg
 import duckdb
+import psutil
 from dagster._core.errors import DagsterExecutionInterruptedError
 from pydantic import Field
 
@@ -47,7 +53,11 @@ from kalshi_pipeline.defs.ingest.runs import (
     JOB_NAME,
     MODE_TAG,
     OP_NAME,
+    STREAMED,
+    STREAMED_TAG,
+    WORKER_TAG,
     unfinished,
+    worker_tag,
 )
 from kalshi_pipeline.defs.resources import KalshiFeedResource, WarehouseResource
 from kalshi_pipeline.defs.validation import checked_op
@@ -234,6 +244,9 @@ class _Reporter:
                 summary["last_event"],
             )
         first = self.last_meta is None and stored > 0
+        if first:
+            # One tag, once: the keep-alive sensor relaunches only configs that streamed.
+            self.context.instance.add_run_tags(self.context.run_id, {STREAMED_TAG: STREAMED})
         due = self.last_meta is not None and now - self.last_meta >= self.config.metadata_every_s
         if first or due:
             self.materialize(summary)
@@ -291,6 +304,9 @@ def _stream_ticks(
             MODE_TAG: cfg.mode.value,
             ENVIRONMENT_TAG: cfg.kalshi.env.value,
             DATABASE_TAG: str(cfg.database.resolve()),
+            WORKER_TAG: worker_tag(
+                socket.gethostname(), os.getpid(), psutil.Process().create_time()
+            ),
         },
     )
     _preflight(cfg)

@@ -7,7 +7,7 @@ a run's newest event may be before the run is taken for dead: the op logs an ali
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -29,6 +29,13 @@ LAUNCHED_BY_TAG = "kalshi/launched_by"
 MODE_TAG = "kalshi/mode"
 DATABASE_TAG = "kalshi/database"
 ENVIRONMENT_TAG = "kalshi/environment"
+# Set by the op once its first ticks are in DuckDB: the keep-alive sensor relaunches only with
+# the config of a run that streamed, never with one whose run failed before storing anything.
+STREAMED_TAG = "kalshi/streamed"
+STREAMED = "true"
+# Where the op runs, `host:pid:process start time`: the sensor sees a dead worker on its own host
+# at once (psutil), instead of waiting for the run's events to go stale.
+WORKER_TAG = "kalshi/worker"
 
 # Listed explicitly: IN_PROGRESS_RUN_STATUSES leaves out QUEUED and NOT_STARTED, and a keep-alive
 # built on it launches a second run while the first waits in the queue (dagster-notes.md §2.1).
@@ -40,6 +47,45 @@ def unfinished() -> list[dg.DagsterRunStatus]:
     import dagster as dg
 
     return [dg.DagsterRunStatus(name) for name in UNFINISHED_NAMES]
+
+
+def worker_tag(host: str, pid: int, started: float) -> str:
+    return f"{host}:{pid}:{started:.3f}"
+
+
+def worker_in(tags: Mapping[str, str]) -> tuple[str, int, float] | None:
+    """(host, pid, process start time) the op recorded, or None when it recorded none (yet)."""
+    value = tags.get(WORKER_TAG)
+    if not value:
+        return None
+    host, _, rest = value.rpartition(":")  # host names never end in a number-colon-number
+    host, _, pid = host.rpartition(":")
+    try:
+        return host, int(pid), float(rest)
+    except ValueError:
+        return None
+
+
+def failed_before_streaming(run: dg.DagsterRun) -> bool:
+    """A FAILURE run that never stored a tick (the op tags its first stored ticks)."""
+    return run.status.value == "FAILURE" and run.tags.get(STREAMED_TAG) != STREAMED
+
+
+def launched_by_sensor(run: dg.DagsterRun) -> bool:
+    return run.tags.get(LAUNCHED_BY_TAG) == SENSOR_NAME
+
+
+def not_relaunched(newest_first: Iterable[dg.DagsterRun]) -> list[dg.DagsterRun]:
+    """The Launchpad or API launches the keep-alive sensor will not relaunch: every one that
+    failed before streaming, back to the newest such launch that did not (newest first)."""
+    found = []
+    for run in newest_first:
+        if launched_by_sensor(run):
+            continue
+        if not failed_before_streaming(run):
+            break
+        found.append(run)
+    return found
 
 
 DEFAULT_ROTATE_AFTER_S = 6 * 3600.0

@@ -1,28 +1,38 @@
 """Sensors of the stream: `kalshi_ingest_keepalive` (the supervisor) and a failure recorder.
 
-The keep-alive sensor, every 30 s:
+The keep-alive sensor, every 15 s:
 - an unfinished run (QUEUED, NOT_STARTED, STARTING, STARTED, CANCELING) that is alive: skip,
   saying which run and why;
-- a STARTED run whose newest event is older than `runs.stale_after_s` (4 alive intervals): its
-  worker is gone (whole tree killed, host crash; run monitoring cannot see that with the local
-  run launcher). It is marked FAILURE and replaced;
-- no unfinished run: launch one with the newest run's run config (so a mode chosen in the
-  Launchpad stays), tagged `kalshi/shard: all` (dagster.yaml allows one run per value), keyed
+- a STARTED run whose worker is dead: its worker is gone (whole tree killed, host crash; run
+  monitoring cannot see that with the local run launcher). It is marked FAILURE and replaced.
+  Dead means: the worker process the op recorded in its `kalshi/worker` tag no longer exists on
+  this host (checked with psutil, so within one evaluation of the death), or, for a worker on
+  another host or one that recorded nothing yet, its newest event is older than
+  `runs.stale_after_s` (4 alive intervals);
+- no unfinished run: launch one with the config of the newest run that streamed (the op tags a
+  run `kalshi/streamed` once its first ticks are stored) or at least did not fail: a run that
+  FAILED before storing anything, launched from the Launchpad or the API, is reported in the
+  skip reason and the log and its config is not relaunched, until someone launches it again
+  and it streams. Tagged `kalshi/shard: all` (dagster.yaml allows one run per value), keyed
   `after-<previous run id>` (a constant key would launch once, ever);
 - runs that keep failing: the N-th consecutive FAILURE waits 30 s * 2^(N-2), capped at 10 min,
-  after the last one ended; the skip says how long is left.
+  after the last one ended; the skip says how long is left. Launches that failed before
+  streaming and are not retried do not count.
 Every evaluation that launches nothing returns a SkipReason saying why. Turning this sensor off
 is the operator's stop switch; with it on, terminating a run means "restart it".
 
 The failure sensor only records: a failed run goes into DuckDB's `feed_events` (source `dagster`,
-kind `run_failed`) and into the Dagster log. It is not the supervisor.
+kind `run_failed`) and into the Dagster log, saying whether it failed before streaming. It is not
+the supervisor.
 """
 
 import logging
+import socket
 from collections.abc import Sequence
 from typing import Any
 
 import dagster as dg
+import psutil
 from dagster._time import get_current_timestamp  # Dagster's clock: tests move it (freeze_time)
 
 from kalshi_pipeline.defs.ingest.jobs import kalshi_ingest_job
@@ -34,9 +44,15 @@ from kalshi_pipeline.defs.ingest.runs import (
     SENSOR_NAME,
     SHARD_ALL,
     SHARD_TAG,
+    STREAMED,
+    STREAMED_TAG,
     database_in,
+    failed_before_streaming,
+    launched_by_sensor,
+    not_relaunched,
     stale_after_s,
     unfinished,
+    worker_in,
 )
 from kalshi_pipeline.defs.resources import WarehouseResource
 from kalshi_pipeline.warehouse import Warehouse, WarehouseError
@@ -48,6 +64,7 @@ BACKOFF_BASE_S = 30.0
 BACKOFF_CAP_S = 600.0
 FAILURES_LOOKED_AT = 12
 FEED_EVENT_TIMEOUT_S = 5.0
+PID_START_SLACK_S = 1.0  # psutil's process start time is rounded differently across calls
 
 
 def backoff_s(consecutive_failures: int) -> float:
@@ -73,20 +90,71 @@ def _ended_at(record: dg.RunRecord) -> float:
     return float(record.end_time) if record.end_time else record.update_timestamp.timestamp()
 
 
+def _not_retried(run: dg.DagsterRun) -> bool:
+    """A launch from outside this sensor that failed before streaming: its config is reported,
+    never relaunched (someone launching it again is honoured as any launch)."""
+    return failed_before_streaming(run) and not launched_by_sensor(run)
+
+
 def _consecutive_failures(records: Sequence[dg.RunRecord]) -> int:
     n = 0
     for record in records:
+        if _not_retried(record.dagster_run):
+            continue
         if record.dagster_run.status != dg.DagsterRunStatus.FAILURE:
             break
         n += 1
     return n
 
 
-def _mark_dead(instance: dg.DagsterInstance, run: dg.DagsterRun, age: float) -> None:
-    message = (
-        f"{SENSOR_NAME}: no event for {age:.0f}s (dead after {stale_after_s(run.run_config):.0f}s);"
-        " its worker is gone, marking the run failed and starting a new one"
+def _config_source(
+    instance: dg.DagsterInstance, records: Sequence[dg.RunRecord]
+) -> dg.DagsterRun | None:
+    """The run whose config to relaunch: the newest that did not fail before streaming; past the
+    runs looked at, the newest that streamed; None when none ever did (then: the defaults)."""
+    for record in records:
+        if not failed_before_streaming(record.dagster_run):
+            return record.dagster_run
+    streamed = instance.get_run_records(
+        dg.RunsFilter(job_name=JOB_NAME, tags={STREAMED_TAG: STREAMED}), limit=1
     )
+    return streamed[0].dagster_run if streamed else None
+
+
+def _not_retried_note(records: Sequence[dg.RunRecord]) -> str:
+    rejected = not_relaunched(record.dagster_run for record in records)
+    if not rejected:
+        return ""
+    ids = ", ".join(run.run_id for run in rejected)
+    return (
+        f"run {ids} failed before streaming: its config is not relaunched (launch it again once "
+        "fixed)"
+    )
+
+
+def worker_gone(run: dg.DagsterRun) -> str | None:
+    """Why the run's worker is known dead, or None: alive, on another host, or not recorded."""
+    worker = worker_in(run.tags)
+    if worker is None:
+        return None
+    host, pid, started = worker
+    if host != socket.gethostname():
+        return None
+    try:
+        process = psutil.Process(pid)
+        if abs(process.create_time() - started) > PID_START_SLACK_S:
+            return f"its worker (pid {pid}) is gone; that pid now belongs to another process"
+        if process.status() == psutil.STATUS_ZOMBIE:
+            return f"its worker (pid {pid}) has exited"
+    except psutil.NoSuchProcess:
+        return f"its worker (pid {pid}) is gone"
+    except psutil.AccessDenied:
+        return None
+    return None
+
+
+def _mark_dead(instance: dg.DagsterInstance, run: dg.DagsterRun, why: str) -> None:
+    message = f"{SENSOR_NAME}: {why}; marking the run failed and starting a new one"
     # If the worker is somehow alive, ask it to stop first; with its code server gone this just
     # fails (and marks the run CANCELING), which the failure report below overrides.
     try:
@@ -113,11 +181,11 @@ def _usable_config(
 @dg.sensor(
     name=SENSOR_NAME,
     job=kalshi_ingest_job,
-    minimum_interval_seconds=30,
+    minimum_interval_seconds=15,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Keeps one kalshi_ingest run going: relaunches it with the newest run's config, "
-    "replaces dead (silent) runs, backs off when runs keep failing. Turn it off to stop the "
-    "stream.",
+    description="Keeps one kalshi_ingest run going: relaunches it with the config of the newest "
+    "run that streamed (never one that failed before storing ticks), replaces runs whose worker "
+    "died, backs off when runs keep failing. Turn it off to stop the stream.",
 )
 def kalshi_ingest_keepalive(context: dg.SensorEvaluationContext) -> dg.RunRequest | dg.SkipReason:
     instance = context.instance
@@ -131,35 +199,45 @@ def kalshi_ingest_keepalive(context: dg.SensorEvaluationContext) -> dg.RunReques
         if run.status != dg.DagsterRunStatus.STARTED:
             waiting.append(f"run {run.run_id} is {run.status.value}")
             continue
+        gone = worker_gone(run)
         age = max(0.0, now - newest_event_timestamp(instance, record))
         limit = stale_after_s(run.run_config)
-        if age < limit:
+        if gone is None and age < limit:
             waiting.append(
                 f"run {run.run_id} is STARTED and alive (newest event {age:.0f}s ago, "
                 f"dead after {limit:.0f}s)"
             )
             continue
-        _mark_dead(instance, run, age)
+        current = instance.get_run_by_id(run.run_id)
+        if current is None or current.status != dg.DagsterRunStatus.STARTED:
+            continue  # it ended while we looked: the next evaluation sees how
+        why = gone or f"no event for {age:.0f}s (dead after {limit:.0f}s); its worker is gone"
+        _mark_dead(instance, current, why)
         replaced.append(run.run_id)
-        context.log.warning(f"run {run.run_id}: no event for {age:.0f}s; marked failed")
-    if waiting:
-        return dg.SkipReason("; ".join(waiting))
+        context.log.warning(f"run {run.run_id}: {why}; marked failed")
 
     recent = instance.get_run_records(dg.RunsFilter(job_name=JOB_NAME), limit=FAILURES_LOOKED_AT)
+    source = _config_source(instance, recent)
+    not_retried = _not_retried_note(recent)
+    if waiting:
+        return dg.SkipReason("; ".join([*waiting, not_retried] if not_retried else waiting))
+
     failures = _consecutive_failures(recent)
     delay = backoff_s(failures)
     if delay > 0:
-        remaining = _ended_at(recent[0]) + delay - now
+        newest_failed = next(r for r in recent if not _not_retried(r.dagster_run))
+        remaining = _ended_at(newest_failed) + delay - now
         if remaining > 0:
             marked = f"marked dead run {', '.join(replaced)} failed; " if replaced else ""
+            rejected = f"; {not_retried}" if not_retried else ""
             return dg.SkipReason(
                 f"{marked}{failures} runs in a row failed (newest "
-                f"{recent[0].dagster_run.run_id}); backing off {delay:.0f}s: next launch in "
-                f"{remaining:.0f}s"
+                f"{newest_failed.dagster_run.run_id}); backing off {delay:.0f}s: next launch in "
+                f"{remaining:.0f}s{rejected}"
             )
 
     last = recent[0].dagster_run if recent else None
-    run_config, note = _usable_config(context, dict(last.run_config) if last else {})
+    run_config, note = _usable_config(context, dict(source.run_config) if source else {})
     why = (
         f"replacing dead run {', '.join(replaced)}"
         if replaced
@@ -169,6 +247,15 @@ def kalshi_ingest_keepalive(context: dg.SensorEvaluationContext) -> dg.RunReques
     )
     if failures:
         why += f"; {failures} failed in a row"
+    if not_retried:
+        why += f"; {not_retried}"
+    if last is not None and source is not last:
+        why += (
+            f"; with the config of run {source.run_id}, the newest that did not fail before "
+            "streaming"
+            if source
+            else "; with the default config (no run streamed yet)"
+        )
     if note:
         why += f"; {note}"
     context.log.info(f"launching kalshi_ingest: {why}")
@@ -206,6 +293,10 @@ def kalshi_ingest_failures(
 ) -> None:
     run = context.dagster_run
     detail = f"run {run.run_id} failed: {_error_of(context)}"
+    if _not_retried(run):
+        detail += (
+            "; it failed before streaming, so the keep-alive sensor does not relaunch its config"
+        )
     context.log.error(f"kalshi_ingest {detail}")
     path = database_in(run.run_config) or warehouse.path
     try:
