@@ -153,6 +153,6 @@ def engine_status(e: EngineProcess) -> str:
 
 @contextlib.contextmanager
 def open_db(path: Path, *, read_only: bool = False) -> Iterator[Any]:
-    """The warehouse after the engine has stopped (short connection, under its lock)."""
+    """The warehouse through its client (after the engine has stopped: on the file itself)."""
     with Warehouse(path).connect(read_only=read_only, timeout_s=60) as con:
         yield con

@@ -1,11 +1,13 @@
 """The writer: loads the landing log into DuckDB in batches, exactly once.
 
-Each cycle takes the database (short connection, file lock), reads the committed position of
-every segment, decodes the records after it, and inserts the rows together with the new
-positions in one transaction. A crash before COMMIT loads the same records again next time; a
-crash after finds them committed. Two engines sharing a landing folder (a mode handover) are
-serialised by the lock, so neither stores a record the other already stored. When the database
-is busy the cycle gives up quickly: receiving never waits, the log simply grows.
+The writer is the warehouse's owner (`warehouse/owner.py`): it opens the file once, holds one
+connection for its life and serves everyone else over Quack. Each cycle reads the committed
+position of every segment, decodes the records after it, and inserts the rows together with the
+new positions in one transaction. A crash before COMMIT loads the same records again next time; a
+crash after finds them committed. Two engines sharing a landing folder (a mode handover) cannot
+both own the file: the newer one waits, receiving into the log, until the older one closes it.
+When the file cannot be had (or a commit fails for want of memory while analysts' queries run in
+this process) the cycle gives up quickly: receiving never waits, the log simply grows.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import msgspec
 import pyarrow as pa
 
@@ -45,7 +48,8 @@ from kalshi_pipeline.stream.landing import (
     read_records,
 )
 from kalshi_pipeline.stream.stats import EngineStats
-from kalshi_pipeline.warehouse import Warehouse, WarehouseBusyError
+from kalshi_pipeline.warehouse import WarehouseBusyError
+from kalshi_pipeline.warehouse.owner import Owner
 
 log = logging.getLogger(__name__)
 
@@ -210,7 +214,7 @@ class Writer:
 
     def __init__(
         self,
-        warehouse: Warehouse,
+        owner: Owner,
         landing_dir: os.PathLike[str] | str,
         stats: EngineStats | None = None,
         *,
@@ -219,7 +223,7 @@ class Writer:
         retention_s: float = 24 * 3600.0,
         busy_timeout_s: float = 0.5,
     ) -> None:
-        self.warehouse = warehouse
+        self.owner = owner
         self.landing_dir = Path(landing_dir)
         self.stats = stats or EngineStats()
         self.landing = landing
@@ -233,29 +237,39 @@ class Writer:
         self._pass_counts: dict[int, list[int]] = {}
         self._busy_reported = False
         self._positions_known = False
+        self._pending: _Batch | None = None
 
     # ------------------------------------------------------------------ cycle
 
     def load_once(self) -> int:
         """One batch: returns the rows of all tables loaded (0 when idle or the db is busy)."""
-        if self._positions_known and self._backlog() == 0:
+        if self._positions_known and self._pending is None and self._backlog() == 0:
             return 0  # nothing new in the log: do not even open the database
         try:
-            with self.warehouse.connect(timeout_s=self.busy_timeout_s) as con:
-                if self._busy_reported:
-                    self._note_busy(False)
-                self.committed = dict(
-                    con.execute("SELECT segment, position FROM landing_positions").fetchall()
-                )
-                self._positions_known = True
-                batch = self._read_batch()
-                if not batch.positions:
-                    self.stats.backlog_bytes = self._backlog()
-                    return 0
-                self._commit(con, batch)
+            con = self.owner.connection(timeout_s=self.busy_timeout_s)
         except WarehouseBusyError as exc:
             if not self._busy_reported:
                 self._note_busy(True, str(exc))
+            self.stats.backlog_bytes = self._backlog()
+            return 0
+        if self._busy_reported:
+            self._note_busy(False)
+        self.committed = dict(
+            con.execute("SELECT segment, position FROM landing_positions").fetchall()
+        )
+        self._positions_known = True
+        # a batch that failed to commit is committed as it was: decoding again would find the
+        # HTTP markets "unchanged" (the change detector has seen them) and drop their ticks
+        batch, self._pending = self._pending or self._read_batch(), None
+        if not batch.positions:
+            self.stats.backlog_bytes = self._backlog()
+            return 0
+        try:
+            self._commit(con, batch)
+        except duckdb.OutOfMemoryException as exc:
+            # a client's query took the owner's memory: this batch is retried next cycle
+            log.warning("a batch could not be committed for want of memory; retrying: %s", exc)
+            self._pending = batch
             self.stats.backlog_bytes = self._backlog()
             return 0
         self.committed.update(batch.positions)
