@@ -123,6 +123,14 @@ def _l1(t: Tick) -> tuple[Decimal | None, ...]:
     )
 
 
+def out_of_memory(exc: BaseException) -> bool:
+    """DuckDB ran out of its memory_limit (a client's query, most likely): worth a retry."""
+    text = str(exc).lower()
+    return isinstance(exc, duckdb.OutOfMemoryException) or (
+        "failed to allocate" in text or "failed to pin" in text or "out of memory" in text
+    )
+
+
 def series_of(event_ticker: str | None) -> str | None:
     """Kalshi's event tickers start with their series ticker (KXBTCD-25JUL2117 → KXBTCD)."""
     return event_ticker.split("-", 1)[0] if event_ticker else None
@@ -252,26 +260,30 @@ class Writer:
                 self._note_busy(True, str(exc))
             self.stats.backlog_bytes = self._backlog()
             return 0
+        batch: _Batch | None = None
+        try:
+            self.committed = dict(
+                con.execute("SELECT segment, position FROM landing_positions").fetchall()
+            )
+            self._positions_known = True
+            # a batch that failed to commit is committed as it was: decoding again would find
+            # the HTTP markets "unchanged" (the change detector has seen them) and drop them
+            batch, self._pending = self._pending or self._read_batch(), None
+            if not batch.positions:
+                self.stats.backlog_bytes = self._backlog()
+                return 0
+            self._commit(con, batch)
+        except duckdb.Error as exc:
+            if not out_of_memory(exc):
+                raise
+            # clients' queries run in this process and took its memory: retry next cycle
+            self._pending = batch
+            if not self._busy_reported:
+                self._note_busy(True, f"a commit failed for want of memory: {exc}"[:500])
+            self.stats.backlog_bytes = self._backlog()
+            return 0
         if self._busy_reported:
             self._note_busy(False)
-        self.committed = dict(
-            con.execute("SELECT segment, position FROM landing_positions").fetchall()
-        )
-        self._positions_known = True
-        # a batch that failed to commit is committed as it was: decoding again would find the
-        # HTTP markets "unchanged" (the change detector has seen them) and drop their ticks
-        batch, self._pending = self._pending or self._read_batch(), None
-        if not batch.positions:
-            self.stats.backlog_bytes = self._backlog()
-            return 0
-        try:
-            self._commit(con, batch)
-        except duckdb.OutOfMemoryException as exc:
-            # a client's query took the owner's memory: this batch is retried next cycle
-            log.warning("a batch could not be committed for want of memory; retrying: %s", exc)
-            self._pending = batch
-            self.stats.backlog_bytes = self._backlog()
-            return 0
         self.committed.update(batch.positions)
         self.stats.backlog_bytes = self._backlog()
         self._after_commit(batch)
