@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import socket
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -25,6 +26,14 @@ from kalshi_pipeline.simulator.process import SimulatorProcess
 from kalshi_pipeline.warehouse import Warehouse
 
 MB = 1024 * 1024
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 SETTLED_BACKLOG = 1024 * 1024  # bytes of landing log not yet loaded that count as caught up
 
 
@@ -41,6 +50,8 @@ class Context:
         self.home = self.work / "kalshi-home"
         ensure_dev_key(self.home)
         self.env = child_env(self.home)
+        # the engines' warehouse servers: a port of the bench's own, clear of a running stack
+        self.env["KALSHI_WAREHOUSE_PORT"] = str(free_port())
 
     def folder(self, name: str) -> Path:
         path = self.work / name

@@ -16,6 +16,7 @@ SCENARIOS = (
     "cpu",  # 200 ticks/s over 25k markets: CPU share of one core
     "memory",  # 50k ticks/s: peak RSS
     "locked",  # the database held by another process: peak RSS, backlog, catch-up
+    "analysts",  # five analyst clients query the live stream: does it keep its pace?
     "scaling",  # 1k, 10k, 100k markets: throughput, memory, HTTP pass time
     "chaos",  # faults at random and SIGKILL every 90 s, checked against the ledger
 )
@@ -46,6 +47,9 @@ class Plan:
     memory_s: float = 20.0
     locked_rate: float = 5_000.0
     locked_hold_s: float = 60.0
+    analysts_rate: float = 1_000.0
+    analysts_markets: int = 1_000
+    analysts_s: float = 30.0
     scaling_markets: tuple[int, ...] = (1_000, 10_000, 100_000)
     scaling_frames: int = 200_000
     scaling_wait_s: float = 30.0  # per size and feed; past it the rate so far is reported
@@ -90,6 +94,8 @@ class Plan:
             pause_s=min(self.pause_s, max(0.5, self.pause_s * f * 10)),
             scaling_wait_s=max(10.0, self.scaling_wait_s * f),
             locked_hold_s=max(2.0, self.locked_hold_s * f),
+            analysts_s=max(3.0, self.analysts_s * f),
+            analysts_markets=max(200, int(self.analysts_markets * f)),
             scaling_markets=tuple(sorted({max(100, int(m * f)) for m in self.scaling_markets})),
             scaling_frames=max(5_000, int(self.scaling_frames * f)),
             chaos_s=max(8.0, self.chaos_s * f),
@@ -122,6 +128,7 @@ QUICK = Plan(
     memory_markets=1_000,
     memory_s=5.0,
     locked_hold_s=5.0,
+    analysts_s=8.0,
     scaling_markets=(1_000, 10_000),
     scaling_frames=20_000,
     scaling_wait_s=8.0,

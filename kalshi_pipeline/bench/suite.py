@@ -16,7 +16,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from kalshi_pipeline.bench import chaos, latency, resources, scaling, storage, throughput
+from kalshi_pipeline.bench import (
+    analysts,
+    chaos,
+    latency,
+    resources,
+    scaling,
+    storage,
+    throughput,
+)
 from kalshi_pipeline.bench.context import Context
 from kalshi_pipeline.bench.display import Display
 from kalshi_pipeline.bench.plan import Plan
@@ -31,6 +39,7 @@ RUNNERS: dict[str, Scenario] = {
     "cpu": resources.cpu,
     "memory": resources.memory,
     "locked": resources.locked,
+    "analysts": analysts.run,
     "scaling": scaling.run,
     "chaos": chaos.run,
 }
@@ -45,6 +54,7 @@ def expected_seconds(name: str, plan: Plan) -> float:
         "cpu": 10 + plan.cpu_warmup_s + plan.cpu_s,
         "memory": 15 + plan.memory_s,
         "locked": 20 + plan.locked_hold_s * 1.5,
+        "analysts": 20 + plan.analysts_s * 2,
         "scaling": sum(15 + plan.scaling_frames / 25_000 + m / 4_000 for m in plan.scaling_markets),
         "chaos": 25 + plan.chaos_s,
     }[name]
