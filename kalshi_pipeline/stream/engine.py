@@ -205,7 +205,7 @@ class Engine:
         self.landing.sync()
         drained = self.writer.drain(max(0.5, deadline - time.monotonic() - 0.3))
         self.landing.close()
-        self.owner.close()
+        self.writer.close()
         if not drained:
             log.warning(
                 "stopped with %d bytes not yet in the database; they stay in %s and are "

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import threading
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -246,11 +247,27 @@ class Writer:
         self._busy_reported = False
         self._positions_known = False
         self._pending: _Batch | None = None
+        self._cycle = threading.Lock()
+        self._closed = False
 
     # ------------------------------------------------------------------ cycle
 
     def load_once(self) -> int:
         """One batch: returns the rows of all tables loaded (0 when idle or the db is busy)."""
+        # The write loop's thread and a stopping engine's drain share the owner's connection: a
+        # DuckDB connection must not be used by two threads at once, nor closed under one.
+        with self._cycle:
+            if self._closed:
+                return 0
+            return self._load_once()
+
+    def close(self) -> None:
+        """Close the warehouse (after the cycle in progress, if any); later cycles do nothing."""
+        with self._cycle:
+            self._closed = True
+            self.owner.close()
+
+    def _load_once(self) -> int:
         if self._positions_known and self._pending is None and self._backlog() == 0:
             return 0  # nothing new in the log: do not even open the database
         try:

@@ -330,21 +330,32 @@ class Client:
             )
 
     def _acquire(self, deadline: float) -> None:
-        """Take the file lock; returns early, attached, if an owner appears meanwhile."""
+        """Take the file lock; returns early, attached, if an owner appears meanwhile. While
+        an owner is starting, wait for it rather than compete with it for the file."""
         while True:
-            try:
-                self._lock.acquire(timeout=0.05, poll_interval=0.005)
+            endpoint = server.live_endpoint(self.path)
+            if endpoint is not None and self._attach(endpoint, deadline):
                 return
-            except Timeout:
-                endpoint = server.live_endpoint(self.path)
-                if endpoint is not None and self._attach(endpoint, deadline):
+            starting = server.owner_starting(self.path)
+            if starting is None:
+                try:
+                    self._lock.acquire(timeout=0.05, poll_interval=0.005)
                     return
-                if time.monotonic() > deadline:
+                except Timeout:
+                    pass
+            else:
+                time.sleep(0.05)
+            if time.monotonic() > deadline:
+                if starting is not None:
                     raise WarehouseBusyError(
-                        f"the database {self.path} stayed busy: another kalshi_pipeline process "
-                        f"holds {self._lock.lock_file} but serves no endpoint "
-                        f"({server.endpoint_path(self.path)})"
-                    ) from None
+                        f"the database {self.path} is not served yet: the stream (pid {starting}) "
+                        "is waiting to open it; is another program holding the file?"
+                    )
+                raise WarehouseBusyError(
+                    f"the database {self.path} stayed busy: another kalshi_pipeline process "
+                    f"holds {self._lock.lock_file} but serves no endpoint "
+                    f"({server.endpoint_path(self.path)})"
+                )
 
     def _run_on_file(self, text: str, deadline: float) -> duckdb.DuckDBPyConnection | None:
         """Run `text` on the file under the lock and close it again; None when an owner

@@ -72,6 +72,7 @@ class Owner:
             return self._con
         port = self.port if self.port is not None else server.configured_port()
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        server.announce_start(self.path)  # clients without an owner make way (until we serve)
         try:
             self._lock.acquire(timeout=max(0.0, timeout_s), poll_interval=LOCK_POLL_S)
         except Timeout:
@@ -88,12 +89,20 @@ class Owner:
             migrate(con)
             load_extensions(con)
             self.endpoint = server.serve(con, self.path, port)
-        except BaseException:
+        except WarehouseBusyError:  # a program that opened the file directly: we try again
             if con is not None:
                 with contextlib.suppress(duckdb.Error):
                     con.close()
             self._lock.release()
             raise
+        except BaseException:
+            if con is not None:
+                with contextlib.suppress(duckdb.Error):
+                    con.close()
+            self._lock.release()
+            server.withdraw_start(self.path)
+            raise
+        server.withdraw_start(self.path)
         self._con = con
         log.info("warehouse %s owned by this process, serving on 127.0.0.1:%d", self.path, port)
         return con
@@ -111,6 +120,7 @@ class Owner:
         finally:
             self.endpoint = None
             self._lock.release()
+            server.withdraw_start(self.path)
 
     def __enter__(self) -> Owner:
         self.connection(timeout_s=60.0)

@@ -112,6 +112,34 @@ def remove_endpoint(database: Path) -> None:
             path.unlink()
 
 
+def starting_path(database: Path) -> Path:
+    return sibling(database, ".starting")
+
+
+def announce_start(database: Path) -> None:
+    """Tell clients an owner wants the file: they stop opening it themselves and wait for its
+    endpoint (else clients that found no owner could keep it out, taking turns on the lock)."""
+    path = starting_path(database)
+    with contextlib.suppress(OSError):
+        path.write_text(str(os.getpid()))
+
+
+def withdraw_start(database: Path) -> None:
+    path = starting_path(database)
+    with contextlib.suppress(OSError, ValueError):
+        if int(path.read_text() or 0) == os.getpid():
+            path.unlink()
+
+
+def owner_starting(database: Path) -> int | None:
+    """The pid of another live process that announced it is becoming the owner."""
+    try:
+        pid = int(starting_path(database).read_text() or 0)
+    except (OSError, ValueError):
+        return None
+    return pid if pid > 0 and pid != os.getpid() and pid_alive(pid) else None
+
+
 def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

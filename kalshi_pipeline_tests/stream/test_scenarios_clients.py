@@ -100,15 +100,31 @@ def test_the_stream_killed_and_restarted_under_clients_and_they_carry_on(sim_fac
         first.send_signal(signal.SIGKILL)
         first.wait()
     before = query(db, "SELECT count(*) FROM ticks")[0][0]
-    second = subprocess.Popen([*cmd, "--seconds", "8"], env=env, stderr=subprocess.PIPE, text=True)
-    _out, err = second.communicate(timeout=90)
+    logged = landing_ticker_frames(db.parent / "landing")  # what the killed stream received
+    second = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True)
+    try:
+
+        def stored_all_logged() -> bool:
+            rows = query(db, "SELECT landing_segment, landing_offset FROM ticks")
+            return logged <= {(s, o) for s, o in rows}
+
+        wait_for(stored_all_logged, timeout=180, interval=1, what="the killed stream's log stored")
+        wait_for(
+            lambda: query(db, "SELECT count(*) FROM ticks")[0][0] > before + 1000,
+            timeout=120,
+            interval=0.5,
+            what="the restarted stream storing new ticks",
+        )
+    finally:
+        second.send_signal(signal.SIGTERM)
+        _out, err = second.communicate(timeout=90)
     assert second.returncode == 0, err
     reports = finish(procs)
     for r in reports:
         assert r["errors"] == 0, r["error_samples"]
         assert r["count_went_down"] == 0
         assert r["max_ticks_seen"] > before, "a client stopped seeing the restarted stream"
-    logged = landing_ticker_frames(db.parent / "landing")
+    logged = landing_ticker_frames(db.parent / "landing")  # now with the second stream's too
     stored = query(
         db,
         "SELECT landing_segment, landing_offset, count(*) FROM ticks "
