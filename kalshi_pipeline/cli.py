@@ -33,6 +33,20 @@ def _add_stream(sub: Any) -> None:
     fb.add_argument("--no-fallback", dest="fallback_to_http", action="store_false")
     p.add_argument("--websocket-timeout", dest="websocket_timeout_s", type=float, metavar="S")
     p.add_argument("--max-retries", type=int, metavar="N")
+    wc = p.add_mutually_exclusive_group()
+    wc.add_argument(
+        "--websocket-compression",
+        dest="websocket_compression",
+        action="store_true",
+        default=None,
+        help="offer permessage-deflate (the default: about 4x fewer bytes, a little more CPU)",
+    )
+    wc.add_argument(
+        "--no-websocket-compression",
+        dest="websocket_compression",
+        action="store_false",
+        help="do not offer permessage-deflate",
+    )
     p.add_argument("--poll-interval", dest="poll_interval_s", type=float, metavar="S")
     p.add_argument("--flush-interval-ms", type=int, metavar="MS")
     p.add_argument("--requests-per-s", type=float, metavar="N", help="REST limit (default 20)")
@@ -62,6 +76,7 @@ def stream_config_from_args(args: argparse.Namespace) -> Any:
         fallback_to_http=args.fallback_to_http,
         websocket_timeout_s=args.websocket_timeout_s,
         max_retries=args.max_retries,
+        websocket_compression=args.websocket_compression,
         poll_interval_s=args.poll_interval_s,
         flush_interval_ms=args.flush_interval_ms,
         requests_per_s=args.requests_per_s,
@@ -148,6 +163,8 @@ def _cmd_stream(args: argparse.Namespace) -> int:
                 "fallbacks",
                 "fallback_seconds",
                 "parse_errors",
+                "objects_skipped",
+                "values_flagged",
                 "backlog_bytes",
             )
         ),

@@ -5,9 +5,11 @@ through `DagsterInstance.get()` with DAGSTER_HOME (default `./.dagster`), and Du
 short read-only connection (retried while the stream's writer holds the file). Healthy means a
 STARTED `kalshi_ingest` run whose newest event is recent and a tick stored in the last few
 minutes; the exit status is 0 then, 1 otherwise (with the reason), 2 when there is nothing to
-read. It replaces the predecessor's websocket_status.sh and monitor_websocket_performance.sh,
-which read the caller's environment and the wrong heartbeat file, and compared New York local
-time with UTC (predecessor/review.md §1.2).
+read. It also asks the exchange (`GET /exchange/status` of the run's environment) for the state
+of each matching-engine shard, since a pause may hit one shard and leave the others trading.
+It replaces the predecessor's websocket_status.sh and monitor_websocket_performance.sh, which
+read the caller's environment and the wrong heartbeat file, and compared New York local time
+with UTC (predecessor/review.md §1.2).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from kalshi_pipeline.warehouse import Warehouse, WarehouseError
 
@@ -39,6 +42,8 @@ class RunInfo:
     newest_event_age_s: float | None
     stale_after_s: float
     database: str | None
+    environment: str | None = None  # the run's Kalshi environment and REST URL, if it set them
+    rest_url: str | None = None
 
 
 @dataclass
@@ -49,6 +54,22 @@ class SensorInfo:
     last_tick_status: str | None = None
     last_tick_note: str | None = None
     daemon_heartbeat_age_s: float | None = None
+
+
+@dataclass
+class ShardInfo:
+    exchange_index: int
+    description: str
+    exchange_active: bool | None
+    trading_active: bool | None
+
+
+@dataclass
+class ExchangeInfo:
+    url: str
+    exchange_active: bool
+    trading_active: bool
+    shards: list[ShardInfo] = field(default_factory=list)
 
 
 @dataclass
@@ -64,6 +85,7 @@ class Report:
     ticks_last_minute: dict[str, int] = field(default_factory=dict)
     landing_backlog_bytes: int | None = None
     feed_events: list[dict[str, str]] = field(default_factory=list)
+    exchange: ExchangeInfo | None = None
     problems: list[str] = field(default_factory=list)
 
 
@@ -124,6 +146,8 @@ def _read_dagster(home: Path, report: Report, now: float) -> None:
                 newest_event_age_s=_age(newest, now),
                 stale_after_s=runs.stale_after_s(run.run_config),
                 database=run.tags.get(runs.DATABASE_TAG) or runs.database_in(run.run_config),
+                environment=runs.feed_config(run.run_config).get("environment"),
+                rest_url=runs.feed_config(run.run_config).get("rest_url"),
             )
             report.other_unfinished_runs = [
                 {"run_id": r.dagster_run.run_id, "status": r.dagster_run.status.value}
@@ -204,11 +228,60 @@ def _read_warehouse(path: Path, report: Report, now: float, timeout_s: float) ->
     report.landing_backlog_bytes = _landing_backlog(path.parent / "landing", positions)
 
 
+def _exchange_settings(report: Report) -> Any:
+    """The Kalshi environment the stream run reads (its run config), else the environment's."""
+    from kalshi_pipeline.kalshi.settings import KalshiSettings
+
+    run = report.run
+    if run is not None and (run.environment or run.rest_url):
+        return KalshiSettings.for_env(run.environment or "local", rest_url=run.rest_url or None)
+    return KalshiSettings.from_env()
+
+
+def _read_exchange(report: Report, timeout_s: float) -> None:
+    from kalshi_pipeline.kalshi.errors import FrameDecodeError, KalshiError
+    from kalshi_pipeline.kalshi.rest import RestClient
+
+    try:
+        settings = _exchange_settings(report)
+    except (KalshiError, ValueError) as exc:
+        report.problems.append(f"cannot tell which exchange to ask for its status: {exc}")
+        return
+    url = f"{settings.rest_url.rstrip('/')}/exchange/status"
+    try:
+        with RestClient(
+            settings,
+            sign=False,
+            connect_timeout_s=timeout_s,
+            read_timeout_s=timeout_s,
+            max_retries=0,
+        ) as client:
+            status = client.get_exchange_status()
+    except (KalshiError, FrameDecodeError) as exc:
+        report.problems.append(f"exchange status unknown ({url}): {exc}"[:500])
+        return
+    report.exchange = ExchangeInfo(
+        url=url,
+        exchange_active=status.exchange_active,
+        trading_active=status.trading_active,
+        shards=[
+            ShardInfo(
+                exchange_index=s.exchange_index,
+                description=s.description,
+                exchange_active=s.exchange_active,
+                trading_active=s.trading_active,
+            )
+            for s in sorted(status.exchange_index_statuses or [], key=lambda s: s.exchange_index)
+        ],
+    )
+
+
 def collect(
     dagster_home: Path | None = None,
     database: Path | None = None,
     max_tick_age_s: float = DEFAULT_MAX_TICK_AGE_S,
     db_timeout_s: float = 15.0,
+    exchange_timeout_s: float | None = 3.0,
 ) -> Report:
     now = time.time()
     home = _dagster_home(dagster_home)
@@ -235,6 +308,8 @@ def collect(
             _read_warehouse(db, report, now, db_timeout_s)
         except WarehouseError as exc:
             report.problems.append(str(exc))
+    if exchange_timeout_s is not None:
+        _read_exchange(report, exchange_timeout_s)
     report.healthy, report.reason = _verdict(report, max_tick_age_s)
     return report
 
@@ -277,6 +352,16 @@ def _seconds(value: float | None) -> str:
     return f"{value / 3600:.1f} h ago"
 
 
+def _state(active: bool | None, trading: bool | None) -> str:
+    if active is False:
+        return "closed"
+    if trading is False:
+        return "open, trading paused"
+    if active is None and trading is None:
+        return "unknown"
+    return "open, trading"
+
+
 def render(report: Report) -> str:
     lines = []
     head = "HEALTHY" if report.healthy else "UNHEALTHY"
@@ -313,6 +398,12 @@ def render(report: Report) -> str:
         lines.append(f"sensor       {sensor.name} {sensor.state}; {tick}")
         beat = _seconds(sensor.daemon_heartbeat_age_s)
         lines.append(f"             sensor daemon heartbeat {beat}")
+    ex = report.exchange
+    if ex is not None:
+        lines.append(f"exchange     {_state(ex.exchange_active, ex.trading_active)} ({ex.url})")
+        for shard in ex.shards:
+            state = _state(shard.exchange_active, shard.trading_active)
+            lines.append(f"  shard {shard.exchange_index:<4} {state:<20} {shard.description}")
     lines.append(f"database     {report.database}")
     lines.append(f"dagster home {report.dagster_home}")
     for problem in report.problems:
@@ -341,6 +432,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "data/kalshi.duckdb)",
     )
     parser.add_argument(
+        "--no-exchange",
+        action="store_true",
+        help="do not ask the exchange for its per-shard status",
+    )
+    parser.add_argument(
         "--max-tick-age",
         type=float,
         default=DEFAULT_MAX_TICK_AGE_S,
@@ -350,7 +446,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main_from_args(args: argparse.Namespace) -> int:
-    report = collect(args.dagster_home, args.database, args.max_tick_age)
+    report = collect(
+        args.dagster_home,
+        args.database,
+        args.max_tick_age,
+        exchange_timeout_s=None if args.no_exchange else 3.0,
+    )
     if args.json:
         print(json.dumps(asdict(report), indent=2))
     else:

@@ -1,6 +1,6 @@
 """`kalshi-pipeline bench`: measure the figures of design.md §5 against their targets.
 
-    kalshi-pipeline bench                 # the full run (about 19 min, chaos included)
+    kalshi-pipeline bench                 # the full run (about 21 min, chaos included)
     kalshi-pipeline bench --quick         # every scenario but chaos, short (under 2 min)
     kalshi-pipeline bench --chaos         # the chaos scenario alone (10 min; with --quick, 75 s)
     kalshi-pipeline bench --output PATH   # where the results JSON goes
@@ -24,7 +24,12 @@ from rich.console import Console
 
 from kalshi_pipeline.bench.display import Display
 from kalshi_pipeline.bench.plan import FULL, QUICK, SCENARIOS
-from kalshi_pipeline.bench.report import scaling_table, table, update_readme
+from kalshi_pipeline.bench.report import (
+    compression_table,
+    scaling_table,
+    table,
+    update_readme,
+)
 from kalshi_pipeline.bench.suite import run, write_json
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -102,9 +107,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _print(results: dict[str, Any]) -> None:
     out = Console()
     out.print(table(results))
-    extra = scaling_table(results)
-    if extra is not None:
-        out.print(extra)
+    for extra in (scaling_table(results), compression_table(results)):
+        if extra is not None:
+            out.print(extra)
     for note in results.get("notes", []):
         out.print(f"- {note}")
 

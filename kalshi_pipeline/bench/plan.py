@@ -1,7 +1,7 @@
 """How big and how long each scenario is: the full run, `--quick`, and a scale for smoke tests.
 
 Every wait in a scenario is bounded by these figures (plus fixed margins), so a run's length is
-known in advance: the full run takes about 19 minutes (10 of them chaos; about 2 more while the
+known in advance: the full run takes about 21 minutes (10 of them chaos; about 2 more while the
 engine's start-up reconciliation of 25,000 markets takes most of a minute), `--quick` about 1.5.
 """
 
@@ -18,6 +18,7 @@ SCENARIOS = (
     "locked",  # the database held by another process: peak RSS, backlog, catch-up
     "analysts",  # five analyst clients query the live stream: does it keep its pace?
     "scaling",  # 1k, 10k, 100k markets: throughput, memory, HTTP pass time
+    "compression",  # the firehose with permessage-deflate on and off: CPU and bytes per tick
     "chaos",  # faults at random and SIGKILL every 90 s, checked against the ledger
 )
 
@@ -53,6 +54,8 @@ class Plan:
     scaling_markets: tuple[int, ...] = (1_000, 10_000, 100_000)
     scaling_frames: int = 200_000
     scaling_wait_s: float = 30.0  # per size and feed; past it the rate so far is reported
+    compression_frames: int = 200_000
+    compression_markets: int = 2_000
     chaos_s: float = 600.0
     chaos_kill_every_s: float = 90.0
     chaos_fault_gap_s: tuple[float, float] = (8.0, 20.0)
@@ -98,6 +101,8 @@ class Plan:
             analysts_markets=max(200, int(self.analysts_markets * f)),
             scaling_markets=tuple(sorted({max(100, int(m * f)) for m in self.scaling_markets})),
             scaling_frames=max(5_000, int(self.scaling_frames * f)),
+            compression_frames=max(5_000, int(self.compression_frames * f)),
+            compression_markets=max(200, int(self.compression_markets * f)),
             chaos_s=max(8.0, self.chaos_s * f),
             chaos_kill_every_s=max(4.0, self.chaos_kill_every_s * f),
             chaos_fault_gap_s=(
@@ -132,6 +137,8 @@ QUICK = Plan(
     scaling_markets=(1_000, 10_000),
     scaling_frames=20_000,
     scaling_wait_s=8.0,
+    compression_frames=40_000,
+    compression_markets=1_000,
     chaos_markets=1_000,
     chaos_s=75.0,
     chaos_kill_every_s=25.0,

@@ -220,6 +220,7 @@ KEYS = [t.key for t in TARGETS] + [
     "chaos_lost_at_kills",
     "chaos_lost_after_receipt",
     "scaling",
+    "compression",
 ]
 
 
@@ -319,6 +320,43 @@ def _scaling_cells(r: dict[str, Any]) -> list[str]:
     ]
 
 
+def compression_table(results: dict[str, Any]) -> Table | None:
+    rows = results.get("compression")
+    if not rows:
+        return None
+    t = Table(title="WebSocket compression (permessage-deflate), firehose", title_justify="left")
+    for col in COMPRESSION_COLUMNS:
+        t.add_column(col, justify="right")
+    for r in rows:
+        t.add_row(*_compression_cells(r))
+    return t
+
+
+COMPRESSION_COLUMNS = (
+    "compression",
+    "wire bytes / tick",
+    "frame bytes / tick",
+    "client CPU µs / tick",
+    "engine CPU µs / tick",
+    "engine ticks/s",
+)
+
+
+def _compression_cells(r: dict[str, Any]) -> list[str]:
+    def f(v: Any, fmt: str) -> str:
+        return "-" if v is None else fmt.format(v)
+
+    negotiated = "" if r.get("negotiated") == (r["compression"] == "on") else " (not negotiated)"
+    return [
+        r["compression"] + negotiated,
+        f(r.get("wire_bytes_per_tick"), "{:,.1f}"),
+        f(r.get("frame_bytes_per_tick"), "{:,.1f}"),
+        f(r.get("client_cpu_us_per_tick"), "{:,.1f}"),
+        f(r.get("engine_cpu_us_per_tick"), "{:,.1f}"),
+        f(r.get("engine_ticks_per_s"), "{:,.0f}"),
+    ]
+
+
 # --------------------------------------------------------------------------- README
 
 
@@ -351,6 +389,17 @@ def readme_section(results: dict[str, Any]) -> str:
             "| ---: | ---: | ---: | ---: | ---: | ---: |",
         ]
         lines += ["| " + " | ".join(_scaling_cells(r)) + " |" for r in rows]
+    rows = results.get("compression")
+    if rows:
+        lines += [
+            "",
+            "WebSocket compression (the firehose with `websocket_compression` off and on; bytes "
+            "on the client's socket, CPU of the bare client and of the engine per tick stored):",
+            "",
+            "| " + " | ".join(COMPRESSION_COLUMNS) + " |",
+            "| --- |" + " ---: |" * (len(COMPRESSION_COLUMNS) - 1),
+        ]
+        lines += ["| " + " | ".join(_compression_cells(r)) + " |" for r in rows]
     notes = results.get("notes") or []
     if notes:
         lines += ["", *[f"- {n}" for n in notes]]

@@ -21,7 +21,7 @@ import time
 from typing import Any
 
 from kalshi_pipeline.bench import analysis
-from kalshi_pipeline.bench.context import Context, engine_status, open_db
+from kalshi_pipeline.bench.context import FIREHOSE_CONFIG, Context, engine_status, open_db
 from kalshi_pipeline.bench.procs import BenchError, spawn, tail, terminate
 from kalshi_pipeline.warehouse import Warehouse
 
@@ -75,7 +75,7 @@ def memory(ctx: Context) -> dict[str, Any]:
     plan = ctx.plan
     db = ctx.folder("memory") / "k.duckdb"
     with ctx.simulator(markets=plan.memory_markets, rate=plan.memory_rate) as sim:
-        engine = ctx.engine("memory", sim, db)
+        engine = ctx.engine("memory", sim, db, config=FIREHOSE_CONFIG)
         engine.wait_for(lambda e: e.status.get("ticks_stored_ws", 0) > 0, 60, "the first ticks")
         s0 = dict(engine.status)
         published0 = sim.stats()["ledger_lines"]
@@ -127,7 +127,7 @@ def locked(ctx: Context) -> dict[str, Any]:
             assert holder.stdout is not None
             if holder.stdout.readline().strip() != "held":
                 raise BenchError(f"the holder could not take the database:\n{tail(holder_log)}")
-            engine = ctx.engine("locked", sim, db)
+            engine = ctx.engine("locked", sim, db, config=FIREHOSE_CONFIG)
             assert engine.sampler is not None
             before = engine.sampler.peak_rss_mb()
             held_at = time.monotonic()

@@ -13,7 +13,7 @@ import math
 from typing import Any
 
 from kalshi_pipeline.bench import analysis
-from kalshi_pipeline.bench.context import Context, engine_status, open_db
+from kalshi_pipeline.bench.context import FIREHOSE_CONFIG, Context, engine_status, open_db
 
 PAGE = 1_000  # markets per GET /markets page
 PASSES = 2
@@ -36,7 +36,9 @@ def one_size(ctx: Context, markets: int, frames: int) -> dict[str, Any]:
     http_db = folder / "http" / "k.duckdb"
     ctx.display.status(f"{markets:,} markets: simulator")
     with ctx.simulator(markets=markets, rate=0, firehose=frames) as sim:
-        engine = ctx.engine(f"scaling-{markets}-ws", sim, ws_db, target_ws_ticks=frames)
+        engine = ctx.engine(
+            f"scaling-{markets}-ws", sim, ws_db, config=FIREHOSE_CONFIG, target_ws_ticks=frames
+        )
         complete = engine.wait_for(
             lambda e: e.target is not None,
             timeout_s=ctx.plan.scaling_wait_s,

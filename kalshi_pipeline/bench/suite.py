@@ -19,6 +19,7 @@ from typing import Any
 from kalshi_pipeline.bench import (
     analysts,
     chaos,
+    compression,
     latency,
     resources,
     scaling,
@@ -41,6 +42,7 @@ RUNNERS: dict[str, Scenario] = {
     "locked": resources.locked,
     "analysts": analysts.run,
     "scaling": scaling.run,
+    "compression": compression.run,
     "chaos": chaos.run,
 }
 
@@ -56,6 +58,7 @@ def expected_seconds(name: str, plan: Plan) -> float:
         "locked": 20 + plan.locked_hold_s * 1.5,
         "analysts": 20 + plan.analysts_s * 2,
         "scaling": sum(15 + plan.scaling_frames / 25_000 + m / 4_000 for m in plan.scaling_markets),
+        "compression": 2 * (20 + plan.compression_frames / 10_000),
         "chaos": 25 + plan.chaos_s,
     }[name]
 

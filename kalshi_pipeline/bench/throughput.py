@@ -15,7 +15,7 @@ import shutil
 from typing import Any
 
 from kalshi_pipeline.bench import analysis
-from kalshi_pipeline.bench.context import Context, engine_status, open_db
+from kalshi_pipeline.bench.context import FIREHOSE_CONFIG, Context, engine_status, open_db
 
 
 def run(ctx: Context) -> dict[str, Any]:
@@ -43,7 +43,7 @@ def run(ctx: Context) -> dict[str, Any]:
             name="loopback",
         )
         ctx.display.status("engine: firehose into DuckDB")
-        engine = ctx.engine("throughput", sim, db, target_ws_ticks=n)
+        engine = ctx.engine("throughput", sim, db, config=FIREHOSE_CONFIG, target_ws_ticks=n)
         engine.wait_for(
             lambda e: e.target is not None,
             timeout_s=max(120.0, n / 2_000),

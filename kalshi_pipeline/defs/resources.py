@@ -78,6 +78,12 @@ class KalshiFeedResource(dg.ConfigurableResource):
     poll_interval_s: float = Field(
         default=_BUILTIN.poll_interval_s, gt=0, description="seconds between HTTP polling passes"
     )
+    websocket_compression: bool = Field(
+        default=_BUILTIN.websocket_compression,
+        description="offer permessage-deflate on the WebSocket (Kalshi accepts it): about 4x "
+        "fewer bytes on the wire for a little more CPU per tick; on by default (measured, see "
+        "the README)",
+    )
     flush_interval_ms: int = Field(
         default=_BUILTIN.flush_interval_ms,
         ge=10,
@@ -128,6 +134,7 @@ class KalshiFeedResource(dg.ConfigurableResource):
             max_retries=env.max_retries,
             poll_interval_s=env.poll_interval_s,
             flush_interval_ms=env.flush_interval_ms,
+            websocket_compression=env.websocket_compression,
             environment=env.kalshi.env.value,
             **credentials,
         )
@@ -158,6 +165,7 @@ class KalshiFeedResource(dg.ConfigurableResource):
             max_retries=self.max_retries,
             poll_interval_s=self.poll_interval_s,
             flush_interval_ms=self.flush_interval_ms,
+            websocket_compression=self.websocket_compression,
             scope=Scope.of(self.scope.series, self.scope.events, self.scope.tickers),
             database=Path(database),
             kalshi=self.kalshi_settings(),

@@ -1,16 +1,25 @@
 """Kalshi frames and REST bodies decoded into typed records with exact decimals.
 
-Both the current wire shape (dollar strings, `*_fp` counts, `ts_ms`) and the legacy one
-(integer cents and counts, before 2026-03-12) decode to the same records. Every ticker field but
-`market_ticker` is optional. A frame that does not decode raises `FrameDecodeError` carrying the
-raw bytes; a well-formed frame of a type we do not model decodes to `UnknownMessage`.
+Written to Kalshi's API as of OpenAPI 3.34.0 (October 2026). Both the current wire shape
+(dollar strings, `*_fp` counts, `ts_ms`) and the legacy one (integer cents and counts, before
+2026-03-12) decode to the same records. Every ticker field but `market_ticker` is optional;
+unknown keys are ignored everywhere, and the envelope's `sending_ts_ms` is kept.
+
+Real data breaks the spec (negative sizes on determined markets, more decimals than documented,
+a number where a string belongs), so decoding is tolerant per object: a value that breaks a rule
+is kept as far as it can be (a negative size as received, a too-precise decimal rounded half-even,
+an impossible price as None) and the record carries a note saying what was done. A REST page
+decodes its envelope first and then each object on its own, so one odd market never costs the
+others. Only an object that cannot be read at all (no ticker, not an object) is skipped, and the
+page says so. A frame that does not decode raises `FrameDecodeError` carrying the raw bytes; a
+well-formed frame of a type we do not model decodes to `UnknownMessage`.
 """
 
 from __future__ import annotations
 
 import re
 from datetime import datetime
-from decimal import Decimal, InvalidOperation
+from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from typing import Any
 
 import msgspec
@@ -21,7 +30,30 @@ CENT = Decimal("0.01")
 ZERO = Decimal(0)
 ONE = Decimal(1)
 MAX_COUNT = Decimal(10) ** 15
-_QUANTUM = {2: Decimal("0.01"), 4: Decimal("0.0001")}
+PRICE_PLACES = 4  # what the warehouse keeps of a dollar string (Kalshi may send up to 6)
+COUNT_PLACES = 2
+_QUANTUM = {COUNT_PLACES: Decimal("0.01"), PRICE_PLACES: Decimal("0.0001")}
+
+# Enum values Kalshi documents (OpenAPI 3.34.0); another value is kept as received, with a note.
+MARKET_STATUSES = frozenset(
+    {
+        "initialized",
+        "inactive",
+        "active",
+        "closed",
+        "determined",
+        "disputed",
+        "amended",
+        "finalized",
+    }
+)
+MARKET_TYPES = frozenset({"binary", "scalar"})
+MARKET_RESULTS = frozenset({"yes", "no", "scalar", "void", ""})
+SETTLEMENT_BOUNDS_TYPES = frozenset({"default", "floor"})
+
+Notes = list[str] | None
+"""Where a conversion reports what it had to do: None is strict (an odd value raises
+ValueError, the fast path), a list is tolerant (the value is salvaged and a note appended)."""
 
 # --------------------------------------------------------------------------- records
 
@@ -43,6 +75,8 @@ class Tick(msgspec.Struct, frozen=True, gc=False):
     dollar_open_interest: int | None = None
     exchange_ts_ms: int | None = None
     sid: int | None = None
+    sent_ts_ms: int | None = None  # the envelope's sending_ts_ms: when Kalshi sent the frame
+    notes: tuple[str, ...] = ()  # what tolerant decoding did to values that broke the spec
 
 
 class LifecycleMetadata(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -62,7 +96,9 @@ class LifecycleMetadata(msgspec.Struct, frozen=True, omit_defaults=True):
 
 
 class MarketLifecycle(msgspec.Struct, frozen=True):
-    """A `market_lifecycle_v2` msg: created, activated, deactivated, determined, settled, ..."""
+    """A `market_lifecycle_v2` msg: created, activated, deactivated, determined, settled, ...
+
+    `determined` carries `result` and `settlement_value`; `settled` only `settled_ts`."""
 
     market_ticker: str
     event_type: str
@@ -71,13 +107,25 @@ class MarketLifecycle(msgspec.Struct, frozen=True):
     determination_ts: int | None = None
     settled_ts: int | None = None
     result: str | None = None
-    settlement_value: str | None = None
+    settlement_value: str | int | float | None = None
     is_deactivated: bool | None = None
     exchange_index: int | None = None
     additional_metadata: LifecycleMetadata | None = None
     price_level_structure: str | None = None
     sid: int | None = None
     seq: int | None = None
+    sent_ts_ms: int | None = None
+    notes: tuple[str, ...] = ()
+
+    def settlement_dollars(self) -> Decimal | None:
+        """`settlement_value` as exact dollars, None when absent or not a number."""
+        if self.settlement_value is None or self.settlement_value == "":
+            return None
+        try:
+            d = Decimal(str(self.settlement_value))
+        except InvalidOperation:
+            return None
+        return d if d.is_finite() else None
 
 
 class EventLifecycle(msgspec.Struct, frozen=True):
@@ -93,6 +141,8 @@ class EventLifecycle(msgspec.Struct, frozen=True):
     exchange_index: int | None = None
     sid: int | None = None
     seq: int | None = None
+    sent_ts_ms: int | None = None
+    notes: tuple[str, ...] = ()
 
 
 class Subscribed(msgspec.Struct, frozen=True):
@@ -177,21 +227,33 @@ class _TickerMsg(msgspec.Struct):
     open_interest: int | None = None
 
 
+class _DataEnvelope(msgspec.Struct):
+    """The envelope keys of a data frame besides `type` and `msg` (others are ignored)."""
+
+    sid: int | None = None
+    seq: int | None = None
+    sending_ts_ms: int | None = None
+
+
 class _TickerFrame(msgspec.Struct, tag_field="type", tag="ticker"):
     msg: _TickerMsg
     sid: int | None = None
+    seq: int | None = None
+    sending_ts_ms: int | None = None
 
 
 class _LifecycleFrame(msgspec.Struct, tag_field="type", tag="market_lifecycle_v2"):
     msg: MarketLifecycle
     sid: int | None = None
     seq: int | None = None
+    sending_ts_ms: int | None = None
 
 
 class _EventLifecycleFrame(msgspec.Struct, tag_field="type", tag="event_lifecycle"):
     msg: EventLifecycle
     sid: int | None = None
     seq: int | None = None
+    sending_ts_ms: int | None = None
 
 
 class _SubscribedMsg(msgspec.Struct):
@@ -261,56 +323,92 @@ KNOWN_TYPES = frozenset(
     }
 )
 
+_DATA_FRAMES: dict[str, tuple[type[Any], type[Any]]] = {
+    "ticker": (_TickerFrame, _TickerMsg),
+    "market_lifecycle_v2": (_LifecycleFrame, MarketLifecycle),
+    "event_lifecycle": (_EventLifecycleFrame, EventLifecycle),
+}
+
 # --------------------------------------------------------------------------- conversion
 
 
-def _decimal(
-    value: str | None,
-    field: str,
-    *,
-    lo: Decimal | None = ZERO,
-    hi: Decimal | None = None,
-    places: int = 2,
-) -> Decimal | None:
-    """An exact decimal from a wire string; out of range or too precise raises ValueError."""
+def _odd(notes: Notes, message: str, salvage: Any) -> Any:
+    """Strict: raise. Tolerant: note what was done and return the salvaged value."""
+    if notes is None:
+        raise ValueError(message)
+    notes.append(message)
+    return salvage
+
+
+def _decimal(value: str | None, field: str, notes: Notes, *, price: bool = False) -> Decimal | None:
+    """An exact decimal from a wire string. Odd values: not a number or an impossible price ->
+    None; a negative count -> as received; more places than the warehouse keeps -> rounded
+    half-even (the raw frame stays in the landing log)."""
     if value is None or value == "":
         return None
     try:
         d = Decimal(value)
     except (InvalidOperation, TypeError, ValueError):
-        raise ValueError(f"{field}={value!r} is not a decimal") from None
-    if not d.is_finite() or (lo is not None and d < lo) or (hi is not None and d > hi):
-        raise ValueError(f"{field}={value!r} is out of range")
-    if d >= MAX_COUNT:
-        raise ValueError(f"{field}={value!r} is too large")
+        return _odd(notes, f"{field}={value!r} is not a decimal; stored as NULL", None)
+    if not d.is_finite():
+        return _odd(notes, f"{field}={value!r} is not a finite number; stored as NULL", None)
+    if price:
+        if d < ZERO or d > ONE:
+            return _odd(notes, f"{field}={value!r} is outside 0..1 dollars; stored as NULL", None)
+        places = PRICE_PLACES
+    else:
+        if abs(d) >= MAX_COUNT:
+            return _odd(notes, f"{field}={value!r} is too large for a count; stored as NULL", None)
+        places = COUNT_PLACES
     exponent = d.as_tuple().exponent
-    if isinstance(exponent, int) and exponent < -places and d != d.quantize(_QUANTUM[places]):
-        raise ValueError(f"{field}={value!r} has more than {places} decimal places")
+    if isinstance(exponent, int) and exponent < -places:
+        rounded = d.quantize(_QUANTUM[places], rounding=ROUND_HALF_EVEN)
+        if rounded != d:
+            rounded = _odd(
+                notes,
+                f"{field}={value!r} has more than {places} decimal places; "
+                f"stored rounded half-even as {rounded}",
+                rounded,
+            )
+        d = rounded
+    if not price and d < ZERO:
+        d = _odd(notes, f"{field}={value!r} is negative; stored as received", d)
     return d
 
 
-def _price(value: str | None, field: str) -> Decimal | None:
-    return _decimal(value, field, lo=ZERO, hi=ONE, places=4)
+def _price(value: str | None, field: str, notes: Notes) -> Decimal | None:
+    return _decimal(value, field, notes, price=True)
 
 
-def _cents(value: int | None, field: str) -> Decimal | None:
+def _cents(value: int | None, field: str, notes: Notes) -> Decimal | None:
     if value is None:
         return None
     if not 0 <= value <= 100:
-        raise ValueError(f"{field}={value!r} cents is out of range")
+        return _odd(notes, f"{field}={value!r} cents is outside 0..100; stored as NULL", None)
     return Decimal(value) * CENT
 
 
-def _count(value: int | None, field: str) -> Decimal | None:
+def _count(value: int | None, field: str, notes: Notes) -> Decimal | None:
     if value is None:
         return None
-    if not 0 <= value < MAX_COUNT:
-        raise ValueError(f"{field}={value!r} is out of range")
-    return Decimal(value)
+    if abs(value) >= MAX_COUNT:
+        return _odd(notes, f"{field}={value!r} is too large for a count; stored as NULL", None)
+    d = Decimal(value)
+    if d < ZERO:
+        d = _odd(notes, f"{field}={value!r} is negative; stored as received", d)
+    return d
 
 
 def _whole(value: int | float | None) -> int | None:
     return None if value is None else int(value)
+
+
+def _enum(value: str | None, field: str, allowed: frozenset[str], notes: Notes) -> str | None:
+    if value is None or value in allowed:
+        return value
+    return _odd(
+        notes, f"{field}={value!r} is not a value Kalshi documents; stored as received", value
+    )
 
 
 _RFC3339 = re.compile(
@@ -334,63 +432,150 @@ MIN_TS_MS = 0
 MAX_TS_MS = 253_402_300_800_000  # year 10000: what a TIMESTAMPTZ column can hold
 
 
-def _exchange_ms(m: _TickerMsg) -> int | None:
+def _ms(value: int | None, field: str, notes: Notes) -> int | None:
+    if value is None or MIN_TS_MS <= value < MAX_TS_MS:
+        return value
+    return _odd(notes, f"{field}={value} ms is outside 1970..9999; stored as NULL", None)
+
+
+def _exchange_ms(m: _TickerMsg, notes: Notes) -> int | None:
     if m.ts_ms is not None:
-        ms = m.ts_ms
-    elif m.ts is not None:
-        ms = m.ts * 1000
-    elif m.time:
-        ms = parse_rfc3339_ms(m.time)
-    else:
-        return None
-    if not MIN_TS_MS <= ms < MAX_TS_MS:
-        raise ValueError(f"exchange timestamp {ms} ms is outside 1970..9999")
-    return ms
+        return _ms(m.ts_ms, "ts_ms", notes)
+    if m.ts is not None:
+        return _ms(m.ts * 1000, "ts", notes)
+    if m.time:
+        try:
+            return _ms(parse_rfc3339_ms(m.time), "time", notes)
+        except ValueError as exc:
+            return _odd(notes, f"{exc}; stored as NULL", None)
+    return None
 
 
-def _dollars_or_cents(dollars: str | None, cents: int | None, name: str) -> Decimal | None:
+def _dollars_or_cents(
+    dollars: str | None, cents: int | None, name: str, notes: Notes
+) -> Decimal | None:
     """The current dollar string if present, else the legacy integer cents."""
     if dollars is not None:
-        return _price(dollars, f"{name}_dollars")
-    return _cents(cents, name)
+        return _price(dollars, f"{name}_dollars", notes)
+    return _cents(cents, name, notes)
 
 
-def _fp_or_count(fp: str | None, count: int | None, name: str) -> Decimal | None:
+def _fp_or_count(fp: str | None, count: int | None, name: str, notes: Notes) -> Decimal | None:
     """The current `*_fp` count string if present, else the legacy integer count."""
     if fp is not None:
-        return _decimal(fp, f"{name}_fp")
-    return _count(count, name)
+        return _decimal(fp, f"{name}_fp", notes)
+    return _count(count, name, notes)
 
 
-def tick_from_wire(m: _TickerMsg, sid: int | None = None) -> Tick:
+def tick_from_wire(
+    m: _TickerMsg, sid: int | None = None, sent_ts_ms: int | None = None, notes: Notes = None
+) -> Tick:
+    """The Tick of a ticker msg; strict when `notes` is None (any odd value raises)."""
     if not m.market_ticker:
         raise ValueError("market_ticker is empty")
     return Tick(
         market_ticker=m.market_ticker,
         market_id=m.market_id or None,
-        price=_dollars_or_cents(m.price_dollars, m.price, "price"),
-        yes_bid=_dollars_or_cents(m.yes_bid_dollars, m.yes_bid, "yes_bid"),
-        yes_ask=_dollars_or_cents(m.yes_ask_dollars, m.yes_ask, "yes_ask"),
-        yes_bid_size=_decimal(m.yes_bid_size_fp, "yes_bid_size_fp"),
-        yes_ask_size=_decimal(m.yes_ask_size_fp, "yes_ask_size_fp"),
-        last_trade_size=_decimal(m.last_trade_size_fp, "last_trade_size_fp"),
-        volume=_fp_or_count(m.volume_fp, m.volume, "volume"),
-        open_interest=_fp_or_count(m.open_interest_fp, m.open_interest, "open_interest"),
+        price=_dollars_or_cents(m.price_dollars, m.price, "price", notes),
+        yes_bid=_dollars_or_cents(m.yes_bid_dollars, m.yes_bid, "yes_bid", notes),
+        yes_ask=_dollars_or_cents(m.yes_ask_dollars, m.yes_ask, "yes_ask", notes),
+        yes_bid_size=_decimal(m.yes_bid_size_fp, "yes_bid_size_fp", notes),
+        yes_ask_size=_decimal(m.yes_ask_size_fp, "yes_ask_size_fp", notes),
+        last_trade_size=_decimal(m.last_trade_size_fp, "last_trade_size_fp", notes),
+        volume=_fp_or_count(m.volume_fp, m.volume, "volume", notes),
+        open_interest=_fp_or_count(m.open_interest_fp, m.open_interest, "open_interest", notes),
         dollar_volume=_whole(m.dollar_volume),
         dollar_open_interest=_whole(m.dollar_open_interest),
-        exchange_ts_ms=_exchange_ms(m),
+        exchange_ts_ms=_exchange_ms(m, notes),
         sid=sid,
+        sent_ts_ms=sent_ts_ms
+        if sent_ts_ms is None or MIN_TS_MS <= sent_ts_ms < MAX_TS_MS
+        else _ms(sent_ts_ms, "sending_ts_ms", notes),
+        notes=tuple(notes) if notes else (),
     )
 
 
-def _convert(frame: Any, raw: bytes) -> Message:
+def _tick(
+    m: _TickerMsg, sid: int | None, sent_ts_ms: int | None, notes: list[str] | None = None
+) -> Tick:
+    """Strict first (the fast path); if a value breaks a rule, again tolerantly, with notes."""
+    if notes is None:
+        try:
+            return tick_from_wire(m, sid, sent_ts_ms)
+        except (ValueError, ArithmeticError):
+            notes = []
+    return tick_from_wire(m, sid, sent_ts_ms, notes)
+
+
+_MISSING = object()
+
+
+def _coerce(value: Any, kind: Any) -> Any:
+    """A value of the wrong JSON type read as the expected one where that is unambiguous (a
+    number where a decimal string belongs, a digit string where an integer does)."""
+    candidates: list[Any] = []
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        candidates.append(str(value))
+    elif isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        candidates.append(int(value))
+    for candidate in candidates:
+        try:
+            return msgspec.convert(candidate, kind)
+        except msgspec.ValidationError:
+            continue
+    return _MISSING
+
+
+def _lenient(obj: Any, cls: type[Any], where: str, notes: list[str]) -> Any:
+    """A decoded JSON object as `cls`, field by field: a field of the wrong type is coerced
+    when unambiguous, else dropped (noted). Raises ValueError when not an object or a required
+    field is unusable."""
+    if not isinstance(obj, dict):
+        raise ValueError(f"{where} is a JSON {type(obj).__name__}, not an object")
+    clean: dict[str, Any] = {}
+    for f in msgspec.structs.fields(cls):
+        name = f.encode_name
+        if name not in obj:
+            continue
+        value = obj[name]
+        try:
+            msgspec.convert(value, f.type)
+        except msgspec.ValidationError:
+            shown = repr(value)[:80]
+            if f.required:  # identities (tickers, event types) are never guessed
+                raise ValueError(f"{where}.{name}={shown} does not fit its type") from None
+            fixed = _coerce(value, f.type)
+            if fixed is _MISSING:
+                notes.append(f"{where}.{name}={shown} does not fit its documented type; ignored")
+                continue
+            notes.append(f"{where}.{name}={shown} had the wrong JSON type; read as {fixed!r}")
+            value = fixed
+        clean[name] = value
+    return msgspec.convert(clean, cls)
+
+
+def _json(data: bytes) -> Any:
+    try:
+        return msgspec.json.decode(data)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+
+
+def _convert(frame: Any, raw: bytes, notes: list[str] | None = None) -> Message:
     match frame:
-        case _TickerFrame(msg=m, sid=sid):
-            return tick_from_wire(m, sid)
-        case _LifecycleFrame(msg=m, sid=sid, seq=seq):
-            return msgspec.structs.replace(m, sid=sid, seq=seq)
-        case _EventLifecycleFrame(msg=m, sid=sid, seq=seq):
-            return msgspec.structs.replace(m, sid=sid, seq=seq)
+        case _TickerFrame(msg=m, sid=sid, sending_ts_ms=sent):
+            return _tick(m, sid, sent, notes)
+        case (
+            _LifecycleFrame(msg=m, sid=sid, seq=seq, sending_ts_ms=sent)
+            | _EventLifecycleFrame(msg=m, sid=sid, seq=seq, sending_ts_ms=sent)
+        ):
+            sent_notes: list[str] = list(notes or ())
+            sent = _ms(sent, "sending_ts_ms", sent_notes)
+            if isinstance(m, MarketLifecycle):
+                _enum(m.result or None, "result", MARKET_RESULTS, sent_notes)
+            return msgspec.structs.replace(
+                m, sid=sid, seq=seq, sent_ts_ms=sent, notes=tuple(sent_notes)
+            )
         case _SubscribedFrame(msg=m, id=cmd_id):
             return Subscribed(cmd_id=cmd_id, channel=m.channel, sid=m.sid)
         case _OkFrame(msg=list() as subs, id=cmd_id, sid=sid, seq=seq):
@@ -410,6 +595,22 @@ def _convert(frame: Any, raw: bytes) -> Message:
     raise FrameDecodeError("unexpected frame", raw)  # pragma: no cover - union is exhaustive
 
 
+def _decode_data_frame_leniently(data: bytes, kind: str) -> Message:
+    """A data frame whose keys have unexpected JSON types, read field by field (noted)."""
+    frame_cls, msg_cls = _DATA_FRAMES[kind]
+    obj = _json(data)
+    notes: list[str] = []
+    msg = _lenient(obj.get("msg"), msg_cls, "msg", notes)
+    env = _lenient(
+        {k: obj[k] for k in ("sid", "seq", "sending_ts_ms") if k in obj},
+        _DataEnvelope,
+        "envelope",
+        notes,
+    )
+    frame = frame_cls(msg=msg, sid=env.sid, seq=env.seq, sending_ts_ms=env.sending_ts_ms)
+    return _convert(frame, data, notes)
+
+
 def decode_frame(raw: bytes | str) -> Message:
     """Decode one WebSocket text frame (trailing whitespace is fine)."""
     data = raw.encode("utf-8", "surrogateescape") if isinstance(raw, str) else raw
@@ -424,6 +625,11 @@ def decode_frame(raw: bytes | str) -> Message:
                 raise FrameDecodeError(f"no message type: {reason}", data) from None
             if kind not in KNOWN_TYPES:
                 return UnknownMessage(type=kind, raw=data)
+            if kind in _DATA_FRAMES:
+                try:
+                    return _decode_data_frame_leniently(data, kind)
+                except (msgspec.DecodeError, ValueError, ArithmeticError) as again:
+                    reason = f"{reason}; field by field: {again}"
         raise FrameDecodeError(reason, data) from None
     except (ValueError, ArithmeticError, RecursionError) as exc:
         raise FrameDecodeError(f"{type(exc).__name__}: {exc}", data) from None
@@ -433,7 +639,23 @@ def decode_tick(raw: bytes) -> Tick:
     """Decode a frame known to be a ticker frame: the engine's fast path."""
     try:
         frame = _TICKER_DECODER.decode(raw)
-        return tick_from_wire(frame.msg, frame.sid)
+        try:
+            return tick_from_wire(frame.msg, frame.sid, frame.sending_ts_ms)
+        except (ValueError, ArithmeticError):  # a value breaks a rule: again, tolerantly
+            return tick_from_wire(frame.msg, frame.sid, frame.sending_ts_ms, [])
+    except msgspec.ValidationError as exc:
+        try:
+            kind = _ENVELOPE_DECODER.decode(raw).type
+        except (msgspec.DecodeError, ValueError, RecursionError):
+            kind = None
+        if kind != "ticker":
+            raise FrameDecodeError(str(exc), raw) from None
+        try:
+            tick = _decode_data_frame_leniently(raw, "ticker")
+        except (msgspec.DecodeError, ValueError, ArithmeticError) as again:
+            raise FrameDecodeError(f"{exc}; field by field: {again}", raw) from None
+        assert isinstance(tick, Tick)
+        return tick
     except msgspec.DecodeError as exc:
         raise FrameDecodeError(str(exc), raw) from None
     except (ValueError, ArithmeticError, RecursionError) as exc:
@@ -464,6 +686,11 @@ class Market(msgspec.Struct, frozen=True):
     yes_ask_size: Decimal | None = None
     volume: Decimal | None = None
     open_interest: Decimal | None = None
+    settlement_bounds_type: str | None = None  # 'default' | 'floor' (required since 3.31.0)
+    settlement_floor: Decimal | None = None  # dollars, on 'floor' markets
+    settlement_value: Decimal | None = None  # dollars, once determined
+    exchange_index: int | None = None  # the matching-engine shard
+    notes: tuple[str, ...] = ()
 
     def to_tick(self) -> Tick:
         return Tick(
@@ -497,6 +724,10 @@ class _MarketWire(msgspec.Struct):
     yes_ask_size_fp: str | None = None
     volume_fp: str | None = None
     open_interest_fp: str | None = None
+    settlement_bounds_type: str | None = None
+    settlement_floor_dollars: str | None = None
+    settlement_value_dollars: str | None = None
+    exchange_index: int | None = None
     # legacy
     last_price: int | None = None
     yes_bid: int | None = None
@@ -505,41 +736,76 @@ class _MarketWire(msgspec.Struct):
     open_interest: int | None = None
 
 
-def market_from_wire(w: _MarketWire) -> Market:
+def market_from_wire(w: _MarketWire, notes: Notes = None) -> Market:
+    """The Market of a wire object; strict when `notes` is None (any odd value raises)."""
+    if not w.ticker:
+        raise ValueError("ticker is empty")
     return Market(
         ticker=w.ticker,
         event_ticker=w.event_ticker,
-        status=w.status,
+        status=_enum(w.status, "status", MARKET_STATUSES, notes),
         title=w.title,
         yes_sub_title=w.yes_sub_title,
-        market_type=w.market_type,
+        market_type=_enum(w.market_type, "market_type", MARKET_TYPES, notes),
         open_time=w.open_time,
         close_time=w.close_time,
         created_time=w.created_time,
         updated_time=w.updated_time,
-        result=w.result,
-        last_price=_dollars_or_cents(w.last_price_dollars, w.last_price, "last_price"),
-        yes_bid=_dollars_or_cents(w.yes_bid_dollars, w.yes_bid, "yes_bid"),
-        yes_ask=_dollars_or_cents(w.yes_ask_dollars, w.yes_ask, "yes_ask"),
-        yes_bid_size=_decimal(w.yes_bid_size_fp, "yes_bid_size_fp"),
-        yes_ask_size=_decimal(w.yes_ask_size_fp, "yes_ask_size_fp"),
-        volume=_fp_or_count(w.volume_fp, w.volume, "volume"),
-        open_interest=_fp_or_count(w.open_interest_fp, w.open_interest, "open_interest"),
+        result=_enum(w.result, "result", MARKET_RESULTS, notes),
+        last_price=_dollars_or_cents(w.last_price_dollars, w.last_price, "last_price", notes),
+        yes_bid=_dollars_or_cents(w.yes_bid_dollars, w.yes_bid, "yes_bid", notes),
+        yes_ask=_dollars_or_cents(w.yes_ask_dollars, w.yes_ask, "yes_ask", notes),
+        yes_bid_size=_decimal(w.yes_bid_size_fp, "yes_bid_size_fp", notes),
+        yes_ask_size=_decimal(w.yes_ask_size_fp, "yes_ask_size_fp", notes),
+        volume=_fp_or_count(w.volume_fp, w.volume, "volume", notes),
+        open_interest=_fp_or_count(w.open_interest_fp, w.open_interest, "open_interest", notes),
+        settlement_bounds_type=_enum(
+            w.settlement_bounds_type, "settlement_bounds_type", SETTLEMENT_BOUNDS_TYPES, notes
+        ),
+        settlement_floor=_price(w.settlement_floor_dollars, "settlement_floor_dollars", notes),
+        settlement_value=_price(w.settlement_value_dollars, "settlement_value_dollars", notes),
+        exchange_index=w.exchange_index,
+        notes=tuple(notes) if notes else (),
     )
+
+
+_MARKET_WIRE_DECODER = msgspec.json.Decoder(_MarketWire)
+
+
+def _market_object(raw: bytes, where: str) -> Market:
+    """One market object on its own: strict, else tolerant with notes. Raises ValueError or
+    msgspec.DecodeError when nothing can be read (not an object, no ticker, bad JSON)."""
+    notes: list[str] = []
+    try:
+        wire = _MARKET_WIRE_DECODER.decode(raw)
+    except msgspec.ValidationError:
+        wire = _lenient(_json(raw), _MarketWire, where, notes)
+    if not notes:
+        try:
+            return market_from_wire(wire)
+        except (ValueError, ArithmeticError):
+            pass
+    return market_from_wire(wire, notes)
+
+
+def _describe_skip(raw: bytes, where: str, exc: BaseException) -> str:
+    preview = bytes(raw)[:120].decode("utf-8", "replace")
+    return f"{where} skipped ({type(exc).__name__}: {exc}): {preview}"
 
 
 class MarketsPage(msgspec.Struct, frozen=True):
     markets: list[Market]
     cursor: str
+    skipped: tuple[str, ...] = ()  # objects that could not be read at all, each with the reason
 
 
 class _MarketsPageWire(msgspec.Struct):
-    markets: list[_MarketWire]
+    markets: list[msgspec.Raw]
     cursor: str | None = ""
 
 
 class _MarketBodyWire(msgspec.Struct):
-    market: _MarketWire
+    market: msgspec.Raw
 
 
 class Event(msgspec.Struct, frozen=True):
@@ -547,12 +813,15 @@ class Event(msgspec.Struct, frozen=True):
     series_ticker: str | None = None
     title: str | None = None
     sub_title: str | None = None
+    exchange_index: int | None = None
     markets: list[Market] | None = None
+    notes: tuple[str, ...] = ()
 
 
 class EventsPage(msgspec.Struct, frozen=True):
     events: list[Event]
     cursor: str
+    skipped: tuple[str, ...] = ()
 
 
 class _EventWire(msgspec.Struct):
@@ -560,24 +829,39 @@ class _EventWire(msgspec.Struct):
     series_ticker: str | None = None
     title: str | None = None
     sub_title: str | None = None
-    markets: list[_MarketWire] | None = None
+    exchange_index: int | None = None
+    markets: list[msgspec.Raw] | None = None
 
 
 class _EventsPageWire(msgspec.Struct):
-    events: list[_EventWire]
+    events: list[msgspec.Raw]
     cursor: str | None = ""
+
+
+class ExchangeIndexStatus(msgspec.Struct, frozen=True):
+    """One matching-engine shard's state in `GET /exchange/status`."""
+
+    exchange_index: int
+    description: str = ""
+    exchange_active: bool | None = None
+    trading_active: bool | None = None
+    intra_exchange_transfers_active: bool | None = None
 
 
 class ExchangeStatus(msgspec.Struct, frozen=True):
     exchange_active: bool
     trading_active: bool
     exchange_estimated_resume_time: datetime | None = None
+    intra_exchange_transfers_active: bool | None = None
+    exchange_index_statuses: list[ExchangeIndexStatus] | None = None
 
 
 _PAGE_DECODER = msgspec.json.Decoder(_MarketsPageWire)
 _MARKET_DECODER = msgspec.json.Decoder(_MarketBodyWire)
 _EVENTS_DECODER = msgspec.json.Decoder(_EventsPageWire)
+_EVENT_DECODER = msgspec.json.Decoder(_EventWire)
 _STATUS_DECODER = msgspec.json.Decoder(ExchangeStatus)
+_UNREADABLE = (msgspec.DecodeError, ValueError, ArithmeticError, RecursionError)
 
 
 def _rest(decoder: msgspec.json.Decoder, body: bytes, what: str) -> Any:
@@ -587,40 +871,83 @@ def _rest(decoder: msgspec.json.Decoder, body: bytes, what: str) -> Any:
         raise FrameDecodeError(f"{what}: {type(exc).__name__}: {exc}", body) from None
 
 
+def _markets(raws: list[msgspec.Raw], where: str, skipped: list[str]) -> list[Market]:
+    out = []
+    for i, raw in enumerate(raws):
+        at = f"{where}[{i}]"
+        try:
+            out.append(_market_object(raw, at))
+        except _UNREADABLE as exc:
+            skipped.append(_describe_skip(raw, at, exc))
+    return out
+
+
 def decode_markets_page(body: bytes) -> MarketsPage:
+    """The envelope first, then each market on its own: one odd market never costs the page."""
     wire = _rest(_PAGE_DECODER, body, "GET /markets body")
-    try:
-        return MarketsPage(
-            markets=[market_from_wire(m) for m in wire.markets], cursor=wire.cursor or ""
-        )
-    except (ValueError, ArithmeticError) as exc:
-        raise FrameDecodeError(f"GET /markets body: {exc}", body) from None
+    skipped: list[str] = []
+    markets = _markets(wire.markets, "markets", skipped)
+    return MarketsPage(markets=markets, cursor=wire.cursor or "", skipped=tuple(skipped))
+
+
+class _CursorWire(msgspec.Struct):
+    markets: list[msgspec.Raw] | None = None
+    events: list[msgspec.Raw] | None = None
+    cursor: str | None = ""
+
+
+_CURSOR_DECODER = msgspec.json.Decoder(_CursorWire)
+
+
+def decode_page_cursor(body: bytes, what: str) -> str:
+    """Only the `cursor` of a page (the objects are left to the writer), `""` on the last."""
+    return _rest(_CURSOR_DECODER, body, what).cursor or ""
 
 
 def decode_market(body: bytes) -> Market:
     wire = _rest(_MARKET_DECODER, body, "GET /markets/{ticker} body")
     try:
-        return market_from_wire(wire.market)
-    except (ValueError, ArithmeticError) as exc:
-        raise FrameDecodeError(f"GET /markets/{{ticker}} body: {exc}", body) from None
+        return _market_object(wire.market, "market")
+    except _UNREADABLE as exc:
+        raise FrameDecodeError(
+            f"GET /markets/{{ticker}} body: {type(exc).__name__}: {exc}", body
+        ) from None
+
+
+def _event_object(raw: bytes, where: str, skipped: list[str]) -> Event:
+    notes: list[str] = []
+    try:
+        wire = _EVENT_DECODER.decode(raw)
+    except msgspec.ValidationError:
+        wire = _lenient(_json(raw), _EventWire, where, notes)
+    if not wire.event_ticker:
+        raise ValueError("event_ticker is empty")
+    return Event(
+        event_ticker=wire.event_ticker,
+        series_ticker=wire.series_ticker,
+        title=wire.title,
+        sub_title=wire.sub_title,
+        exchange_index=wire.exchange_index,
+        markets=(
+            _markets(wire.markets, f"{where}.markets", skipped)
+            if wire.markets is not None
+            else None
+        ),
+        notes=tuple(notes),
+    )
 
 
 def decode_events_page(body: bytes) -> EventsPage:
     wire = _rest(_EVENTS_DECODER, body, "GET /events body")
-    try:
-        events = [
-            Event(
-                event_ticker=e.event_ticker,
-                series_ticker=e.series_ticker,
-                title=e.title,
-                sub_title=e.sub_title,
-                markets=[market_from_wire(m) for m in e.markets] if e.markets is not None else None,
-            )
-            for e in wire.events
-        ]
-    except (ValueError, ArithmeticError) as exc:
-        raise FrameDecodeError(f"GET /events body: {exc}", body) from None
-    return EventsPage(events=events, cursor=wire.cursor or "")
+    skipped: list[str] = []
+    events = []
+    for i, raw in enumerate(wire.events):
+        at = f"events[{i}]"
+        try:
+            events.append(_event_object(raw, at, skipped))
+        except _UNREADABLE as exc:
+            skipped.append(_describe_skip(raw, at, exc))
+    return EventsPage(events=events, cursor=wire.cursor or "", skipped=tuple(skipped))
 
 
 def decode_exchange_status(body: bytes) -> ExchangeStatus:

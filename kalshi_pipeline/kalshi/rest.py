@@ -232,7 +232,7 @@ class RestClient:
         while True:
             raw = self.get_raw("/markets", self.market_params(cursor=cursor, **filters))
             yield raw
-            cursor = messages.decode_markets_page(raw.body).cursor
+            cursor = messages.decode_page_cursor(raw.body, "GET /markets body")
             if not cursor:
                 return
             if cursor in seen:  # a server that loops would otherwise never end

@@ -55,8 +55,21 @@ RETIRED_CHANNELS = {
     ),
 }
 UPDATE_ACTIONS = ("add_markets", "delete_markets", "get_snapshot")
+# Kalshi's message limit (kalshi-changes-2026-autumn: "the message limit stays 64 MiB"): a
+# frame, decompressed, up to this size is accepted, so no real message is ever refused.
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 _TICKER_PREFIX = b'{"type":"ticker"'
 _ENCODER = msgspec.json.Encoder()
+
+
+class _CountingConnection(ClientConnection):
+    """Counts the bytes that arrive on the socket: with compression, what the wire carried."""
+
+    wire_bytes = 0
+
+    def data_received(self, data: bytes) -> None:
+        self.wire_bytes += len(data)
+        super().data_received(data)
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,7 +104,8 @@ class KalshiWebSocket:
         url: str,
         signer: Signer,
         *,
-        max_frame_bytes: int = 16 * 1024 * 1024,
+        max_frame_bytes: int = MAX_MESSAGE_BYTES,
+        compression: bool = False,
         silence_timeout_s: float = 30.0,
         ping_interval_s: float | None = None,
         open_timeout_s: float = 10.0,
@@ -103,6 +117,7 @@ class KalshiWebSocket:
         self.url = url
         self._signer = signer
         self.max_frame_bytes = max_frame_bytes
+        self.compression = compression
         self.silence_timeout_s = silence_timeout_s
         self.ping_interval_s = ping_interval_s or max(0.5, min(10.0, silence_timeout_s / 3))
         self.open_timeout_s = open_timeout_s
@@ -110,7 +125,7 @@ class KalshiWebSocket:
         self.subscriptions: dict[int, str] = {}  # sid -> channel, from `subscribed`
         self.last_activity = time.monotonic()
         self.frames_received = 0
-        self.bytes_received = 0
+        self.bytes_received = 0  # frame payloads, decompressed
         self._ws: ClientConnection | None = None
         self._queue: asyncio.Queue[Frame | _End] = asyncio.Queue(queue_size)
         self._ids = itertools.count(1)
@@ -133,7 +148,10 @@ class KalshiWebSocket:
                 ping_interval=None,  # our watchdog pings, so that pongs count as life
                 open_timeout=self.open_timeout_s,
                 close_timeout=2,
-                compression=None,
+                # permessage-deflate, offered only when asked for: Kalshi negotiates it when
+                # offered (since 2026-09-24); the setting's default is chosen by measurement
+                compression="deflate" if self.compression else None,
+                create_connection=_CountingConnection,
                 max_queue=4096,  # frames buffered by websockets; 16 makes it re-arm reads often
                 user_agent_header="kalshi-pipeline/0.1",
             )
@@ -190,6 +208,19 @@ class KalshiWebSocket:
     @property
     def closed(self) -> bool:
         return self._end is not None
+
+    @property
+    def wire_bytes(self) -> int:
+        """Bytes received on the socket so far (frames as sent, compressed or not)."""
+        return self._ws.wire_bytes if isinstance(self._ws, _CountingConnection) else 0
+
+    @property
+    def compressed(self) -> bool:
+        """Whether the server agreed to permessage-deflate on this connection."""
+        if self._ws is None or self._ws.response is None:
+            return False
+        offered = self._ws.response.headers.get("Sec-WebSocket-Extensions", "")
+        return "permessage-deflate" in offered
 
     @property
     def pending(self) -> int:

@@ -59,6 +59,27 @@ def _rate01(text: str) -> float:
     return value
 
 
+READ_REQUEST_COST = 10
+READ_BUCKET_SECONDS = 3
+"""A read bucket holds this many seconds of its refill (Basic and Advanced since Sep 2026)."""
+MIN_READ_TOKENS_PER_S = READ_REQUEST_COST / READ_BUCKET_SECONDS
+
+
+def _read_rate(text: str) -> float:
+    """A read bucket must hold at least one request, or every REST call would be a 429."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected tokens per second, got {text!r}") from None
+    if not value >= MIN_READ_TOKENS_PER_S:
+        raise argparse.ArgumentTypeError(
+            f"must be at least {MIN_READ_TOKENS_PER_S:.2f} tokens/s, got {text!r}: a request "
+            f"costs {READ_REQUEST_COST} tokens and the bucket holds {READ_BUCKET_SECONDS} s "
+            "(200 is Kalshi's Basic tier)"
+        )
+    return value
+
+
 def is_loopback_host(host: str) -> bool:
     if host == "localhost":
         return True
@@ -162,9 +183,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     a(
         "--rest-tokens-per-s",
-        type=float,
+        type=_read_rate,
         default=d.rest_tokens_per_s,
-        help="REST read bucket refill; 10 tokens a request, 2 s of capacity (default %(default)s)",
+        help="REST read bucket refill, tokens per second; 10 tokens a request, 3 s of capacity "
+        "(default %(default)s: Kalshi's Basic tier, 20 reads/s)",
     )
     a(
         "--ping-interval-s",

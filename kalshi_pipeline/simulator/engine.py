@@ -130,6 +130,7 @@ class Engine:
             if m.status in (ACTIVE, INITIALIZED):
                 ex.set_status(m, CLOSED, now)
             m.result = "yes" if value > (m.floor_strike or 0.0) else "no"
+            m.settlement_c = 100 if m.result == "yes" else (m.settlement_floor_c or 0)
             m.determination_us = now
             ex.set_status(m, DETERMINED, now)
             if publish:
@@ -139,7 +140,6 @@ class Engine:
         ex = self.rt.exchange
         for m in event.markets:
             m.settled_us = now
-            m.settlement_c = 100 if m.result == "yes" else 0
             ex.set_status(m, FINALIZED, now)
             if publish:
                 self.rt.hub.publish_lifecycle(lifecycle.MARKET_LIFECYCLE, lifecycle.settled(m))
@@ -157,6 +157,8 @@ class Engine:
             return
         rng = self.rng
         m = live[rng.randrange(len(live))]
+        if m.exchange_index in self.rt.faults.paused_shards:
+            return  # no trading on a paused shard, so nothing moves there
         fill = step(m.quote, rng)
         self._publish(m, now)
         if fill is not None:

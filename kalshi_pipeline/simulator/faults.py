@@ -3,7 +3,8 @@
 A POST replaces the whole state: keys left out are off, so `{}` clears everything. Windows
 (`silence_s`, `refuse_handshakes_s`, `http_429_s`, `http_5xx_s`) start when the POST arrives.
 The one-shot actions (`drop_connections`, `channel_error`, `buffer_overflow`) are carried out by
-the server at once and are not part of the state.
+the server at once and are not part of the state. `paused_shards` pauses trading on some
+matching-engine shards, as a maintenance on one shard does on Kalshi.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from kalshi_pipeline.simulator.model import SHARDS
+
 WINDOW_KEYS = ("silence_s", "refuse_handshakes_s", "http_429_s", "http_5xx_s")
 ACTION_KEYS = ("drop_connections", "channel_error", "buffer_overflow")
 FAULT_KEYS = (
@@ -25,6 +28,7 @@ FAULT_KEYS = (
     "malformed_rate",
     "slow_ms",
     "pause_updates",
+    "paused_shards",
 )
 HTTP_5XX_STATUSES = (500, 502, 503)
 
@@ -47,6 +51,7 @@ class FaultRequest:
     malformed_rate: float = 0.0
     slow_ms: float = 0.0
     pause_updates: bool = False
+    paused_shards: frozenset[int] = frozenset()
 
 
 def _seconds(key: str, value: object) -> float | None:
@@ -65,6 +70,20 @@ def _flag(key: str, value: object) -> bool:
     if not isinstance(value, bool):
         raise FaultError(f"{key} must be true or false, got {value!r}")
     return value
+
+
+def _shards(value: object) -> frozenset[int]:
+    if value is None:
+        return frozenset()
+    known = sorted(SHARDS)
+    if not isinstance(value, list) or not all(
+        isinstance(v, int) and not isinstance(v, bool) and v in SHARDS for v in value
+    ):
+        raise FaultError(
+            f"paused_shards must be a list of shard numbers (exchange_index) among {known}, "
+            f"got {value!r}"
+        )
+    return frozenset(value)
 
 
 def parse_faults(body: object) -> FaultRequest:
@@ -91,6 +110,7 @@ def parse_faults(body: object) -> FaultRequest:
         malformed_rate=float(rate),
         slow_ms=slow,
         pause_updates=_flag("pause_updates", body.get("pause_updates")),
+        paused_shards=_shards(body.get("paused_shards")),
     )
 
 
@@ -113,6 +133,7 @@ class Faults:
         self.malformed_rate = 0.0
         self.slow_ms = 0.0
         self.pause_updates = False  # tests freeze the market state to compare final states
+        self.paused_shards: frozenset[int] = frozenset()
         self._5xx_turn = 0
 
     def apply(self, req: FaultRequest) -> None:
@@ -128,6 +149,7 @@ class Faults:
         self.malformed_rate = req.malformed_rate
         self.slow_ms = req.slow_ms
         self.pause_updates = req.pause_updates
+        self.paused_shards = req.paused_shards
 
     def silenced(self, opened_at: float) -> bool:
         """Whether a socket opened at `opened_at` (monotonic) must send nothing right now."""
@@ -182,4 +204,5 @@ class Faults:
             "malformed_rate": self.malformed_rate,
             "slow_ms": self.slow_ms,
             "pause_updates": self.pause_updates,
+            "paused_shards": sorted(self.paused_shards),
         }

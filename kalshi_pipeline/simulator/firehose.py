@@ -4,7 +4,8 @@ The frames move the markets of a dedicated series (`KXSIMFIRE`, at most 1,000 ma
 of the `--markets` budget) that the Poisson process never touches, so the model ends in the state
 of each market's last firehose frame and REST agrees with it. Each frame is a ledger line,
 written at start; its `emitted_at_ms` is that start time. Its `ts_ms` values run up to the start
-time, 1 ms apart, so no two frames of one market share a timestamp.
+time, 1 ms apart, so no two frames of one market share a timestamp. Their `sending_ts_ms` is a
+fixed-width placeholder replaced by the time of sending, chunk by chunk.
 """
 
 from __future__ import annotations
@@ -27,6 +28,9 @@ def firehose_market_count(frames: int, markets: int) -> int:
 
 
 SID1_PREFIX = b'{"type":"ticker","sid":1,"msg":'
+_UNSTAMPED = b'"sending_ts_ms":0000000000000}'
+"""13 digits: the width of every millisecond timestamp until the year 2286, so stamping a frame
+never changes its length (nor its WebSocket header)."""
 
 
 def ws_text_header(length: int) -> bytes:
@@ -72,11 +76,16 @@ class Firehose:
             m.msg = msg
             m.msg_index = ledger.append(msg, emitted_ms)
             tickers.append(m.ticker)
-            payload = SID1_PREFIX + msg + b"}\n"
+            payload = SID1_PREFIX + msg + b"," + _UNSTAMPED + b"\n"
             raw.append(ws_text_header(len(payload)) + payload)
 
-    def frame_for(self, i: int, prefix: bytes) -> bytes:
+    @staticmethod
+    def stamp(frames: bytes, sending_ts_ms: int) -> bytes:
+        """Frames (one or many, joined) with their `sending_ts_ms` set."""
+        return frames.replace(_UNSTAMPED, b'"sending_ts_ms":%013d}' % sending_ts_ms)
+
+    def frame_for(self, i: int, prefix: bytes, sending_ts_ms: int) -> bytes:
         """The text payload of frame i for the subscription whose frames start with `prefix`."""
         frame = self.raw[i]
         header = 2 if frame[1] < 126 else 4 if frame[1] == 126 else 10
-        return prefix + frame[header + len(SID1_PREFIX) :]
+        return self.stamp(prefix + frame[header + len(SID1_PREFIX) :], sending_ts_ms)

@@ -1,8 +1,14 @@
 """Subscriptions and fan-out: every published message goes to the ledger (ticker only) and to
-each WebSocket subscription that covers its market, encoded once and framed per sid."""
+each WebSocket subscription that covers its market, encoded once and framed per sid.
+
+Every data frame carries a top-level `sending_ts_ms` after `msg`: the wall-clock milliseconds at
+which the frame was queued for its sockets, as Kalshi stamps frames since October 2026. The
+ledger keeps the ticker `msg` alone (plus `emitted_at_ms`), as before.
+"""
 
 from __future__ import annotations
 
+import time
 from typing import Protocol
 
 from kalshi_pipeline.simulator.ledger import Ledger
@@ -56,6 +62,15 @@ class Subscription:
 
     def covers(self, ticker: str) -> bool:
         return self.all_markets or ticker in self.tickers
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def frame_tail(msg: bytes, sending_ts_ms: int) -> bytes:
+    """What follows a subscription's `{"type":...,"sid":N,"msg":` prefix."""
+    return b'%s,"sending_ts_ms":%d}\n' % (msg, sending_ts_ms)
 
 
 class Hub:
@@ -119,7 +134,7 @@ class Hub:
     def publish_ticker(self, ticker: str, msg: bytes, emitted_at_ms: int) -> int:
         """Ledger line first, then one frame per covering subscription; returns the index."""
         index = self.ledger.append(msg, emitted_at_ms)
-        tail = msg + b"}\n"
+        tail = frame_tail(msg, now_ms())
         n = 0
         for sub in self._all[TICKER]:
             sub.outlet.send_ticker(sub.prefix + tail, index)
@@ -138,22 +153,25 @@ class Hub:
         subs = self._by_market[TRADE].get(ticker)
         if subs:
             targets.extend(subs)
+        sending = now_ms()
         for sub in targets:
-            sub.outlet.send_data(sequenced_frame(TRADE, sub, msg))
+            sub.outlet.send_data(sequenced_frame(TRADE, sub, msg, sending))
         self.trade_frames_queued += len(targets)
 
     def publish_lifecycle(self, msg_type: str, msg: bytes) -> None:
         """`market_lifecycle_v2` or `event_lifecycle`: every lifecycle subscription, one seq."""
         self.lifecycle_published += 1
+        sending = now_ms()
         for sub in self._lifecycle:
-            sub.outlet.send_data(sequenced_frame(msg_type, sub, msg))
+            sub.outlet.send_data(sequenced_frame(msg_type, sub, msg, sending))
         self.lifecycle_frames_queued += len(self._lifecycle)
 
 
-def sequenced_frame(msg_type: str, sub: Subscription, msg: bytes) -> bytes:
-    return b'{"type":"%s","sid":%d,"seq":%d,"msg":%s}\n' % (
+def sequenced_frame(msg_type: str, sub: Subscription, msg: bytes, sending_ts_ms: int) -> bytes:
+    return b'{"type":"%s","sid":%d,"seq":%d,"msg":%s,"sending_ts_ms":%d}\n' % (
         msg_type.encode(),
         sub.sid,
         sub.next_seq(),
         msg,
+        sending_ts_ms,
     )

@@ -1,7 +1,10 @@
-"""`market_lifecycle_v2` and `event_lifecycle` payloads (kalshi-protocol.md §3.9).
+"""`market_lifecycle_v2` and `event_lifecycle` payloads as Kalshi sends them today.
 
 Only `created`, `determined` and `settled` exist here: Kalshi sends no event for the scheduled
-open (initialized -> active) nor for the scheduled close (active -> closed).
+open (initialized -> active) nor for the scheduled close (active -> closed). As in real frames,
+`created` carries the market's `exchange_index`, `determined` the `result` and the
+`settlement_value`, and `settled` nothing but `settled_ts`; every `event_lifecycle` carries its
+event's `exchange_index`.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ def created(m: Market) -> bytes:
         {
             "market_ticker": m.ticker,
             "event_type": "created",
+            "exchange_index": m.exchange_index,
             "open_ts": m.open_us // 1_000_000,
             "close_ts": m.close_us // 1_000_000,
             "additional_metadata": metadata,
@@ -46,26 +50,25 @@ def created(m: Market) -> bytes:
 
 
 def determined(m: Market) -> bytes:
-    assert m.determination_us is not None
+    assert m.determination_us is not None and m.settlement_c is not None
     return dumps(
         {
             "market_ticker": m.ticker,
             "event_type": "determined",
             "result": m.result,
+            "settlement_value": DOLLARS[m.settlement_c],
             "determination_ts": m.determination_us // 1_000_000,
         }
     )
 
 
 def settled(m: Market) -> bytes:
-    assert m.settled_us is not None and m.settlement_c is not None
+    assert m.settled_us is not None
     return dumps(
         {
             "market_ticker": m.ticker,
             "event_type": "settled",
-            "result": m.result,
             "settled_ts": m.settled_us // 1_000_000,
-            "settlement_value": DOLLARS[m.settlement_c],
         }
     )
 
@@ -73,7 +76,7 @@ def settled(m: Market) -> bytes:
 def event_created(e: Event) -> bytes:
     body: dict[str, Any] = {
         "event_ticker": e.ticker,
-        "exchange_index": 0,
+        "exchange_index": e.exchange_index,
         "title": e.title,
         "subtitle": e.sub_title,
         "collateral_return_type": e.collateral_return_type,

@@ -32,6 +32,23 @@ FILTER_STATUSES: dict[str, frozenset[str]] = {
 
 PRICE_RANGES = [{"end": "1.0000", "start": "0.0000", "step": "0.0100"}]
 
+DEFAULT_SHARD = 0
+COMBOS_SHARD = 1
+CRYPTO_SHARD = 2
+SPORTS_SHARD = 3
+SHARDS: dict[int, str] = {
+    DEFAULT_SHARD: "Default",
+    COMBOS_SHARD: "Combos",
+    CRYPTO_SHARD: "Crypto",
+    SPORTS_SHARD: "Sports",
+}
+"""Kalshi's matching-engine shards (`exchange_index`) and the simulator's description of each:
+crypto and commodities on 2, tennis, baseball and basketball on 3, combos on 1, the rest on 0
+(kalshi-changes-2026-autumn.md §4). The simulator lists no combos, so shard 1 stays empty."""
+
+SETTLEMENT_BOUNDS_DEFAULT = "default"
+SETTLEMENT_BOUNDS_FLOOR = "floor"
+
 
 @dataclass(slots=True, eq=False)
 class Series:
@@ -42,13 +59,16 @@ class Series:
     tags: list[str]
     created_us: int
     updated_us: int
+    exchange_index: int = DEFAULT_SHARD
 
     def to_json(self) -> dict[str, Any]:
         return {
             "additional_prohibitions": [],
+            "categories": [self.category],
             "category": self.category,
             "contract_terms_url": "https://kalshi.com/simulator/terms.pdf",
             "contract_url": "https://kalshi.com/simulator/contract.pdf",
+            "exchange_index": self.exchange_index,
             "fee_multiplier": 1,
             "fee_type": "quadratic",
             "frequency": self.frequency,
@@ -90,6 +110,9 @@ class Market:
     settled_us: int | None = None
     settlement_timer_s: int = 60
     can_close_early: bool = True
+    exchange_index: int = DEFAULT_SHARD
+    settlement_floor_c: int | None = None
+    """Set on `floor` markets: the lowest value YES can settle at, in cents."""
     live: bool = True
     """Driven by the Poisson process while active (firehose markets are not)."""
     msg: bytes = b""
@@ -108,13 +131,12 @@ class Market:
             "close_time": rfc3339(self.close_us),
             "created_time": rfc3339(self.created_us),
             "event_ticker": self.event_ticker,
+            "exchange_index": self.exchange_index,
             "expected_expiration_time": rfc3339(self.expected_expiration_us),
             "expiration_time": rfc3339(self.latest_expiration_us),
             "expiration_value": "",
-            "fractional_trading_enabled": True,
             "last_price_dollars": DOLLARS[q.last],
             "latest_expiration_time": rfc3339(self.latest_expiration_us),
-            "liquidity_dollars": "0.0000",
             "market_type": "binary",
             "no_ask_dollars": DOLLARS[100 - q.bid],
             "no_bid_dollars": DOLLARS[100 - q.ask],
@@ -130,6 +152,11 @@ class Market:
             "result": self.result,
             "rules_primary": self.rules_primary,
             "rules_secondary": self.rules_secondary,
+            "settlement_bounds_type": (
+                SETTLEMENT_BOUNDS_DEFAULT
+                if self.settlement_floor_c is None
+                else SETTLEMENT_BOUNDS_FLOOR
+            ),
             "settlement_timer_seconds": self.settlement_timer_s,
             "status": self.status,
             "strike_type": self.strike_type,
@@ -148,6 +175,8 @@ class Market:
             body["floor_strike"] = self.floor_strike
         if self.cap_strike is not None:
             body["cap_strike"] = self.cap_strike
+        if self.settlement_floor_c is not None:
+            body["settlement_floor_dollars"] = DOLLARS[self.settlement_floor_c]
         if self.settlement_c is not None:
             body["settlement_value_dollars"] = DOLLARS[self.settlement_c]
         if self.settled_us is not None:
@@ -167,6 +196,7 @@ class Event:
     strike_period: str
     created_us: int
     updated_us: int
+    exchange_index: int = DEFAULT_SHARD
     markets: list[Market] = field(default_factory=list)
 
     def sort_key(self) -> tuple[int, str]:
@@ -174,9 +204,9 @@ class Event:
 
     def to_json(self, with_markets: bool = False) -> dict[str, Any]:
         body: dict[str, Any] = {
-            "available_on_brokers": False,
             "collateral_return_type": self.collateral_return_type,
             "event_ticker": self.ticker,
+            "exchange_index": self.exchange_index,
             "last_updated_ts": rfc3339(self.updated_us),
             "mutually_exclusive": self.mutually_exclusive,
             "product_metadata": {},

@@ -1,5 +1,6 @@
-"""REST under `/trade-api/v2` (kalshi-protocol.md §4): market data, one authenticated endpoint,
-and the gateway behaviour in front of them (faults, signatures, the read token bucket, 404s).
+"""REST under `/trade-api/v2` (kalshi-protocol.md §4): market data, the account endpoints that
+clients call first (`/portfolio/balance`, `/account/limits`, both signed), and the gateway
+behaviour in front of them (faults, signatures, the read token bucket, 404s).
 
 Pages run in `created_time` descending, then ticker descending; the cursor is the base64url of
 the last item's (created µs, ticker) and a cursor that does not decode gives the first page.
@@ -11,14 +12,14 @@ import asyncio
 import base64
 import binascii
 import bisect
-import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from aiohttp import web
 
 from kalshi_pipeline.simulator.auth import AuthFailure, has_auth_headers
-from kalshi_pipeline.simulator.model import FILTER_STATUSES, Event, Market
+from kalshi_pipeline.simulator.config import READ_BUCKET_SECONDS
+from kalshi_pipeline.simulator.model import FILTER_STATUSES, SHARDS, Event, Market
 from kalshi_pipeline.simulator.runtime import Runtime
 from kalshi_pipeline.simulator.wire import DOLLARS, count_fp, dumps
 
@@ -37,12 +38,14 @@ PUBLIC_ROUTES = frozenset(
         "get_markets",
         "get_market",
         "get_orderbook",
+        "get_orderbooks",
         "get_trades",
         "get_events",
         "get_event",
         "get_series_list",
         "get_series",
         "exchange_status",
+        "exchange_schedule",
     }
 )
 MARKETS_MAX_LIMIT = 1000
@@ -173,8 +176,9 @@ def market_filter(query: Any) -> tuple[Callable[[Market], bool], list[str], list
         name: _int_param(query, name, endpoint) for names, _ in TS_GROUPS.values() for name in names
     }
     min_updated = _int_param(query, "min_updated_ts", endpoint)
+    max_updated = _int_param(query, "max_updated_ts", endpoint)
     used = [g for g, (names, _) in TS_GROUPS.items() if any(ts[n] is not None for n in names)]
-    if min_updated is not None:
+    if min_updated is not None or max_updated is not None:
         others = used + (["status"] if status else []) + (["tickers"] if tickers else [])
         others += ["event_ticker"] if events else []
         if series and mve != "exclude":
@@ -182,7 +186,9 @@ def market_filter(query: Any) -> tuple[Callable[[Market], bool], list[str], list
         if mve == "only":
             others.append("mve_filter=only")
         if others:
-            raise _bad_filters(f"min_updated_ts cannot be combined with {', '.join(others)}")
+            raise _bad_filters(
+                f"min_updated_ts and max_updated_ts cannot be combined with {', '.join(others)}"
+            )
     if len(used) > 1:
         raise _bad_filters(f"only one timestamp filter group may be used, got {used}")
     for group in used:
@@ -197,7 +203,9 @@ def market_filter(query: Any) -> tuple[Callable[[Market], bool], list[str], list
             low = lo * 1_000_000 if lo is not None else -(2**62)
             high = hi * 1_000_000 + 999_999 if hi is not None else 2**62
             bounds.append((group, low, high))
-    updated_us = min_updated * 1_000_000 if min_updated is not None else None
+    # The updated window is closed at both ends, in whole seconds.
+    updated_low = min_updated * 1_000_000 if min_updated is not None else None
+    updated_high = max_updated * 1_000_000 + 999_999 if max_updated is not None else None
 
     def keep(m: Market) -> bool:
         if statuses is not None and m.status not in statuses:
@@ -213,7 +221,9 @@ def market_filter(query: Any) -> tuple[Callable[[Market], bool], list[str], list
                 value = m.settled_us
             if value is None or not low <= value <= high:
                 return False
-        return updated_us is None or m.updated_us >= updated_us
+        if updated_low is not None and m.updated_us < updated_low:
+            return False
+        return updated_high is None or m.updated_us <= updated_high
 
     return keep, tickers, events, mve == "only"
 
@@ -267,10 +277,31 @@ async def get_orderbook(request: web.Request) -> web.Response:
     m = rt.exchange.markets.get(request.match_info["ticker"])
     if m is None:
         return json_response(NOT_FOUND, 404)
+    return json_response({"orderbook_fp": _book(m)})
+
+
+def _book(m: Market) -> dict[str, list[list[str]]]:
     q = m.quote
     yes = [[DOLLARS[q.bid], count_fp(q.bid_size)]] if q.bid else []
     no = [[DOLLARS[100 - q.ask], count_fp(q.ask_size)]] if q.ask < 100 else []
-    return json_response({"orderbook_fp": {"yes_dollars": yes, "no_dollars": no}})
+    return {"yes_dollars": yes, "no_dollars": no}
+
+
+ORDERBOOKS_MAX_TICKERS = 100
+
+
+async def get_orderbooks(request: web.Request) -> web.Response:
+    """`GET /markets/orderbooks?tickers=A&tickers=B`: 1 to 100 books at once; tickers the
+    exchange does not list are left out."""
+    rt: Runtime = request.app["runtime"]
+    tickers = list(dict.fromkeys(_list_param(request.query, "tickers")))
+    if not tickers:
+        raise _validation("GetMarketOrderbooks", "Tickers", "min")
+    if len(tickers) > ORDERBOOKS_MAX_TICKERS:
+        raise _validation("GetMarketOrderbooks", "Tickers", "max")
+    markets = rt.exchange.markets
+    books = [{"orderbook_fp": _book(markets[t]), "ticker": t} for t in tickers if t in markets]
+    return json_response({"orderbooks": books})
 
 
 async def get_trades(request: web.Request) -> web.Response:
@@ -364,17 +395,81 @@ async def get_series(request: web.Request) -> web.Response:
 
 
 async def exchange_status(request: web.Request) -> web.Response:
-    return json_response({"exchange_active": True, "trading_active": True})
+    """The whole exchange and one entry per matching-engine shard (`exchange_index`); a shard in
+    the `paused_shards` fault reports `trading_active: false`, the exchange as a whole only
+    when every shard is paused."""
+    rt: Runtime = request.app["runtime"]
+    paused = rt.faults.paused_shards
+    shards = [
+        {
+            "description": description,
+            "exchange_active": True,
+            "exchange_index": index,
+            "intra_exchange_transfers_active": True,
+            "trading_active": index not in paused,
+        }
+        for index, description in sorted(SHARDS.items())
+    ]
+    return json_response(
+        {
+            "exchange_active": True,
+            "exchange_index_statuses": shards,
+            "intra_exchange_transfers_active": True,
+            "trading_active": any(s["trading_active"] for s in shards),
+        }
+    )
+
+
+async def exchange_schedule(request: web.Request) -> web.Response:
+    """Open around the clock but for the weekly Thursday 03:00-05:00 ET maintenance."""
+    all_day = [{"open_time": "00:00", "close_time": "23:59"}]
+    week: dict[str, Any] = dict.fromkeys(
+        ("monday", "tuesday", "wednesday", "friday", "saturday", "sunday"), all_day
+    )
+    week["thursday"] = [
+        {"open_time": "00:00", "close_time": "03:00"},
+        {"open_time": "05:00", "close_time": "23:59"},
+    ]
+    standard = {"start_time": "2026-01-01T00:00:00Z", "end_time": "2100-01-01T00:00:00Z", **week}
+    return json_response({"schedule": {"maintenance_windows": [], "standard_hours": [standard]}})
+
+
+SIM_BALANCE_C = 100_000
+"""Every simulated account holds $1,000.00 in cash and no positions."""
+BASIC_READ_TOKENS_PER_S = 200
+BASIC_WRITE_TOKENS_PER_S = 100
 
 
 async def portfolio_balance(request: web.Request) -> web.Response:
-    """Requires a signature; the simulator's accounts hold a fixed balance and no positions."""
+    """Kalshi's shape: integer cents in `balance` and `portfolio_value`, the dollar string beside
+    them, one breakdown entry per shard holding cash, `updated_ts` in seconds."""
+    rt: Runtime = request.app["runtime"]
+    dollars = f"{SIM_BALANCE_C // 100}.{SIM_BALANCE_C % 100:02d}00"
     return json_response(
         {
-            "balance": 100000,
-            "balance_dollars": "1000.0000",
+            "balance": SIM_BALANCE_C,
+            "balance_breakdown": [{"balance": dollars, "exchange_index": 0}],
+            "balance_dollars": dollars,
             "portfolio_value": 0,
-            "updated_ts": int(time.time()),
+            "updated_ts": rt.started_s,
+        }
+    )
+
+
+async def account_limits(request: web.Request) -> web.Response:
+    """The caller's token buckets as `GET /account/limits` reports them: the read bucket is the
+    one this simulator enforces; the write bucket is Basic's (the simulator takes no orders)."""
+    rt: Runtime = request.app["runtime"]
+    rate = rt.config.rest_tokens_per_s
+    return json_response(
+        {
+            "grants": [],
+            "read": {"bucket_capacity": int(READ_BUCKET_SECONDS * rate), "refill_rate": int(rate)},
+            "usage_tier": "basic" if rate == BASIC_READ_TOKENS_PER_S else "custom",
+            "write": {
+                "bucket_capacity": BASIC_WRITE_TOKENS_PER_S,
+                "refill_rate": BASIC_WRITE_TOKENS_PER_S,
+            },
         }
     )
 
@@ -383,6 +478,7 @@ def add_routes(app: web.Application) -> None:
     r = app.router
     r.add_get(f"{API}/markets", get_markets, name="get_markets")
     r.add_get(f"{API}/markets/trades", get_trades, name="get_trades")
+    r.add_get(f"{API}/markets/orderbooks", get_orderbooks, name="get_orderbooks")
     r.add_get(f"{API}/markets/{{ticker}}", get_market, name="get_market")
     r.add_get(f"{API}/markets/{{ticker}}/orderbook", get_orderbook, name="get_orderbook")
     r.add_get(f"{API}/events", get_events, name="get_events")
@@ -390,7 +486,9 @@ def add_routes(app: web.Application) -> None:
     r.add_get(f"{API}/series", get_series_list, name="get_series_list")
     r.add_get(f"{API}/series/{{series_ticker}}", get_series, name="get_series")
     r.add_get(f"{API}/exchange/status", exchange_status, name="exchange_status")
+    r.add_get(f"{API}/exchange/schedule", exchange_schedule, name="exchange_schedule")
     r.add_get(f"{API}/portfolio/balance", portfolio_balance, name="portfolio_balance")
+    r.add_get(f"{API}/account/limits", account_limits, name="account_limits")
 
 
 def _is_api(path: str) -> bool:

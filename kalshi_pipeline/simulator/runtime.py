@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from kalshi_pipeline.kalshi.ratelimit import TokenBucket
 from kalshi_pipeline.simulator.auth import KeyRegistry
-from kalshi_pipeline.simulator.config import SimConfig
+from kalshi_pipeline.simulator.config import READ_BUCKET_SECONDS, READ_REQUEST_COST, SimConfig
 from kalshi_pipeline.simulator.faults import Faults
 from kalshi_pipeline.simulator.firehose import Firehose
 from kalshi_pipeline.simulator.hub import Hub
@@ -18,8 +19,6 @@ from kalshi_pipeline.simulator.trades import TradeTape
 
 if TYPE_CHECKING:
     from kalshi_pipeline.simulator.ws import Session, SessionStats
-
-REQUEST_COST = 10
 
 
 @dataclass
@@ -59,11 +58,12 @@ class Runtime:
     buckets: dict[str, TokenBucket] = field(default_factory=dict)
     no_sessions: asyncio.Event = field(default_factory=asyncio.Event)
     """Set while no WebSocket session is open (shutdown waits on it)."""
+    started_s: int = field(default_factory=lambda: int(time.time()))
 
     def rest_allowed(self, identity: str) -> bool:
         """Take one request's tokens from the caller's read bucket (key id or client IP)."""
         bucket = self.buckets.get(identity)
         if bucket is None:
             rate = self.config.rest_tokens_per_s
-            bucket = self.buckets[identity] = TokenBucket(rate, capacity=2 * rate)
-        return bucket.try_acquire(REQUEST_COST)
+            bucket = self.buckets[identity] = TokenBucket(rate, capacity=READ_BUCKET_SECONDS * rate)
+        return bucket.try_acquire(READ_REQUEST_COST)

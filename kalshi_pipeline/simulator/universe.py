@@ -14,8 +14,11 @@ from kalshi_pipeline.simulator.book import Quote, initial_quote
 from kalshi_pipeline.simulator.model import (
     ACTIVE,
     CLOSED,
+    CRYPTO_SHARD,
+    DEFAULT_SHARD,
     INACTIVE,
     INITIALIZED,
+    SPORTS_SHARD,
     Event,
     Exchange,
     Market,
@@ -38,27 +41,30 @@ class Theme:
     unit: str
     base: float
     step: float
+    shard: int = DEFAULT_SHARD
+    floor_c: int | None = None
+    """Markets of this series are `floor` markets: YES settles at no less than this (cents)."""
 
 
 THEMES = (
     Theme("KXSIMTEMP", "Highest temperature in Simville", "Climate and Weather", "F", 40, 1),
-    Theme("KXSIMRAIN", "Rainfall in Simville", "Climate and Weather", "in", 0.5, 0.25),
+    Theme("KXSIMRAIN", "Rainfall in Simville", "Climate and Weather", "in", 0.5, 0.25, floor_c=5),
     Theme("KXSIMSNOW", "Snowfall in Simville", "Climate and Weather", "in", 1, 1),
     Theme("KXSIMCPI", "Simulated CPI year over year", "Economics", "%", 1.5, 0.1),
     Theme("KXSIMFED", "Simulated fed funds upper bound", "Economics", "%", 2.0, 0.25),
     Theme("KXSIMGDP", "Simulated GDP growth", "Economics", "%", -1.0, 0.5),
     Theme("KXSIMJOBS", "Simulated payrolls added", "Economics", "k", 0, 25),
-    Theme("KXSIMBTC", "Simulated BTC price", "Crypto", "USD", 60000, 500),
-    Theme("KXSIMETH", "Simulated ETH price", "Crypto", "USD", 2000, 25),
+    Theme("KXSIMBTC", "Simulated BTC price", "Crypto", "USD", 60000, 500, CRYPTO_SHARD),
+    Theme("KXSIMETH", "Simulated ETH price", "Crypto", "USD", 2000, 25, CRYPTO_SHARD),
     Theme("KXSIMSPX", "Simulated S&P 500 close", "Financials", "pts", 5000, 25),
     Theme("KXSIMNDX", "Simulated Nasdaq 100 close", "Financials", "pts", 18000, 100),
-    Theme("KXSIMOIL", "Simulated WTI crude price", "Financials", "USD", 60, 1),
-    Theme("KXSIMGOLD", "Simulated gold price", "Financials", "USD", 2000, 10),
+    Theme("KXSIMOIL", "Simulated WTI crude price", "Commodities", "USD", 60, 1, CRYPTO_SHARD),
+    Theme("KXSIMGOLD", "Simulated gold price", "Commodities", "USD", 2000, 10, CRYPTO_SHARD),
     Theme("KXSIMGAS", "Simulated gas price", "Economics", "USD", 2.5, 0.05),
     Theme("KXSIMTSA", "Simulated TSA checkpoint travel", "Transportation", "k", 1800, 50),
-    Theme("KXSIMPTS", "Simulated basketball total points", "Sports", "pts", 180, 2),
+    Theme("KXSIMPTS", "Simulated basketball total points", "Sports", "pts", 180, 2, SPORTS_SHARD),
     Theme("KXSIMGOALS", "Simulated football total goals", "Sports", "goals", 0.5, 1),
-    Theme("KXSIMRUNS", "Simulated baseball total runs", "Sports", "runs", 4.5, 1),
+    Theme("KXSIMRUNS", "Simulated baseball total runs", "Sports", "runs", 4.5, 1, SPORTS_SHARD),
     Theme("KXSIMBOX", "Simulated box office opening", "Entertainment", "USD m", 20, 5),
     Theme("KXSIMSTREAM", "Simulated streaming chart rank", "Entertainment", "rank", 1, 1),
     Theme("KXSIMVOTE", "Simulated turnout", "Elections", "%", 40, 1),
@@ -75,10 +81,20 @@ class Builder:
         self.exchange = exchange
         self.rng = rng
 
-    def series(self, ticker: str, title: str, category: str, frequency: str, now_us: int) -> Series:
+    def series(
+        self,
+        ticker: str,
+        title: str,
+        category: str,
+        frequency: str,
+        now_us: int,
+        exchange_index: int = DEFAULT_SHARD,
+    ) -> Series:
         s = self.exchange.series.get(ticker)
         if s is None:
-            s = Series(ticker, title, category, frequency, [category], now_us, now_us)
+            s = Series(
+                ticker, title, category, frequency, [category], now_us, now_us, exchange_index
+            )
             self.exchange.add_series(s)
         return s
 
@@ -97,6 +113,7 @@ class Builder:
         quote: Quote,
         settlement_timer_s: int = 60,
         live: bool = True,
+        floor_c: int | None = None,
     ) -> Market:
         m = Market(
             ticker=f"{event.ticker}-{suffix}",
@@ -121,6 +138,8 @@ class Builder:
             status=status,
             quote=quote,
             settlement_timer_s=settlement_timer_s,
+            exchange_index=event.exchange_index,
+            settlement_floor_c=floor_c,
             live=live,
         )
         if quote.volume:
@@ -149,6 +168,7 @@ class Builder:
             strike_period=strike_period,
             created_us=created_us,
             updated_us=created_us,
+            exchange_index=series.exchange_index,
         )
         self.exchange.add_event(e)
         return e
@@ -161,7 +181,9 @@ class Builder:
         while len(made) < count:
             theme = THEMES[i % len(THEMES)]
             i += 1
-            series = self.series(theme.series, theme.title, theme.category, "daily", now_us)
+            series = self.series(
+                theme.series, theme.title, theme.category, "daily", now_us, theme.shard
+            )
             day = next_day[theme.series]
             next_day[theme.series] = day + 1 + self.rng.randrange(3)
             close_us = (now_us // DAY_US + day) * DAY_US + 20 * HOUR_US
@@ -191,6 +213,7 @@ class Builder:
                         close_us=close_us,
                         status=ACTIVE,
                         quote=initial_quote(self.rng, fair, traded=self.rng.random() < 0.8),
+                        floor_c=theme.floor_c,
                     )
                 )
         return made
@@ -296,8 +319,9 @@ class HourlySeries:
 
     def build(self, close_us: int, created_us: int, status: str) -> Event:
         b = self.builder
+        # Modelled on Kalshi's hourly crypto series, so it lives on the crypto shard.
         series = b.series(
-            HOURLY_SERIES, "Simulated hourly index", "Simulator", "hourly", created_us
+            HOURLY_SERIES, "Simulated hourly index", "Crypto", "hourly", created_us, CRYPTO_SHARD
         )
         label = clock_suffix(close_us, True)[1:]
         when = f"{label[:2]}:{label[2:4]}:{label[4:]} UTC"

@@ -1,6 +1,9 @@
 """WebSocket sessions at `/trade-api/ws/v2`: the signed handshake, commands, and one writer task
 per connection that owns every byte sent on it (frames, pings, pongs, the close).
 
+As on Kalshi, permessage-deflate is negotiated when the client offers it (and only then), and
+commands are accepted in text and binary frames alike.
+
 Outgoing messages wait in a per-connection queue. Ticker and other data frames count against
 `send_buffer_bytes`; a reader too slow to keep it below that loses its data subscriptions with
 error 25. Pings and pongs are sent by the writer too (aiohttp's autoping is off) so the silence
@@ -30,6 +33,8 @@ from kalshi_pipeline.simulator.hub import (
     TICKER,
     TRADE,
     Subscription,
+    frame_tail,
+    now_ms,
 )
 from kalshi_pipeline.simulator.malformed import malformed_frame
 from kalshi_pipeline.simulator.protocol import (
@@ -318,7 +323,7 @@ class Session:
             else:
                 for i in range(start, stop):
                     if sub.covers(fh.tickers[i]):
-                        frame = fh.frame_for(i, sub.prefix)
+                        frame = fh.frame_for(i, sub.prefix, now_ms())
                         await self.ws.send_frame(frame, WSMsgType.TEXT)
                         self._count_ticker(fh.first_index + i, fh.first_index + i)
                         if faults.malformed_now():
@@ -327,15 +332,16 @@ class Session:
     async def _firehose_run(self, sub: Subscription, start: int, stop: int) -> None:
         """Frames start..stop-1 back to back: the hot loop of the benchmarks.
 
-        For sid 1 the pre-built frames go to the transport in one write per chunk, then the
-        writer waits for the socket to drain; every byte on this socket is written by this task,
-        so nothing can interleave (compression is off, so frames are plain RFC 6455)."""
+        For sid 1 on an uncompressed connection the pre-built frames go to the transport in one
+        write per chunk, then the writer waits for the socket to drain; every byte on this socket
+        is written by this task, so nothing can interleave. A connection that negotiated
+        permessage-deflate gets every frame compressed through aiohttp instead."""
         fh = self.rt.firehose
         transport = self.stream.transport if self.stream is not None else None
-        if sub.prefix == SID1_PREFIX and transport is not None:
+        if sub.prefix == SID1_PREFIX and transport is not None and not self.ws.compress:
             if transport.is_closing() or self.ws.closed:
                 raise ConnectionResetError("connection closing")
-            transport.write(b"".join(fh.raw[start:stop]))
+            transport.write(fh.stamp(b"".join(fh.raw[start:stop]), now_ms()))
             self._count_ticker(fh.first_index + start, fh.first_index + stop - 1)
             assert self.stream is not None
             await self.stream.drain()
@@ -343,9 +349,10 @@ class Session:
         send = self.ws.send_frame
         text = WSMsgType.TEXT
         sent = 0
+        sending = now_ms()
         try:
             for i in range(start, stop):
-                await send(fh.frame_for(i, sub.prefix), text)
+                await send(fh.frame_for(i, sub.prefix, sending), text)
                 sent += 1
         finally:
             if sent:
@@ -363,7 +370,8 @@ class Session:
         if not self.rt.faults.silenced(self.opened_mono):
             self._push(K_PONG, payload)
 
-    def handle_text(self, text: str) -> None:
+    def handle_command(self, text: str | bytes) -> None:
+        """One command frame, text or binary (binary payloads are read as UTF-8 JSON)."""
         self.stats.commands_received += 1
         now = time.monotonic()
         window = self.command_times
@@ -514,7 +522,8 @@ class Session:
         for t in tickers:
             m = markets.get(t)
             if m is not None and m.msg_index >= 0:
-                self._push(K_SNAPSHOT, sub.prefix + m.msg + b"}\n", m.msg_index)
+                frame = sub.prefix + frame_tail(m.msg, now_ms())
+                self._push(K_SNAPSHOT, frame, m.msg_index)
 
     def _unsubscribe(self, cmd: Command) -> None:
         p = cmd.params
@@ -597,10 +606,10 @@ class Session:
         self.stats.close_code = code
 
 
-def _readable_id(text: str) -> int:
+def _readable_id(text: str | bytes) -> int:
     try:
         body = json.loads(text)
-    except ValueError:
+    except (ValueError, UnicodeDecodeError):
         return 0
     cid = body.get("id") if isinstance(body, dict) else None
     return cid if isinstance(cid, int) and not isinstance(cid, bool) else 0
@@ -619,7 +628,7 @@ async def handle_ws(request: web.Request) -> web.StreamResponse:
     if isinstance(result, AuthFailure):
         rt.counters.handshakes_unauthorized += 1
         return json_error(401, result.body)
-    ws = web.WebSocketResponse(autoping=False, compress=False, max_msg_size=MAX_CLIENT_FRAME)
+    ws = web.WebSocketResponse(autoping=False, compress=True, max_msg_size=MAX_CLIENT_FRAME)
     if not ws.can_prepare(request).ok:
         return json_error(
             400, b'{"error":{"code":"bad_request","message":"websocket upgrade required"}}'
@@ -640,12 +649,9 @@ async def handle_ws(request: web.Request) -> web.StreamResponse:
     session.start_pings()
     try:
         async for msg in ws:
-            if msg.type == WSMsgType.TEXT:
+            if msg.type in (WSMsgType.TEXT, WSMsgType.BINARY):
                 if not rt.faults.silenced(session.opened_mono):
-                    session.handle_text(msg.data)
-            elif msg.type == WSMsgType.BINARY:
-                if not rt.faults.silenced(session.opened_mono):
-                    session.error(1)
+                    session.handle_command(msg.data)
             elif msg.type == WSMsgType.PING:
                 session.on_ping(msg.data)
             elif msg.type == WSMsgType.PONG:

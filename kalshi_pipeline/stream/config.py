@@ -109,6 +109,10 @@ class StreamConfig:
     backoff_base_s: float = 0.5
     backoff_cap_s: float = 30.0
     debug: bool = False
+    # permessage-deflate on the socket. On by default, by measurement (`kalshi-pipeline bench`,
+    # compression scenario): about 4x fewer bytes on the wire for about 2 µs more CPU per tick.
+    websocket_compression: bool = True
+    websocket_max_message_bytes: int = 64 * 1024 * 1024  # Kalshi's message limit
     kalshi: KalshiSettings = field(default_factory=KalshiSettings)
 
     @property
@@ -124,6 +128,11 @@ class StreamConfig:
             (self.flush_rows >= 1, "flush_rows must be >= 1"),
             (self.retention_s >= 0, "retention_s must be >= 0"),
             (self.requests_per_s > 0, "requests_per_s must be > 0"),
+            (
+                self.websocket_max_message_bytes >= 64 * 1024 * 1024,
+                "websocket_max_message_bytes must be at least 67108864 (64 MiB, Kalshi's "
+                "message limit), or a large real message would close the socket",
+            ),
         ]
         for ok, message in checks:
             if not ok:

@@ -30,6 +30,8 @@ class EngineStats:
     ticks_stored_http: int = 0
     rows_loaded_batches: int = 0
     parse_errors: int = 0
+    objects_skipped: int = 0  # objects of a REST page that could not be read at all
+    values_flagged: int = 0  # values stored despite breaking the spec (see feed_events)
     unknown_frames: int = 0
     reconnects: int = 0
     connects: int = 0
@@ -84,6 +86,8 @@ class EngineStats:
             "fallbacks": self.fallbacks,
             "fallback_seconds": round(self.total_fallback_seconds(), 1),
             "parse_errors": self.parse_errors,
+            "objects_skipped": self.objects_skipped,
+            "values_flagged": self.values_flagged,
             "unknown_frames": self.unknown_frames,
             "backlog_bytes": self.backlog_bytes,
             "source": self.active_source(),

@@ -56,6 +56,7 @@ log = logging.getLogger(__name__)
 
 TICKER_PREFIX = b'{"type":"ticker"'
 MAX_ERROR_ROWS_PER_BATCH = 200
+MAX_SKIPPED_REMEMBERED = 10_000
 LIFECYCLE_STATUS = {
     "created": "initialized",
     "activated": "active",
@@ -71,6 +72,7 @@ TICK_SCHEMA = pa.schema(
         ("source", pa.string()),
         ("exchange_ts", pa.timestamp("ms", tz="UTC")),
         ("received_at", pa.timestamp("ns", tz="UTC")),
+        ("sent_at", pa.timestamp("ms", tz="UTC")),  # Kalshi's sending_ts_ms; NULL for REST
         ("price", PRICE),
         ("yes_bid", PRICE),
         ("yes_ask", PRICE),
@@ -94,6 +96,10 @@ MARKET_SCHEMA = pa.schema(
         ("open_time", pa.timestamp("us", tz="UTC")),
         ("close_time", pa.timestamp("us", tz="UTC")),
         ("result", pa.string()),
+        ("settlement_bounds_type", pa.string()),
+        ("settlement_floor_dollars", PRICE),
+        ("settlement_value_dollars", PRICE),
+        ("exchange_index", pa.int32()),
         ("updated_at", pa.timestamp("us", tz="UTC")),
         ("updated_by", pa.string()),
     ]
@@ -108,6 +114,10 @@ MARKET_FIELDS = (
     "open_time",
     "close_time",
     "result",
+    "settlement_bounds_type",
+    "settlement_floor_dollars",
+    "settlement_value_dollars",
+    "exchange_index",
     "updated_by",
 )
 
@@ -187,6 +197,7 @@ class _Batch:
         c["source"].append(source)
         c["exchange_ts"].append(t.exchange_ts_ms)
         c["received_at"].append(rec.received_ns)
+        c["sent_at"].append(t.sent_ts_ms)
         c["price"].append(t.price)
         c["yes_bid"].append(t.yes_bid)
         c["yes_ask"].append(t.yes_ask)
@@ -244,6 +255,7 @@ class Writer:
         self._meta: dict[str, tuple[Any, ...]] = {}
         self._event_series: dict[str, str] = {}
         self._pass_counts: dict[int, list[int]] = {}
+        self._skipped_seen: set[str] = set()  # unreadable objects already recorded
         self._busy_reported = False
         self._positions_known = False
         self._pending: _Batch | None = None
@@ -372,7 +384,8 @@ class Writer:
                 time.time_ns(),
                 "writer",
                 "parse_error",
-                f"{batch.errors_dropped} more undecodable frames in this batch (kept in the log)",
+                f"{batch.errors_dropped} more parse errors or flagged values in this batch "
+                "(the frames are kept in the landing log)",
             )
         return batch
 
@@ -417,7 +430,10 @@ class Writer:
         data = rec.payload
         try:
             if data.startswith(TICKER_PREFIX):
-                batch.add_tick(decode_tick(data), "websocket", rec, seg.segment_id)
+                tick = decode_tick(data)
+                batch.add_tick(tick, "websocket", rec, seg.segment_id)
+                if tick.notes:
+                    self._flag(rec, batch, tick.market_ticker, tick.notes)
                 return
             msg = decode_frame(data)
         except FrameDecodeError as exc:
@@ -426,6 +442,7 @@ class Writer:
             return
         if isinstance(msg, Tick):
             batch.add_tick(msg, "websocket", rec, seg.segment_id)
+            self._flag(rec, batch, msg.market_ticker, msg.notes)
         elif isinstance(msg, MarketLifecycle):
             self._lifecycle(msg, rec, batch)
         elif isinstance(msg, EventLifecycle):
@@ -435,12 +452,21 @@ class Writer:
                 "event_ticker": msg.event_ticker,
                 "series_ticker": msg.series_ticker or series_of(msg.event_ticker),
                 "title": msg.title,
+                "exchange_index": msg.exchange_index,
             }
+            self._flag(rec, batch, msg.event_ticker, msg.notes)
         elif isinstance(msg, UnknownMessage):
             self.stats.unknown_frames += 1
             batch.error(rec, "unknown_frame", f"unknown message type {msg.type!r}")
         elif isinstance(msg, ErrorMessage):
             pass  # the feed acts on error frames and records them as feed events
+
+    def _flag(self, rec: Record, batch: _Batch, what: str, notes: tuple[str, ...]) -> None:
+        """An object stored despite values that break the spec: say what was done, and where
+        the raw frame sits in the landing log."""
+        if notes:
+            self.stats.values_flagged += len(notes)
+            batch.error(rec, "flagged", f"{what}: {'; '.join(notes)}"[:1000])
 
     def _lifecycle(self, m: MarketLifecycle, rec: Record, batch: _Batch) -> None:
         meta = m.additional_metadata
@@ -457,10 +483,15 @@ class Writer:
             status=status,
             open_time=m.open_ts * 1_000_000_000 if m.open_ts else None,
             close_time=m.close_ts * 1_000_000_000 if m.close_ts else None,
+            # `determined` carries the result; `settled` carries none, and None never
+            # overwrites a stored value (the upsert coalesces)
             result=m.result or None,
+            settlement_value_dollars=m.settlement_dollars(),
+            exchange_index=m.exchange_index,
             updated_by="lifecycle",
             updated_at=rec.received_ns,
         )
+        self._flag(rec, batch, m.market_ticker, m.notes)
         self._meta.pop(m.market_ticker, None)  # let the next REST pass refresh it
 
     def _decode_page(self, rec: Record, seg: SegmentFile, batch: _Batch) -> None:
@@ -478,15 +509,24 @@ class Writer:
         traffic = batch.traffic.setdefault("http", [0, 0])
         traffic[0] += 1
         traffic[1] += len(body)
+        for reason in page.skipped:
+            self.stats.objects_skipped += 1  # counted every time, recorded once
+            if reason not in self._skipped_seen:
+                if len(self._skipped_seen) >= MAX_SKIPPED_REMEMBERED:
+                    self._skipped_seen.clear()
+                self._skipped_seen.add(reason)
+                batch.error(rec, "parse_error", reason[:300])
         counts = self._pass_counts.setdefault(meta.pass_id, [0, 0])
         for market in page.markets:
             counts[0] += 1
             tick = market.to_tick()
             l1 = _l1(tick)
+            stored = False
             if self._last_http.get(market.ticker) != l1:
                 self._last_http[market.ticker] = l1
                 counts[1] += 1
                 batch.add_tick(tick, "http", rec, seg.segment_id)
+                stored = True
             key = (
                 market.event_ticker,
                 market.status,
@@ -495,9 +535,14 @@ class Writer:
                 market.open_time,
                 market.close_time,
                 market.result,
+                market.settlement_bounds_type,
+                market.settlement_floor,
+                market.settlement_value,
+                market.exchange_index,
             )
             if self._meta.get(market.ticker) != key:
                 self._meta[market.ticker] = key
+                stored = True
                 batch.market(
                     market.ticker,
                     event_ticker=market.event_ticker,
@@ -509,9 +554,15 @@ class Writer:
                     open_time=market.open_time,
                     close_time=market.close_time,
                     result=market.result or None,
+                    settlement_bounds_type=market.settlement_bounds_type,
+                    settlement_floor_dollars=market.settlement_floor,
+                    settlement_value_dollars=market.settlement_value,
+                    exchange_index=market.exchange_index,
                     updated_by="http",
                     updated_at=rec.received_ns,
                 )
+            if stored:  # flagged once when stored, not again on every pass that repeats it
+                self._flag(rec, batch, market.ticker, market.notes)
 
     # ------------------------------------------------------------------ writing
 
@@ -521,23 +572,21 @@ class Writer:
             if batch.rows:
                 table = pa.Table.from_pydict(batch.cols, schema=TICK_SCHEMA)
                 con.register("_kp_ticks", table)
-                con.execute(
-                    "INSERT INTO ticks SELECT market_ticker, source, exchange_ts, received_at, "
-                    "now(), price, yes_bid, yes_ask, yes_bid_size, yes_ask_size, "
-                    "last_trade_size, volume, open_interest, landing_segment, landing_offset "
-                    "FROM _kp_ticks"
-                )
+                con.execute("INSERT INTO ticks BY NAME SELECT *, now() AS stored_at FROM _kp_ticks")
                 con.unregister("_kp_ticks")
             if batch.markets:
                 self._upsert_markets(con, batch)
             if batch.events:
                 con.executemany(
-                    "INSERT INTO events VALUES (?, ?, ?, now()) ON CONFLICT (event_ticker) "
+                    "INSERT INTO events (event_ticker, series_ticker, title, exchange_index, "
+                    "updated_at) VALUES (?, ?, ?, ?, now()) ON CONFLICT (event_ticker) "
                     "DO UPDATE SET "
                     "series_ticker = coalesce(excluded.series_ticker, events.series_ticker), "
-                    "title = coalesce(excluded.title, events.title), updated_at = now()",
+                    "title = coalesce(excluded.title, events.title), "
+                    "exchange_index = coalesce(excluded.exchange_index, events.exchange_index), "
+                    "updated_at = now()",
                     [
-                        [e["event_ticker"], e["series_ticker"], e["title"]]
+                        [e["event_ticker"], e["series_ticker"], e["title"], e["exchange_index"]]
                         for e in batch.events.values()
                     ],
                 )
@@ -585,27 +634,19 @@ class Writer:
         """One INSERT ... ON CONFLICT from an Arrow table: row-by-row takes seconds per 1,000."""
         now = _ts(time.time_ns())
         rows = list(batch.markets.values())
-        table = pa.Table.from_pydict(
-            {
-                "market_ticker": [m["market_ticker"] for m in rows],
-                "event_ticker": [m.get("event_ticker") for m in rows],
-                "series_ticker": [m.get("series_ticker") for m in rows],
-                "title": [m.get("title") for m in rows],
-                "yes_sub_title": [m.get("yes_sub_title") for m in rows],
-                "status": [m.get("status") for m in rows],
-                "open_time": [_ts(m.get("open_time")) for m in rows],
-                "close_time": [_ts(m.get("close_time")) for m in rows],
-                "result": [m.get("result") for m in rows],
-                "updated_at": [_ts(m.get("updated_at")) or now for m in rows],
-                "updated_by": [m.get("updated_by", "http") for m in rows],
-            },
-            schema=MARKET_SCHEMA,
-        )
+        columns: dict[str, list[Any]] = {
+            name: [m.get(name) for m in rows] for name in MARKET_FIELDS[:-1]
+        }
+        for name in ("open_time", "close_time"):
+            columns[name] = [_ts(v) for v in columns[name]]
+        columns["updated_at"] = [_ts(m.get("updated_at")) or now for m in rows]
+        columns["updated_by"] = [m.get("updated_by", "http") for m in rows]
+        table = pa.Table.from_pydict(columns, schema=MARKET_SCHEMA)
         sets = ", ".join(f"{c} = coalesce(excluded.{c}, markets.{c})" for c in MARKET_FIELDS[1:-1])
         con.register("_kp_markets", table)
         try:
             con.execute(
-                f"INSERT INTO markets SELECT * FROM _kp_markets "  # noqa: S608
+                f"INSERT INTO markets BY NAME SELECT * FROM _kp_markets "  # noqa: S608
                 f"ON CONFLICT (market_ticker) DO UPDATE SET {sets}, "
                 "updated_at = excluded.updated_at, updated_by = excluded.updated_by"
             )
@@ -622,11 +663,21 @@ class Writer:
         self.stats.rows_loaded_batches += 1
         lag = []
         store = []
-        for s, ex, rcv in zip(
-            src, batch.cols["exchange_ts"], batch.cols["received_at"], strict=True
+        for s, sent, ex, rcv in zip(
+            src,
+            batch.cols["sent_at"],
+            batch.cols["exchange_ts"],
+            batch.cols["received_at"],
+            strict=True,
         ):
             store.append((now_ns - rcv) / 1e6)
-            if s == "websocket" and ex is not None:
+            if s != "websocket":
+                continue
+            # the feed's lag is received minus Kalshi's send time; frames without
+            # sending_ts_ms (older servers) fall back to the market change time (ts_ms)
+            if sent is not None:
+                lag.append(rcv / 1e6 - sent)
+            elif ex is not None:
                 lag.append(rcv / 1e6 - ex)
         self.stats.record_latencies(lag, store)
         if batch.feed_events:

@@ -98,6 +98,8 @@ class WebSocketFeed:
                 self.config.kalshi.ws_url,
                 self.signer,
                 silence_timeout_s=self.config.websocket_timeout_s,
+                compression=self.config.websocket_compression,
+                max_frame_bytes=self.config.websocket_max_message_bytes,
             )
             self._ws = ws
             subscribed_at: float | None = None
@@ -105,7 +107,12 @@ class WebSocketFeed:
             try:
                 await ws.connect()
                 self.stats.connects += 1
-                self.events.emit("websocket", "connect", self.config.kalshi.ws_url)
+                self.events.emit(
+                    "websocket",
+                    "connect",
+                    f"{self.config.kalshi.ws_url}"
+                    + (" (permessage-deflate)" if ws.compressed else ""),
+                )
                 # data may follow the first channel's answer before the second's arrives: pump
                 # from the start, or a full receive queue would hide the answers we wait for
                 pump = asyncio.create_task(self._pump(ws), name="kalshi-ws-pump")

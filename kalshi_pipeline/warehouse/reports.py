@@ -64,7 +64,7 @@ def fetch_dicts(
 # --------------------------------------------------------------------------- storage
 
 TICK_COLUMNS = (
-    "market_ticker, source, exchange_ts, received_at, stored_at, price, yes_bid, yes_ask, "
+    "market_ticker, source, exchange_ts, sent_at, received_at, stored_at, price, yes_bid, yes_ask, "
     "yes_bid_size, yes_ask_size, last_trade_size, volume, open_interest, landing_segment, "
     "landing_offset"
 )
@@ -207,6 +207,13 @@ exchange_to_received AS (
            epoch_ms(received_at) - epoch_ms(exchange_ts) AS ms
     FROM ticks WHERE exchange_ts IS NOT NULL
 ),
+sent_to_received AS (
+    -- the honest feed lag: Kalshi's sending_ts_ms to our receive time (ts_ms is when the
+    -- market changed, which may be well before the frame was sent)
+    SELECT source, 'sent_to_received' AS metric,
+           epoch_ms(received_at) - epoch_ms(sent_at) AS ms
+    FROM ticks WHERE sent_at IS NOT NULL
+),
 received_to_stored AS (
     SELECT source, 'received_to_stored' AS metric,
            epoch_ms(stored_at) - epoch_ms(received_at) AS ms
@@ -214,6 +221,7 @@ received_to_stored AS (
 ),
 samples AS (
     SELECT * FROM exchange_to_received
+    UNION ALL SELECT * FROM sent_to_received
     UNION ALL SELECT * FROM received_to_stored
     UNION ALL SELECT * FROM polling_delay
 )

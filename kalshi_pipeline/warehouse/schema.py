@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import duckdb
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _V1 = [
     """
@@ -87,7 +87,22 @@ _V1 = [
     """,
 ]
 
-MIGRATIONS: list[tuple[int, str, list[str]]] = [(1, "initial schema", _V1)]
+# Kalshi as of OpenAPI 3.34.0 (October 2026): when Kalshi sent each frame (the envelope's
+# `sending_ts_ms`), the settlement bounds of a market, and the matching-engine shard
+# (`exchange_index`) of markets and events. Added columns go last; writers insert BY NAME.
+_V2 = [
+    "ALTER TABLE ticks ADD COLUMN IF NOT EXISTS sent_at TIMESTAMPTZ",  # NULL for REST
+    "ALTER TABLE markets ADD COLUMN IF NOT EXISTS settlement_bounds_type VARCHAR",
+    "ALTER TABLE markets ADD COLUMN IF NOT EXISTS settlement_floor_dollars DECIMAL(10,4)",
+    "ALTER TABLE markets ADD COLUMN IF NOT EXISTS settlement_value_dollars DECIMAL(10,4)",
+    "ALTER TABLE markets ADD COLUMN IF NOT EXISTS exchange_index INTEGER",
+    "ALTER TABLE events ADD COLUMN IF NOT EXISTS exchange_index INTEGER",
+]
+
+MIGRATIONS: list[tuple[int, str, list[str]]] = [
+    (1, "initial schema", _V1),
+    (2, "Kalshi OpenAPI 3.34.0: sent_at, settlement bounds, exchange_index", _V2),
+]
 
 
 def migrate(con: duckdb.DuckDBPyConnection) -> int:

@@ -66,5 +66,12 @@ def test_bench_command_writes_every_figure(tmp_path: Path) -> None:
         isinstance(row["ticks_per_s"], Number) and isinstance(row["http_pass_s"], Number)
         for row in results["scaling"]
     )
+    assert [row["compression"] for row in results["compression"]] == ["off", "on"]
+    assert [row["negotiated"] for row in results["compression"]] == [False, True]
+    assert all(
+        isinstance(row[k], Number)
+        for row in results["compression"]
+        for k in ("wire_bytes_per_tick", "client_cpu_us_per_tick", "engine_cpu_us_per_tick")
+    )
     assert {"cpu", "cores", "ram_gb", "python", "duckdb"} <= set(results["machine"])
     assert "kalshi-pipeline bench" in run.stdout  # the table was printed

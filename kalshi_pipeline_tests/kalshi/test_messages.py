@@ -20,6 +20,7 @@ from kalshi_pipeline.kalshi.messages import (
     UnknownMessage,
     Unsubscribed,
     decode_events_page,
+    decode_exchange_status,
     decode_frame,
     decode_market,
     decode_markets_page,
@@ -135,8 +136,11 @@ def test_frame_with_only_market_ticker_decodes_with_everything_else_none() -> No
     tick = decode_frame(b'{"type":"ticker","msg":{"market_ticker":"ONLY"}}')
     assert tick == Tick(market_ticker="ONLY")
     assert all(
-        getattr(tick, field) is None for field in tick.__struct_fields__ if field != "market_ticker"
+        getattr(tick, field) is None
+        for field in tick.__struct_fields__
+        if field not in ("market_ticker", "notes")
     )
+    assert tick.notes == ()
 
 
 @pytest.mark.parametrize(
@@ -385,9 +389,6 @@ def test_well_formed_frame_of_an_unmodelled_type_is_an_unknown_message() -> None
         b'{"sid":1,"msg":{"market_ticker":"X"}}',
         b'{"type":7,"msg":{}}',
         b'{"type":"ticker","msg":{"market_ticker":5}}',
-        b'{"type":"ticker","msg":{"market_ticker":"X","price_dollars":0.5}}',
-        b'{"type":"ticker","msg":{"market_ticker":"X","ts_ms":"1717424100000"}}',
-        b'{"type":"ticker","msg":{"market_ticker":"X","yes_bid":"96"}}',
         b'{"type":"ticker","msg":{"market_ticker":""}}',
         b'{"type":"ticker","msg":"X"}',
         b'{"type":"ticker"}',
@@ -408,9 +409,6 @@ def test_well_formed_frame_of_an_unmodelled_type_is_an_unknown_message() -> None
         "missing-type",
         "type-not-a-string",
         "ticker-not-a-string",
-        "price-a-float",
-        "ts_ms-a-string",
-        "legacy-cents-a-string",
         "empty-market-ticker",
         "msg-a-string",
         "msg-missing",
@@ -428,50 +426,146 @@ def test_undecodable_frames_raise_frame_decode_error_keeping_the_raw_bytes(raw: 
 
 
 @pytest.mark.parametrize(
-    "msg",
+    ("raw", "expected", "note"),
     [
-        {"price_dollars": "NaN"},
-        {"price_dollars": "sNaN"},
-        {"yes_bid_dollars": "Infinity"},
-        {"yes_ask_dollars": "-Infinity"},
-        {"price_dollars": "-0.0100"},
-        {"yes_bid_dollars": "1.0001"},
-        {"yes_ask_dollars": "2"},
-        {"price_dollars": "abc"},
-        {"volume_fp": "-1.00"},
-        {"open_interest_fp": "NaN"},
-        {"yes_bid_size_fp": "Infinity"},
-        {"last_trade_size_fp": "-0.01"},
-        {"price": 101},
-        {"yes_bid": -1},
-        {"volume": -5},
+        (
+            b'{"type":"ticker","msg":{"market_ticker":"X","price_dollars":0.5}}',
+            {"price": Decimal("0.5")},
+            "msg.price_dollars=0.5 had the wrong JSON type",
+        ),
+        (
+            b'{"type":"ticker","msg":{"market_ticker":"X","ts_ms":"1717424100000"}}',
+            {"exchange_ts_ms": 1717424100000},
+            "msg.ts_ms='1717424100000' had the wrong JSON type",
+        ),
+        (
+            b'{"type":"ticker","msg":{"market_ticker":"X","yes_bid":"96"}}',
+            {"yes_bid": Decimal("0.96")},
+            "msg.yes_bid='96' had the wrong JSON type",
+        ),
+        (
+            b'{"type":"ticker","sid":"six","msg":{"market_ticker":"X","volume_fp":"1.00"}}',
+            {"sid": None, "volume": Decimal("1.00")},
+            "envelope.sid='six' does not fit its documented type; ignored",
+        ),
+        (
+            b'{"type":"ticker","msg":{"market_ticker":"X","volume_fp":["1"]}}',
+            {"volume": None},
+            "msg.volume_fp=['1'] does not fit its documented type; ignored",
+        ),
     ],
-    ids=lambda m: "-".join(f"{k}={v}" for k, v in m.items()),
+    ids=["price-a-float", "ts_ms-a-string", "legacy-cents-a-string", "sid-a-word", "fp-a-list"],
 )
-def test_impossible_prices_and_counts_raise_frame_decode_error(msg: dict[str, object]) -> None:
-    raw = ticker_frame(**msg)
+def test_a_value_of_the_wrong_json_type_is_read_or_dropped_keeping_the_rest_of_the_tick(
+    raw: bytes, expected: dict[str, object], note: str
+) -> None:
     for decode in (decode_frame, decode_tick):
-        with pytest.raises(FrameDecodeError) as caught:
-            decode(raw)
-        assert caught.value.raw == raw
+        tick = decode(raw)
+        assert isinstance(tick, Tick)
+        assert tick.market_ticker == "X"
+        for field, value in expected.items():
+            assert getattr(tick, field) == value
+        assert any(n.startswith(note) for n in tick.notes), tick.notes
 
 
 @pytest.mark.parametrize(
-    "value",
-    ["123456789012345678901234567890.123", "99999999999999999999999999999999.99"],
+    ("msg", "field"),
+    [
+        ({"price_dollars": "NaN"}, "price"),
+        ({"price_dollars": "sNaN"}, "price"),
+        ({"yes_bid_dollars": "Infinity"}, "yes_bid"),
+        ({"yes_ask_dollars": "-Infinity"}, "yes_ask"),
+        ({"price_dollars": "-0.0100"}, "price"),
+        ({"yes_bid_dollars": "1.0001"}, "yes_bid"),
+        ({"yes_ask_dollars": "2"}, "yes_ask"),
+        ({"price_dollars": "abc"}, "price"),
+        ({"open_interest_fp": "NaN"}, "open_interest"),
+        ({"yes_bid_size_fp": "Infinity"}, "yes_bid_size"),
+        ({"price": 101}, "price"),
+        ({"yes_bid": -1}, "yes_bid"),
+        ({"volume_fp": "123456789012345678901234567890.123"}, "volume"),
+        ({"volume_fp": "99999999999999999999999999999999.99"}, "volume"),
+        ({"ts_ms": -5}, "exchange_ts_ms"),
+        ({"time": "yesterday"}, "exchange_ts_ms"),
+    ],
+    ids=lambda m: "-".join(f"{k}={v}" for k, v in m.items()) if isinstance(m, dict) else m,
 )
-def test_count_with_more_digits_than_decimal_precision_raises_frame_decode_error(
-    value: str,
+def test_an_impossible_value_is_stored_as_null_and_noted_keeping_the_rest_of_the_tick(
+    msg: dict[str, object], field: str
 ) -> None:
-    raw = ticker_frame(volume_fp=value)
+    raw = ticker_frame(yes_ask_size_fp="12.00", **msg)
     for decode in (decode_frame, decode_tick):
-        with pytest.raises(FrameDecodeError) as caught:
-            decode(raw)
-        assert caught.value.raw == raw
+        tick = decode(raw)
+        assert isinstance(tick, Tick)
+        assert getattr(tick, field) is None
+        assert tick.yes_ask_size == Decimal("12.00")
+        assert len(tick.notes) == 1
+        assert "stored as NULL" in tick.notes[0]
+
+
+@pytest.mark.parametrize(
+    ("msg", "field", "stored"),
+    [
+        ({"yes_bid_size_fp": "-3.00"}, "yes_bid_size", Decimal("-3.00")),
+        ({"yes_ask_size_fp": "-24.83"}, "yes_ask_size", Decimal("-24.83")),
+        ({"volume_fp": "-1.00"}, "volume", Decimal("-1.00")),
+        ({"last_trade_size_fp": "-0.01"}, "last_trade_size", Decimal("-0.01")),
+        ({"volume": -5}, "volume", Decimal(-5)),
+    ],
+    ids=lambda m: "-".join(f"{k}={v}" for k, v in m.items()) if isinstance(m, dict) else str(m),
+)
+def test_a_negative_size_or_count_is_kept_as_received_and_noted(
+    msg: dict[str, object], field: str, stored: Decimal
+) -> None:
+    # real demo captures of determined markets carry negative sizes (Kalshi, October 2026)
+    raw = ticker_frame(price_dollars="0.5000", **msg)
+    for decode in (decode_frame, decode_tick):
+        tick = decode(raw)
+        assert isinstance(tick, Tick)
+        assert getattr(tick, field) == stored
+        assert tick.price == Decimal("0.5000")
+        assert tick.notes == (
+            f"{next(iter(msg))}={next(iter(msg.values()))!r} is negative; stored as received",
+        )
+
+
+def test_six_decimal_dollars_are_rounded_half_even_to_four_places_and_noted() -> None:
+    raw = ticker_frame(
+        price_dollars="0.123450", yes_bid_dollars="0.123350", yes_ask_dollars="0.480000"
+    )
+    tick = decode_tick(raw)
+    assert (tick.price, tick.yes_bid, tick.yes_ask) == (
+        Decimal("0.1234"),
+        Decimal("0.1234"),
+        Decimal("0.4800"),
+    )
+    # trailing zeros lose nothing: only the two values that changed are noted
+    assert len(tick.notes) == 2
+    assert all("rounded half-even" in n for n in tick.notes)
+
+
+def test_sending_ts_ms_and_unknown_envelope_keys_are_accepted_on_every_data_frame() -> None:
+    tick = decode_tick(
+        b'{"type":"ticker","sid":6,"sending_ts_ms":1789966800123,"shard":2,"msg":'
+        b'{"market_ticker":"X","price_dollars":"0.0100","ts_ms":1789966800000}}'
+    )
+    assert (tick.sent_ts_ms, tick.exchange_ts_ms, tick.notes) == (1789966800123, 1789966800000, ())
+    lifecycle = decode_frame(
+        b'{"type":"market_lifecycle_v2","sid":2,"seq":9,"sending_ts_ms":1789966800200,'
+        b'"extra":{"a":1},"msg":{"market_ticker":"M","event_type":"settled","settled_ts":1}}'
+    )
+    assert isinstance(lifecycle, MarketLifecycle)
+    assert (lifecycle.sent_ts_ms, lifecycle.seq) == (1789966800200, 9)
+    event = decode_frame(
+        b'{"type":"event_lifecycle","sid":2,"seq":10,"sending_ts_ms":1789966800300,"msg":'
+        b'{"event_ticker":"E","series_ticker":"S","exchange_index":2}}'
+    )
+    assert isinstance(event, EventLifecycle)
+    assert (event.sent_ts_ms, event.exchange_index) == (1789966800300, 2)
 
 
 def test_frame_decode_error_keeps_text_input_as_bytes() -> None:
-    text = '{"type":"ticker","msg":{"market_ticker":"é","price_dollars":"9"}}'
+    text = '{"type":"ticker","msg":{"market_ticker":"","price_dollars":"9"}}'
     with pytest.raises(FrameDecodeError) as caught:
         decode_frame(text)
     assert caught.value.raw == text.encode()
@@ -585,9 +679,8 @@ def test_legacy_market_body_decodes_cents_to_dollars() -> None:
     [
         (decode_markets_page, b'{"markets":[],"cursor":"a\xffb"}'),
         (decode_market, b'{"market":{"ticker":"\xff"}}'),
-        (decode_events_page, b'{"events":[{"event_ticker":"E\xfe"}],"cursor":""}'),
     ],
-    ids=["markets-page", "market", "events-page"],
+    ids=["markets-page", "market"],
 )
 def test_rest_body_with_invalid_utf8_in_a_string_raises_frame_decode_error(
     decode: object, body: bytes
@@ -600,25 +693,24 @@ def test_rest_body_with_invalid_utf8_in_a_string_raises_frame_decode_error(
 @pytest.mark.parametrize(
     ("decode", "body"),
     [
-        (decode_markets_page, b'{"markets":[{"ticker":"T","yes_bid_dollars":"1.5"}],"cursor":""}'),
-        (decode_market, b'{"market":{"ticker":"T","last_price_dollars":"NaN"}}'),
-        (decode_market, b'{"market":{"ticker":"T","created_time":"yesterday"}}'),
+        (decode_market, b'{"market":{"ticker":5}}'),
+        (decode_market, b'{"market":{"ticker":""}}'),
+        (decode_market, b'{"market":"T"}'),
         (decode_market, b'{"error":{"code":"not_found","message":"not found"}}'),
-        (decode_events_page, b'{"events":[{"title":"no ticker"}],"cursor":""}'),
         (decode_markets_page, b"<html>502 Bad Gateway</html>"),
-        (
-            decode_market,
-            b'{"market":{"ticker":"T","volume_fp":"123456789012345678901234567890.123"}}',
-        ),
+        (decode_markets_page, b'{"markets":{"ticker":"T"},"cursor":""}'),
+        (decode_markets_page, b'{"markets":[],"cursor":7}'),
+        (decode_events_page, b'{"cursor":""}'),
     ],
     ids=[
-        "price-above-one",
-        "nan-price",
-        "bad-time",
+        "ticker-a-number",
+        "empty-ticker",
+        "market-a-string",
         "error-body",
-        "event-no-ticker",
         "html",
-        "count-beyond-decimal-precision",
+        "markets-not-a-list",
+        "cursor-a-number",
+        "no-events",
     ],
 )
 def test_rest_bodies_that_do_not_decode_raise_frame_decode_error(
@@ -627,3 +719,171 @@ def test_rest_bodies_that_do_not_decode_raise_frame_decode_error(
     with pytest.raises(FrameDecodeError) as caught:
         decode(body)  # type: ignore[operator]
     assert caught.value.raw == body
+
+
+# Real data breaks the spec (kalshi-changes-2026-autumn: negative sizes on determined markets,
+# up to 6 decimals); one odd market must never cost the rest of its page.
+
+CURRENT_MARKET = {
+    **MARKET,
+    "settlement_bounds_type": "default",
+    "exchange_index": 0,
+    "price_level_structure": "linear_cent",
+}
+
+
+@pytest.mark.parametrize(
+    ("odd", "check"),
+    [
+        (
+            {"yes_bid_size_fp": "-3.00", "yes_ask_size_fp": "-24.83"},
+            {"yes_bid_size": Decimal("-3.00"), "yes_ask_size": Decimal("-24.83")},
+        ),
+        ({"yes_bid_dollars": "1.5"}, {"yes_bid": None}),
+        ({"last_price_dollars": "NaN"}, {"last_price": None}),
+        ({"created_time": "yesterday"}, {"created_time": None}),
+        ({"volume_fp": "123456789012345678901234567890.123"}, {"volume": None}),
+        ({"yes_ask_dollars": "0.520049"}, {"yes_ask": Decimal("0.5200")}),
+        ({"status": "paused_for_review"}, {"status": "paused_for_review"}),
+        ({"settlement_bounds_type": "ceiling"}, {"settlement_bounds_type": "ceiling"}),
+        ({"exchange_index": "2"}, {"exchange_index": 2}),
+    ],
+    ids=[
+        "negative-sizes",
+        "price-above-one",
+        "nan-price",
+        "bad-time",
+        "count-beyond-decimal-precision",
+        "six-decimals",
+        "unknown-status",
+        "unknown-bounds-type",
+        "index-a-string",
+    ],
+)
+def test_a_page_with_one_odd_market_keeps_every_market_and_notes_the_odd_one(
+    odd: dict[str, object], check: dict[str, object]
+) -> None:
+    others = [{**CURRENT_MARKET, "ticker": f"KX-OK-{i}"} for i in range(3)]
+    body = json.dumps(
+        {
+            "markets": [others[0], {**CURRENT_MARKET, "ticker": "KX-ODD", **odd}, *others[1:]],
+            "cursor": "next",
+        }
+    ).encode()
+    page = decode_markets_page(body)
+    assert [m.ticker for m in page.markets] == ["KX-OK-0", "KX-ODD", "KX-OK-1", "KX-OK-2"]
+    assert page.cursor == "next"
+    assert page.skipped == ()
+    odd_market = page.markets[1]
+    for field, value in check.items():
+        assert getattr(odd_market, field) == value
+    assert odd_market.notes, "the odd market says what was done"
+    assert all(m.notes == () for m in page.markets if m is not odd_market)
+    assert all(m.yes_bid == Decimal("0.4700") for m in page.markets if m is not odd_market)
+
+
+def test_objects_that_cannot_be_read_are_skipped_with_a_reason_and_the_rest_kept() -> None:
+    body = (
+        b'{"markets":[{"ticker":"A"},{"title":"no ticker"},7,{"ticker":"B\xff"},'
+        b'{"ticker":"C"}],"cursor":""}'
+    )
+    page = decode_markets_page(body)
+    assert [m.ticker for m in page.markets] == ["A", "C"]
+    assert len(page.skipped) == 3
+    assert page.skipped[0].startswith("markets[1] skipped")
+    assert "ticker" in page.skipped[0]
+    assert page.skipped[1].startswith("markets[2] skipped")
+
+
+def test_events_page_skips_an_unreadable_event_and_keeps_the_others() -> None:
+    body = json.dumps(
+        {
+            "events": [
+                {"title": "no ticker"},
+                {
+                    "event_ticker": "E2",
+                    "series_ticker": "S",
+                    "exchange_index": 2,
+                    "markets": [MARKET, {"no": "ticker"}],
+                },
+            ],
+            "cursor": "",
+        }
+    ).encode()
+    page = decode_events_page(body)
+    assert [e.event_ticker for e in page.events] == ["E2"]
+    assert page.events[0].exchange_index == 2
+    assert page.events[0].markets is not None and len(page.events[0].markets) == 1
+    assert [s.split(" ")[0] for s in page.skipped] == ["events[0]", "events[1].markets[1]"]
+
+
+def test_market_of_today_keeps_settlement_bounds_floor_and_exchange_index() -> None:
+    floor = {
+        **CURRENT_MARKET,
+        "settlement_bounds_type": "floor",
+        "settlement_floor_dollars": "0.0500",
+        "exchange_index": 2,
+        "status": "determined",
+        "result": "yes",
+        "settlement_value_dollars": "1.0000",
+    }
+    market = decode_market(json.dumps({"market": floor}).encode())
+    assert market.settlement_bounds_type == "floor"
+    assert market.settlement_floor == Decimal("0.0500")
+    assert market.settlement_value == Decimal("1.0000")
+    assert market.exchange_index == 2
+    assert market.notes == ()
+
+
+def test_exchange_status_keeps_each_shard() -> None:
+    body = json.dumps(
+        {
+            "exchange_active": True,
+            "trading_active": True,
+            "exchange_index_statuses": [
+                {
+                    "exchange_index": 0,
+                    "description": "main",
+                    "exchange_active": True,
+                    "trading_active": True,
+                },
+                {
+                    "exchange_index": 2,
+                    "description": "crypto and commodities",
+                    "exchange_active": True,
+                    "trading_active": False,
+                    "new_key": 1,
+                },
+            ],
+        }
+    ).encode()
+    status = decode_exchange_status(body)
+    assert status.exchange_index_statuses is not None
+    assert [(s.exchange_index, s.trading_active) for s in status.exchange_index_statuses] == [
+        (0, True),
+        (2, False),
+    ]
+    assert (
+        decode_exchange_status(
+            b'{"exchange_active":true,"trading_active":true}'
+        ).exchange_index_statuses
+        is None
+    )
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"type":"subscribed","id":1,"sending_ts_ms":1,"new":[1],"msg":{"channel":"ticker",'
+        b'"sid":1,"shard":2}}',
+        b'{"type":"ok","id":2,"sid":1,"seq":3,"sending_ts_ms":1,"new":{},"msg":'
+        b'{"market_tickers":["A"]}}',
+        b'{"type":"unsubscribed","id":3,"sid":1,"seq":4,"sending_ts_ms":1,"new":null}',
+        b'{"type":"error","id":4,"sending_ts_ms":1,"new":"x","msg":{"code":8,"msg":"no"}}',
+    ],
+    ids=["subscribed", "ok", "unsubscribed", "error"],
+)
+def test_unknown_envelope_keys_are_accepted_on_command_answers(raw: bytes) -> None:
+    message = decode_frame(raw)
+    assert isinstance(message, Subscribed | Ok | Unsubscribed | ErrorMessage)
+    assert message.cmd_id is not None

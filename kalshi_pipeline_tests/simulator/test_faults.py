@@ -23,7 +23,6 @@ from kalshi_pipeline_tests.simulator.support import (
     TestSigner,
     command,
     expand,
-    recv_until,
     strip_emitted,
     ws_connect,
 )
@@ -34,11 +33,12 @@ TOO_MANY = {"error": "too many requests"}
 def test_token_bucket_answers_429_without_retry_after(
     start_sim: Callable[..., SimulatorProcess], signer: TestSigner
 ) -> None:
-    sim = start_sim(rate=0, rest_tokens_per_s=10)  # one request a second, two in the bucket
+    sim = start_sim(rate=0, rest_tokens_per_s=10)  # one request a second, three in the bucket
     url = f"{sim.rest_url}/exchange/status"
-    statuses = [requests.get(url, timeout=5) for _ in range(4)]
-    assert [r.status_code for r in statuses[:2]] == [200, 200]
-    limited = statuses[2]
+    statuses = [requests.get(url, timeout=5) for _ in range(8)]
+    # The bucket holds 3 s of budget: a full one lets three requests through at once.
+    assert [r.status_code for r in statuses[:3]] == [200, 200, 200]
+    limited = next(r for r in statuses if r.status_code != 200)
     assert limited.status_code == 429
     assert limited.json() == TOO_MANY
     assert limited.text == '{"error": "too many requests"}'
@@ -272,7 +272,14 @@ def test_malformed_frames_are_extra_and_not_in_the_ledger(
                     good.append(frame["msg"])
                     previous_good = True
             await ws.send(json.dumps({"id": 2, "cmd": "unsubscribe", "params": {"sids": [1]}}))
-            await recv_until(ws, lambda f: f.get("type") == "unsubscribed", 10)
+            # Frames queued before the unsubscribe still arrive first, malformed ones included,
+            # so this read must not parse them as JSON the way `recv_until` does.
+            while True:
+                raw = await asyncio.wait_for(ws.recv(), 10)
+                assert isinstance(raw, str)
+                frame = _valid_ticker(raw)
+                if frame is not None and frame["type"] == "unsubscribed":
+                    break
         finally:
             await ws.close()
 
@@ -350,3 +357,47 @@ def test_pause_updates_freezes_the_published_state_until_cleared(tmp_path) -> No
         wait_for(
             lambda: sim.stats()["ledger_lines"] > paused_at, timeout=30, what="publishing resumed"
         )
+
+
+def test_paused_shard_stops_trading_there_and_shows_in_the_status(
+    start_sim: Callable[..., SimulatorProcess],
+) -> None:
+    sim = start_sim(markets=300, rate=300)
+    status_url = f"{sim.rest_url}/exchange/status"
+    markets = requests.get(f"{sim.rest_url}/markets", params={"limit": 1000}, timeout=10).json()
+    crypto = {m["ticker"] for m in markets["markets"] if m["exchange_index"] == 2}
+    assert crypto, "the universe has markets on the crypto shard"
+
+    state = sim.set_faults(paused_shards=[2])
+    assert state["paused_shards"] == [2]
+    paused_from = sim.stats()["ledger_lines"]
+    status = requests.get(status_url, timeout=10).json()
+    trading = {s["exchange_index"]: s["trading_active"] for s in status["exchange_index_statuses"]}
+    assert trading == {0: True, 1: True, 2: False, 3: True}
+    assert status["trading_active"] is True  # the other shards still trade
+    new_lines = wait_for(
+        lambda: (lines := sim.read_ledger()[paused_from:]) and len(lines) >= 300 and lines,
+        timeout=30,
+        what="300 updates while shard 2 is paused",
+    )
+    assert not crypto & {line["market_ticker"] for line in new_lines}
+
+    sim.clear_faults()
+    resumed_from = sim.stats()["ledger_lines"]
+    wait_for(
+        lambda: crypto & {line["market_ticker"] for line in sim.read_ledger()[resumed_from:]},
+        timeout=30,
+        what="an update on the crypto shard once it trades again",
+    )
+    assert requests.get(status_url, timeout=10).json()["exchange_index_statuses"][2][
+        "trading_active"
+    ]
+
+
+def test_paused_shards_must_name_known_shards(start_sim: Callable[..., SimulatorProcess]) -> None:
+    sim = start_sim(rate=0)
+    for bad in ([7], "2", [True], [2.0]):
+        resp = requests.post(f"{sim.base_url}/_sim/faults", json={"paused_shards": bad}, timeout=5)
+        assert resp.status_code == 400, bad
+        assert "paused_shards" in resp.json()["error"] and "[0, 1, 2, 3]" in resp.json()["error"]
+    assert sim.faults()["paused_shards"] == []

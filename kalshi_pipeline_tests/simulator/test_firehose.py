@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -42,6 +43,7 @@ def test_firehose_delivers_n_frames_first(
                 await command(
                     ws, {"id": 1, "cmd": "subscribe", "params": {"channels": [first_channel]}}
                 )
+            subscribed_ms = time.time_ns() // 1_000_000
             sub = await command(
                 ws, {"id": 2, "cmd": "subscribe", "params": {"channels": ["ticker"]}}
             )
@@ -49,6 +51,8 @@ def test_firehose_delivers_n_frames_first(
             while len(got) < N:
                 frame = json.loads(await asyncio.wait_for(ws.recv(), 10))
                 assert frame["type"] == "ticker" and frame["sid"] == sid
+                # stamped when sent, not when the frames were encoded at start
+                assert frame["sending_ts_ms"] >= subscribed_ms
                 got.append(frame["msg"])
         finally:
             await ws.close()

@@ -41,6 +41,10 @@ def test_bad_flags_fail_with_the_childs_stderr(sim_home: Path) -> None:
     with pytest.raises(SimulatorStartError) as info:
         SimulatorProcess(kalshi_home=sim_home, market_lifetime="soon").start()
     assert "market-lifetime" in str(info.value)
+    # 3 tokens/s fills a 3 s bucket to 9 tokens, short of one 10-token read: every call a 429.
+    with pytest.raises(SimulatorStartError) as info:
+        SimulatorProcess(kalshi_home=sim_home, rest_tokens_per_s=3).start()
+    assert "rest-tokens-per-s" in str(info.value) and "at least 3.33" in str(info.value)
 
 
 def test_port_in_use_fails_clearly(sim_home: Path) -> None:

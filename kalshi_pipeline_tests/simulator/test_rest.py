@@ -45,11 +45,9 @@ MARKET_REQUIRED = (
     "previous_price_dollars",
     "volume_fp",
     "volume_24h_fp",
-    "liquidity_dollars",
     "open_interest_fp",
     "result",
     "can_close_early",
-    "fractional_trading_enabled",
     "expiration_value",
     "rules_primary",
     "rules_secondary",
@@ -169,6 +167,8 @@ def test_timestamp_filters_and_their_compatibility(sim: SimulatorProcess) -> Non
         {"min_updated_ts": 1, "status": "open"},
         {"min_updated_ts": 1, "tickers": "X"},
         {"min_updated_ts": 1, "series_ticker": "KXSIMTEMP"},
+        {"max_updated_ts": 2**40, "status": "open"},
+        {"max_updated_ts": "soon"},
     ):
         resp = get(sim, "/markets", **params)
         assert resp.status_code == 400, params
@@ -176,6 +176,15 @@ def test_timestamp_filters_and_their_compatibility(sim: SimulatorProcess) -> Non
     ok = get(sim, "/markets", min_updated_ts=1, series_ticker="KXSIMTEMP", mve_filter="exclude")
     assert ok.status_code == 200
     assert {m["ticker"].split("-")[0] for m in ok.json()["markets"]} == {"KXSIMTEMP"}
+    # min_updated_ts and max_updated_ts make a closed window (seconds) for metadata polling.
+    one = ok.json()["markets"][0]
+    updated = _micros(one["updated_time"]) // 1_000_000
+    window = get(sim, "/markets", min_updated_ts=updated, max_updated_ts=updated, limit=1000)
+    in_window = window.json()["markets"]
+    assert one["ticker"] in [m["ticker"] for m in in_window]
+    assert all(_micros(m["updated_time"]) // 1_000_000 == updated for m in in_window)
+    before = get(sim, "/markets", max_updated_ts=updated - 1, limit=1000).json()["markets"]
+    assert one["ticker"] not in [m["ticker"] for m in before]
     settled = get(sim, "/markets", min_settled_ts=1, status="settled").json()["markets"]
     assert settled and all(m["status"] == "finalized" for m in settled)
     far = get(sim, "/markets", min_close_ts=4_000_000_000, limit=10).json()
@@ -231,7 +240,9 @@ def test_single_market_and_404(sim: SimulatorProcess) -> None:
 
 
 def test_exchange_status(sim: SimulatorProcess) -> None:
-    assert get(sim, "/exchange/status").json() == {"exchange_active": True, "trading_active": True}
+    body = get(sim, "/exchange/status").json()
+    assert body["exchange_active"] is True and body["trading_active"] is True
+    assert [s["exchange_index"] for s in body["exchange_index_statuses"]] == [0, 1, 2, 3]
 
 
 def test_events_paging_nesting_and_limits(sim: SimulatorProcess) -> None:
@@ -275,6 +286,26 @@ def test_orderbook_is_the_l1(sim: SimulatorProcess) -> None:
     m = get(sim, "/markets", status="open", limit=1).json()["markets"][0]
     book = get(sim, f"/markets/{m['ticker']}/orderbook").json()["orderbook_fp"]
     assert set(book) == {"yes_dollars", "no_dollars"}
+
+
+def test_orderbooks_of_several_markets_need_no_signature(sim: SimulatorProcess) -> None:
+    tickers = [m["ticker"] for m in get(sim, "/markets", status="open", limit=3).json()["markets"]]
+    resp = requests.get(
+        f"{sim.rest_url}/markets/orderbooks",
+        params=[("tickers", t) for t in [*tickers, "NOPE-26JAN01-T1"]],
+        timeout=20,
+    )
+    assert resp.status_code == 200
+    books = resp.json()["orderbooks"]
+    assert [b["ticker"] for b in books] == tickers
+    for b in books:
+        assert set(b["orderbook_fp"]) == {"yes_dollars", "no_dollars"}
+        for price, size in b["orderbook_fp"]["yes_dollars"] + b["orderbook_fp"]["no_dollars"]:
+            assert DOLLARS_RE.match(price) and FP_RE.match(size)
+    for bad in ({}, {"tickers": ",".join(f"KX-{i}" for i in range(101))}):
+        resp = get(sim, "/markets/orderbooks", **bad)
+        assert resp.status_code == 400, bad
+        assert "GetMarketOrderbooksParams.Tickers" in resp.json()["msg"]
 
 
 def test_rest_shows_every_change_already_streamed(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import time
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
@@ -89,8 +90,11 @@ def test_ticker_frames_match_the_ledger_and_sent_ranges(
                 raw = await asyncio.wait_for(ws.recv(), 10)
                 assert isinstance(raw, str) and raw.endswith("\n")
                 frame = json.loads(raw)
+                received_ms = time.time_ns() // 1_000_000
                 assert frame["type"] == "ticker" and frame["sid"] == 1 and "seq" not in frame
-                assert list(frame) == ["type", "sid", "msg"]
+                assert list(frame) == ["type", "sid", "msg", "sending_ts_ms"]
+                sent = frame["sending_ts_ms"]
+                assert isinstance(sent, int) and frame["msg"]["ts_ms"] <= sent <= received_ms
                 received.append(frame["msg"])
             await ws.send(json.dumps({"id": 2, "cmd": "unsubscribe", "params": {"sids": [1]}}))
             _, rest = await recv_until(ws, lambda f: f["type"] == "unsubscribed", 10)
@@ -217,6 +221,8 @@ def test_hourly_rollover_emits_lifecycle_and_new_markets_appear(
     assert ("event_lifecycle", None) in kinds
     assert {k for _, k in kinds} >= {"created", "determined", "settled"}
     assert not {k for _, k in kinds} & {"activated", "deactivated", "close_date_updated"}
+    determined: dict[str, dict[str, Any]] = {}
+    settled_after_determined = 0
     for f in frames:
         msg = f["msg"]
         if f["type"] == "event_lifecycle":
@@ -234,14 +240,20 @@ def test_hourly_rollover_emits_lifecycle_and_new_markets_appear(
             )  # fmt: skip
         elif msg["event_type"] == "determined":
             assert msg["result"] in ("yes", "no") and msg["determination_ts"] > 0
+            assert msg["settlement_value"] == ("1.0000" if msg["result"] == "yes" else "0.0000")
+            determined[msg["market_ticker"]] = msg
         elif msg["event_type"] == "settled":
-            assert msg["settlement_value"] in ("1.0000", "0.0000")
+            assert set(msg) == {"market_ticker", "event_type", "settled_ts"}
             assert msg["settled_ts"] > 0
             final = requests.get(f"{sim.rest_url}/markets/{msg['market_ticker']}", timeout=5)
             market = final.json()["market"]
             assert market["status"] == "finalized"
-            assert market["result"] == msg["result"]
-            assert market["settlement_value_dollars"] == msg["settlement_value"]
+            result = determined.get(msg["market_ticker"])  # None if determined before we joined
+            if result is not None:
+                assert market["result"] == result["result"]
+                assert market["settlement_value_dollars"] == result["settlement_value"]
+                settled_after_determined += 1
+    assert settled_after_determined, "no market was seen both determined and settled"
     created = [f["msg"]["market_ticker"] for f in frames if f["msg"].get("event_type") == "created"]
     assert len(created) == len(set(created)), "a ticker was reused"
     # Once open, the new markets trade like any other: their ticker updates reach the ledger.

@@ -126,7 +126,7 @@ def test_malformed_frames_are_counted_recorded_and_write_no_row(tmp_path: Path) 
     log = LandingLog(landing_dir)
     bad = [
         b"{not json",
-        b'{"type":"ticker","msg":{"market_ticker":"X","price_dollars":"7.5"}}',
+        b'{"type":"ticker","msg":{"market_ticker":"","price_dollars":"0.5"}}',
         b'{"type":"ticker","msg":{"price_dollars":"0.5"}}',
         b"[]",
         b'{"type":"mystery"}',
@@ -174,6 +174,117 @@ def test_polled_pages_store_only_markets_that_changed(tmp_path: Path) -> None:
         ("KX-1", "0.2500"),
     ]
     assert query(wh.path, "SELECT count(*) FROM markets WHERE status = 'active'") == [(3,)]
+
+
+def test_odd_values_are_stored_as_far_as_they_can_be_and_flagged_with_their_place(
+    tmp_path: Path,
+) -> None:
+    wh, landing_dir = make(tmp_path)
+    log = LandingLog(landing_dir)
+    negative = (
+        b'{"type":"ticker","sid":1,"sending_ts_ms":1790000000250,"msg":{"market_ticker":"KX-NEG",'
+        b'"price_dollars":"0.9900","yes_bid_size_fp":"-3.00","yes_ask_size_fp":"-24.83",'
+        b'"ts_ms":1790000000000}}'
+    )
+    impossible = b'{"type":"ticker","sid":1,"msg":{"market_ticker":"KX-BAD","price_dollars":"7.5"}}'
+    log.append(Kind.WS_FRAME, Source.WEBSOCKET, negative)
+    log.append(Kind.WS_FRAME, Source.WEBSOCKET, impossible)
+    markets = [
+        {"ticker": "KX-A", "yes_bid_dollars": "0.1000", "settlement_bounds_type": "default"},
+        {
+            "ticker": "KX-B",
+            "yes_bid_dollars": "0.200049",
+            "yes_bid_size_fp": "-1.00",
+            "settlement_bounds_type": "floor",
+            "settlement_floor_dollars": "0.0500",
+            "exchange_index": 2,
+        },
+        {"title": "no ticker at all"},
+        {"ticker": "KX-C", "yes_bid_dollars": "0.3000", "status": "paused_for_review"},
+    ]
+    for pass_id in (1, 2):  # the second pass repeats the page: nothing new to store or flag
+        meta = msgspec.json.encode(PageMeta(pass_id=pass_id, page=1))
+        log.append(
+            Kind.REST_PAGE,
+            Source.HTTP,
+            meta + b"\n" + msgspec.json.encode({"markets": markets, "cursor": ""}),
+        )
+    writer = Writer(wh, landing_dir, landing=log)
+    assert writer.drain(30)
+    ticks = query(
+        wh.path,
+        "SELECT market_ticker, source, price, yes_bid, yes_bid_size, yes_ask_size, "
+        "epoch_ms(sent_at) FROM ticks ORDER BY landing_offset, market_ticker",
+    )
+    assert [(t[0], t[1]) for t in ticks] == [
+        ("KX-NEG", "websocket"),
+        ("KX-BAD", "websocket"),
+        ("KX-A", "http"),
+        ("KX-B", "http"),
+        ("KX-C", "http"),
+    ]
+    neg, bad, _a, b, _c = ticks
+    assert (str(neg[4]), str(neg[5]), neg[6]) == ("-3.00", "-24.83", 1790000000250)
+    assert bad[2] is None  # 7.5 dollars cannot be a price: NULL, not a garbage row
+    assert (str(b[3]), str(b[4]), b[6]) == ("0.2000", "-1.00", None)
+    market = query(
+        wh.path,
+        "SELECT settlement_bounds_type, settlement_floor_dollars, exchange_index FROM markets "
+        "WHERE market_ticker = 'KX-B'",
+    )
+    assert [(m[0], str(m[1]), m[2]) for m in market] == [("floor", "0.0500", 2)]
+    assert query(wh.path, "SELECT status FROM markets WHERE market_ticker = 'KX-C'") == [
+        ("paused_for_review",)
+    ]
+    events = query(wh.path, "SELECT kind, detail FROM feed_events ORDER BY detail")
+    flagged = [d for k, d in events if k == "flagged"]
+    assert len(flagged) == 4
+    assert any(d.startswith("KX-NEG: yes_bid_size_fp='-3.00' is negative") for d in flagged)
+    assert any("KX-B: " in d and "rounded half-even" in d for d in flagged)
+    assert all("@" in d for d in flagged)  # where the raw frame sits in the landing log
+    skipped = [d for k, d in events if k == "parse_error"]
+    assert len(skipped) == 1 and skipped[0].startswith("markets[2] skipped")
+    assert (writer.stats.objects_skipped, writer.stats.values_flagged) == (2, 6)
+
+
+def test_settled_after_determined_keeps_the_result_and_settlement_value(tmp_path: Path) -> None:
+    wh, landing_dir = make(tmp_path)
+    log = LandingLog(landing_dir)
+    created = (
+        b'{"type":"market_lifecycle_v2","sid":2,"seq":1,"sending_ts_ms":1790000000000,"msg":'
+        b'{"market_ticker":"KX-H","event_type":"created","open_ts":1790000000,'
+        b'"close_ts":1790003600,"exchange_index":3,'
+        b'"additional_metadata":{"event_ticker":"KXH-E","title":"t"}}}'
+    )
+    determined = (
+        b'{"type":"market_lifecycle_v2","sid":2,"seq":2,"msg":{"market_ticker":"KX-H",'
+        b'"event_type":"determined","determination_ts":1790003700,"result":"yes",'
+        b'"settlement_value":"1.0000"}}'
+    )
+    settled = (
+        b'{"type":"market_lifecycle_v2","sid":2,"seq":3,"msg":{"market_ticker":"KX-H",'
+        b'"event_type":"settled","settled_ts":1790003800}}'
+    )
+    event = (
+        b'{"type":"event_lifecycle","sid":2,"seq":4,"msg":{"event_ticker":"KXH-E",'
+        b'"series_ticker":"KXH","exchange_index":3}}'
+    )
+    stored = "SELECT status, result, settlement_value_dollars, exchange_index FROM markets"
+    for frames in ([created, determined], [settled, event]):  # two batches: settled comes later
+        for f in frames:
+            log.append(Kind.WS_FRAME, Source.WEBSOCKET, f)
+        assert Writer(wh, landing_dir, landing=log).drain(30)
+    rows = query(wh.path, stored)
+    assert [(s, r, str(v), i) for s, r, v, i in rows] == [("finalized", "yes", "1.0000", 3)]
+    assert query(wh.path, "SELECT series_ticker, exchange_index FROM events") == [("KXH", 3)]
+    # and in one batch
+    wh2, landing2 = make(tmp_path / "one")
+    log2 = LandingLog(landing2)
+    for f in (created, determined, settled):
+        log2.append(Kind.WS_FRAME, Source.WEBSOCKET, f)
+    assert Writer(wh2, landing2, landing=log2).drain(30)
+    rows = query(wh2.path, stored)
+    assert [(s, r, str(v), i) for s, r, v, i in rows] == [("finalized", "yes", "1.0000", 3)]
 
 
 def test_loaded_segments_are_removed_after_the_retention(tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import struct
 import subprocess
 import sys
+from decimal import Decimal
 from pathlib import Path
 
 import duckdb
@@ -34,9 +35,9 @@ def test_migrations_are_idempotent_and_versioned(tmp_path: Path) -> None:
     assert wh.migrate() == SCHEMA_VERSION
     assert wh.migrate() == SCHEMA_VERSION
     with wh.connect(read_only=True) as con:
-        versions = con.execute("SELECT version FROM schema_version").fetchall()
+        versions = con.execute("SELECT version FROM schema_version ORDER BY version").fetchall()
         tables = {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
-    assert versions == [(SCHEMA_VERSION,)]
+    assert versions == [(v,) for v in range(1, SCHEMA_VERSION + 1)]
     assert {"ticks", "markets", "feed_events", "poll_passes", "landing_positions"} <= tables
 
 
@@ -154,3 +155,42 @@ def test_a_missing_extension_wheel_is_named_with_the_install_command(tmp_path: P
     assert run.returncode != 0
     assert "ExtensionMissingError" in run.stderr
     assert "pip install 'duckdb==1.5.5' 'duckdb-extension-quack==1.5.5'" in run.stderr
+
+
+def test_a_version_1_database_gains_the_october_2026_columns_keeping_its_rows(
+    tmp_path: Path,
+) -> None:
+    import duckdb
+
+    from kalshi_pipeline.warehouse.schema import MIGRATIONS
+
+    path = tmp_path / "old.duckdb"
+    con = duckdb.connect(str(path))
+    con.execute(
+        "CREATE TABLE schema_version (version INTEGER PRIMARY KEY, description VARCHAR, "
+        "applied_at TIMESTAMPTZ)"
+    )
+    for sql in MIGRATIONS[0][2]:
+        con.execute(sql)
+    con.execute("INSERT INTO schema_version VALUES (1, 'initial schema', now())")
+    con.execute(
+        "INSERT INTO ticks VALUES ('KX-1', 'websocket', now(), now(), now(), 0.5, 0.4, 0.6, "
+        "1, 2, 3, 4, 5, 1, 0)"
+    )
+    con.execute(
+        "INSERT INTO markets VALUES ('KX-1', 'E', 'S', 't', 'y', 'active', NULL, NULL, "
+        "NULL, now(), 'http')"
+    )
+    con.close()
+
+    assert Warehouse(path).migrate() == SCHEMA_VERSION
+    with Warehouse(path).connect(read_only=True) as con:
+        tick = con.execute("SELECT market_ticker, price, sent_at FROM ticks").fetchall()
+        market = con.execute(
+            "SELECT market_ticker, settlement_bounds_type, settlement_floor_dollars, "
+            "exchange_index FROM markets"
+        ).fetchall()
+        event_cols = {r[0] for r in con.execute("DESCRIBE events").fetchall()}
+    assert tick == [("KX-1", Decimal("0.5000"), None)]
+    assert market == [("KX-1", None, None, None)]
+    assert "exchange_index" in event_cols

@@ -172,8 +172,9 @@ class _Reporter:
             "fallback_s": dg.MetadataValue.float(float(summary["fallback_seconds"])),
             "backlog_bytes": dg.MetadataValue.int(int(summary["backlog_bytes"])),
         }
-        # Lag is measured from the exchange's timestamp, which REST pages do not carry: in http
-        # mode the two keys are absent rather than a made-up number.
+        # Lag is received minus Kalshi's sending_ts_ms (the market's ts_ms for frames without
+        # it), which REST pages do not carry: in http mode the two keys are absent rather than a
+        # made-up number.
         for key in ("lag_p50_ms", "lag_p99_ms"):
             if summary.get(key) is not None:
                 metadata[key] = dg.MetadataValue.float(round(float(summary[key]), 2))
