@@ -40,6 +40,7 @@ from kalshi_pipeline.warehouse.connection import (
 )
 from kalshi_pipeline.warehouse.extensions import load_extensions
 from kalshi_pipeline.warehouse.schema import migrate
+from kalshi_pipeline.warehouse.server import WarehouseServerError
 
 ALIAS = "kalshi"  # the attached owner's catalog name, in this client and in the shell
 # Statement types that only read; a read-only client refuses the others by name.
@@ -417,19 +418,31 @@ class Client:
             )
             mem.execute(f"ATTACH '{endpoint.uri}' AS {ALIAS}")
             try:
-                mem.execute(f"FROM {ALIAS}.query('SELECT 1')").fetchall()
+                served = mem.execute(
+                    f"FROM {ALIAS}.query('SELECT path FROM duckdb_databases() "
+                    "WHERE database_name = current_database()')"
+                ).fetchone()
             except duckdb.Error:
                 with contextlib.suppress(duckdb.Error):
                     mem.execute(f"DETACH {ALIAS}")
                 raise
+            if not served or Path(served[0]).resolve() != self.path.resolve():
+                mem.execute(f"DETACH {ALIAS}")
+                raise WarehouseServerError(
+                    f"port {endpoint.port} (from {server.endpoint_path(self.path)}) serves "
+                    f"{served[0] if served else 'another database'}, not {self.path}: two "
+                    f"streams share {server.PORT_SETTING}? Give each its own port"
+                )
         except duckdb.Error as exc:
             if "authentication" in str(exc).lower():
-                if server.live_endpoint(self.path) != endpoint or time.monotonic() < deadline:
-                    time.sleep(0.05)
-                    return False  # a new owner is writing its token: look again
+                with contextlib.suppress(WarehouseError):
+                    if server.read_token(self.path) != token:
+                        time.sleep(0.05)
+                        return False  # a new owner wrote its token meanwhile: try again
                 raise WarehouseStatementError(
                     f"the warehouse server on port {endpoint.port} refused the token in "
-                    f"{server.token_path(self.path)}: {exc}"
+                    f"{server.token_path(self.path)}; it is rewritten at every start of the "
+                    "stream: read it as the user who runs the stream"
                 ) from None
             if _owner_gone(exc):
                 return False

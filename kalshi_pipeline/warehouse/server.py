@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import socket
 import time
 from pathlib import Path
 
@@ -77,16 +78,25 @@ def _write_private(path: Path, data: bytes) -> None:
 def serve(con: duckdb.DuckDBPyConnection, database: Path, port: int) -> Endpoint:
     """Start serving `con`'s database on 127.0.0.1:`port` with a fresh token; write the token
     and endpoint files. The extensions must be loaded into `con` already."""
+    taken = WarehouseServerError(
+        f"cannot serve the warehouse on 127.0.0.1:{port}: the port is taken (or not allowed); "
+        f"stop the program using it, or set {PORT_SETTING} to a free port"
+    )
+    # Quack binds with SO_REUSEPORT, so a second owner (of another database) would share the
+    # port and the kernel would hand it half the clients: refuse a port something listens on.
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+    except OSError:
+        pass  # refused: nobody listens there
+    else:
+        raise taken
     token = secrets.token_urlsafe(32)
     _write_private(token_path(database), token.encode())
     try:
         con.execute(f"CALL quack_serve('quack:localhost:{port}', token => '{token}')")
     except duckdb.Error as exc:
         if "bind" in str(exc).lower():
-            raise WarehouseServerError(
-                f"cannot serve the warehouse on 127.0.0.1:{port}: the port is taken (or not "
-                f"allowed); stop the program using it, or set {PORT_SETTING} to a free port"
-            ) from None
+            raise taken from None
         raise WarehouseServerError(f"cannot serve the warehouse on port {port}: {exc}") from None
     endpoint = Endpoint(
         port=port,

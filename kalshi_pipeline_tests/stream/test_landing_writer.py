@@ -209,7 +209,7 @@ def test_odd_values_are_stored_as_far_as_they_can_be_and_flagged_with_their_plac
             Source.HTTP,
             meta + b"\n" + msgspec.json.encode({"markets": markets, "cursor": ""}),
         )
-    writer = Writer(wh, landing_dir, landing=log)
+    writer = Writer(wh.owner(), landing_dir, landing=log)
     assert writer.drain(30)
     ticks = query(
         wh.path,
@@ -273,16 +273,17 @@ def test_settled_after_determined_keeps_the_result_and_settlement_value(tmp_path
     for frames in ([created, determined], [settled, event]):  # two batches: settled comes later
         for f in frames:
             log.append(Kind.WS_FRAME, Source.WEBSOCKET, f)
-        assert Writer(wh, landing_dir, landing=log).drain(30)
+        assert Writer(wh.owner(), landing_dir, landing=log).drain(30)
     rows = query(wh.path, stored)
     assert [(s, r, str(v), i) for s, r, v, i in rows] == [("finalized", "yes", "1.0000", 3)]
     assert query(wh.path, "SELECT series_ticker, exchange_index FROM events") == [("KXH", 3)]
     # and in one batch
+    wh.owner().close()  # (one owner per port at a time)
     wh2, landing2 = make(tmp_path / "one")
     log2 = LandingLog(landing2)
     for f in (created, determined, settled):
         log2.append(Kind.WS_FRAME, Source.WEBSOCKET, f)
-    assert Writer(wh2, landing2, landing=log2).drain(30)
+    assert Writer(wh2.owner(), landing2, landing=log2).drain(30)
     rows = query(wh2.path, stored)
     assert [(s, r, str(v), i) for s, r, v, i in rows] == [("finalized", "yes", "1.0000", 3)]
 
