@@ -12,6 +12,7 @@ from typing import Any
 
 import duckdb
 
+from kalshi_pipeline.warehouse import loads
 from kalshi_pipeline.warehouse.client import values_table_sql
 
 # A market's status as of now: Kalshi sends no lifecycle event at the scheduled open or close.
@@ -63,11 +64,7 @@ def fetch_dicts(
 
 # --------------------------------------------------------------------------- storage
 
-TICK_COLUMNS = (
-    "market_ticker, source, exchange_ts, sent_at, received_at, stored_at, price, yes_bid, yes_ask, "
-    "yes_bid_size, yes_ask_size, last_trade_size, volume, open_interest, landing_segment, "
-    "landing_offset"
-)
+TICK_COLUMNS = ", ".join(loads.TICK_COLUMNS)
 
 
 def measure_storage(con: duckdb.DuckDBPyConnection, where: str, params: list[Any]) -> int:

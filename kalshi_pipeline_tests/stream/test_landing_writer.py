@@ -6,9 +6,11 @@ import os
 import subprocess
 import sys
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import msgspec
+import pytest
 
 from kalshi_pipeline.stream.landing import HEADER, Kind, LandingLog, Source, list_segments
 from kalshi_pipeline.stream.writer import PageMeta, Writer
@@ -41,8 +43,21 @@ class Files:
         return self.owners[-1]
 
 
+OPEN: list[Files] = []
+
+
+@pytest.fixture(autouse=True)
+def close_owners() -> Iterator[None]:
+    """Every owner a test opened is closed after it (a process runs one owner at a time)."""
+    yield
+    while OPEN:
+        for owner in OPEN.pop().owners:
+            owner.close()
+
+
 def make(tmp_path: Path) -> tuple[Files, Path]:
-    return Files(tmp_path), tmp_path / "data" / "landing"
+    OPEN.append(Files(tmp_path))
+    return OPEN[-1], tmp_path / "data" / "landing"
 
 
 def test_every_logged_frame_is_stored_once_across_writer_restarts(tmp_path: Path) -> None:
@@ -70,8 +85,9 @@ def test_a_writer_waits_while_another_owns_the_file_then_stores_every_record_onc
 ) -> None:
     wh, landing_dir = make(tmp_path)
     log = LandingLog(landing_dir)
-    old = Writer(Owner(wh.path), landing_dir, landing=log, batch_rows=300)
-    new = Writer(Owner(wh.path), landing_dir, landing=log, batch_rows=300, busy_timeout_s=0.05)
+    wh.owners += [Owner(wh.path), Owner(wh.path)]
+    old = Writer(wh.owners[0], landing_dir, landing=log, batch_rows=300)
+    new = Writer(wh.owners[1], landing_dir, landing=log, batch_rows=300, busy_timeout_s=0.05)
     for i in range(2000):
         log.append(Kind.WS_FRAME, Source.WEBSOCKET, frame(i))
         if i % 250 == 0:
