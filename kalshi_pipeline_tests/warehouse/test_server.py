@@ -212,3 +212,14 @@ def test_a_client_query_that_would_exhaust_memory_fails_alone(
     wait_for(lambda: beats(db) > before + 50, timeout=60, what="the owner still appending")
     with connect(db, read_only=True) as con:
         assert con.execute("SELECT 42").fetchone() == (42,)
+
+
+def test_a_second_owner_on_the_same_port_is_refused_and_clients_reach_the_right_database(
+    tmp_path: Path, owners: list[OwnerProcess], warehouse_port: int
+) -> None:
+    first = tmp_path / "a" / "kalshi.duckdb"
+    start(owners, first)
+    # Quack itself would share the port (SO_REUSEPORT) and split the clients between the two
+    with pytest.raises(WarehouseServerError, match=str(warehouse_port)):
+        Owner(tmp_path / "b" / "kalshi.duckdb").connection(timeout_s=5)
+    assert beats(first) > 0
