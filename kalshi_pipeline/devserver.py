@@ -284,7 +284,7 @@ class DevServer:
             env = os.environ.get("KALSHI_ENV") or "local"
             lines.append(f"  Kalshi         environment {env} (no simulator started)")
         lines += [
-            f"  DuckDB         {db}   (kalshi-pipeline sql, or duckdb -readonly {db})",
+            f"  DuckDB         {db}   (live: kalshi-pipeline sql, kalshi-pipeline shell)",
             f"  DAGSTER_HOME   {self.home}",
             "  health         kalshi-pipeline status   (add --json for scripts)",
             "  switch mode    Launchpad of kalshi_ingest: resources: {kalshi_feed: {config: "
