@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
@@ -193,34 +194,69 @@ def _add_simulate(sub: Any) -> None:
 def _add_sql(sub: Any) -> None:
     p = sub.add_parser(
         "sql",
-        help="query the warehouse read-only (short connection, retried while the stream writes)",
-        description="Run one SQL statement on a short read-only connection. Long sessions should "
-        "use the read-only replica data/kalshi_analytics.duckdb instead.",
+        help="query the warehouse read-only, live while the stream runs",
+        description="Run SQL read-only on the warehouse: through the stream's writer while it "
+        "serves the file, else on the file itself. Several statements (separated by ;) all print, "
+        "in order, or none does and the error names the statement. For a session, use "
+        "`kalshi-pipeline shell`.",
     )
     p.add_argument("query", help='the SQL, e.g. "SELECT count(*) FROM ticks"')
     p.add_argument("--format", choices=["table", "csv", "json"], default="table")
     p.add_argument("--database", type=Path, help="DuckDB file (default data/kalshi.duckdb)")
-    p.add_argument("--timeout", type=float, default=60.0, help="seconds to wait while busy")
+    p.add_argument(
+        "--timeout", type=float, default=60.0, help="seconds to wait for a file held unserved"
+    )
     p.set_defaults(func=_cmd_sql)
 
 
-def _cmd_sql(args: argparse.Namespace) -> int:
-    import duckdb
+def _print_quietly(text: str) -> int:
+    """Print; a reader that went away (`| head`) ends the output quietly, not in a traceback."""
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        # Python flushes stdout again at exit: point it at /dev/null so that cannot fail too
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 0
 
+
+def _cmd_sql(args: argparse.Namespace) -> int:
     from kalshi_pipeline.warehouse import WarehouseError
     from kalshi_pipeline.warehouse.connection import default_path
-    from kalshi_pipeline.warehouse.query import render, run_sql
+    from kalshi_pipeline.warehouse.query import StatementFailedError, render, run_sql
 
     try:
-        result = run_sql(args.database or default_path(), args.query, timeout_s=args.timeout)
+        results = run_sql(args.database or default_path(), args.query, timeout_s=args.timeout)
+    except StatementFailedError as exc:
+        print(f"kalshi-pipeline sql: {exc}", file=sys.stderr)
+        return 1
     except WarehouseError as exc:
         print(f"kalshi-pipeline sql: {exc}", file=sys.stderr)
         return 2
-    except duckdb.Error as exc:
-        print(f"kalshi-pipeline sql: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 1
-    print(render(result, args.format))
-    return 0
+    return _print_quietly("\n\n".join(render(r, args.format) for r in results))
+
+
+def _add_shell(sub: Any) -> None:
+    p = sub.add_parser(
+        "shell",
+        help="an interactive DuckDB shell on the live warehouse",
+        description="DuckDB's own shell (duckdb-cli), attached to the stream's writer while it "
+        "serves the warehouse (tables by name), else on the file itself. Its first line says "
+        "which. Arguments after -- go to the duckdb binary.",
+    )
+    p.add_argument("--database", type=Path, help="DuckDB file (default data/kalshi.duckdb)")
+    p.add_argument("duckdb_args", nargs="*", help="extra arguments for duckdb (after --)")
+    p.set_defaults(func=_cmd_shell)
+
+
+def _cmd_shell(args: argparse.Namespace) -> int:
+    from kalshi_pipeline.warehouse import WarehouseError, shell
+    from kalshi_pipeline.warehouse.connection import default_path
+
+    try:
+        return shell.run(args.database or default_path(), args.duckdb_args)
+    except WarehouseError as exc:
+        print(f"kalshi-pipeline shell: {exc}", file=sys.stderr)
+        return 2
 
 
 def _add_delegated(sub: Any, name: str, module: str, help_text: str) -> None:
@@ -255,6 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
         "is the stream alive and fresh? exit 0 when healthy (for cron and alerting)",
     )
     _add_sql(sub)
+    _add_shell(sub)
     _add_delegated(
         sub,
         "bench",

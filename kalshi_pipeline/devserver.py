@@ -121,15 +121,6 @@ def command_prefix() -> str:
         return str(here)
 
 
-def subcommands() -> set[str]:
-    from kalshi_pipeline.cli import build_parser
-
-    for action in build_parser()._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            return set(action.choices)
-    return set()
-
-
 def say(message: str) -> None:
     print(f"[kalshi-pipeline dev] {message}", file=sys.stderr, flush=True)
 
@@ -355,16 +346,10 @@ class DevServer:
             env = os.environ.get("KALSHI_ENV") or "local"
             lines.append(f"  Kalshi         environment {env} (no simulator started)")
         cli = command_prefix()
-        replica = Path(db).with_name("kalshi_analytics.duckdb")
         lines += [
-            f"  DuckDB         {db}   (the stream writes it; open it only through {cli})",
+            f"  DuckDB         {db}   (the stream owns it; query it only through {cli})",
             f"  query          {cli} sql " + EXAMPLE_QUERY,
-        ]
-        if "shell" in subcommands():
-            lines.append(f"  long sessions  {cli} shell")
-        lines += [
-            f"  long sessions  duckdb -readonly {replica}   (a copy the stream never locks; "
-            "refreshed by the analytics_replica asset)",
+            f"  long sessions  {cli} shell   (a DuckDB shell on the live data)",
             f"  health         {cli} status   (add --json for scripts)",
             f"  DAGSTER_HOME   {self.home}",
             "  switch mode    Launchpad of kalshi_ingest: resources: {kalshi_feed: {config: "

@@ -1,4 +1,5 @@
-"""Fixtures shared by every test folder: a private KALSHI_HOME and simulator processes."""
+"""Fixtures shared by every test folder: a private KALSHI_HOME, a private warehouse port and
+simulator processes."""
 
 from __future__ import annotations
 
@@ -9,6 +10,16 @@ from typing import Any
 import pytest
 
 from kalshi_pipeline.kalshi.devkey import ensure_dev_key
+from kalshi_pipeline_tests.helpers import free_port
+
+
+@pytest.fixture(autouse=True)
+def warehouse_port(monkeypatch: pytest.MonkeyPatch) -> int:
+    """Each test's warehouse owners serve on a port of their own (tests run in parallel);
+    processes the test starts inherit it."""
+    port = free_port()
+    monkeypatch.setenv("KALSHI_WAREHOUSE_PORT", str(port))
+    return port
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -10,7 +11,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from kalshi_pipeline.bench.analysis import stored_ws_keys as _stored_ws_keys
-from kalshi_pipeline.warehouse import Warehouse
+from kalshi_pipeline.warehouse import connect
 
 T = TypeVar("T")
 
@@ -40,14 +41,22 @@ def read_ledger(path: Path) -> list[dict[str, Any]]:
     return out
 
 
+def free_port() -> int:
+    """A loopback port nobody listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 def query(db: Path, sql: str, params: Iterable[Any] = ()) -> list[tuple[Any, ...]]:
-    with Warehouse(db).connect(read_only=True, timeout_s=60) as con:
+    """Rows of one read, through the warehouse client (attached to the owner, if one runs)."""
+    with connect(db, read_only=True, timeout_s=60) as con:
         return con.execute(sql, list(params)).fetchall()
 
 
 def stored_ws_keys(db: Path) -> Counter[tuple[Any, ...]]:
     """Stored WebSocket ticks, keyed as `ledger_key` keys a ledger line (the bench's join)."""
-    with Warehouse(db).connect(read_only=True, timeout_s=60) as con:
+    with connect(db, read_only=True, timeout_s=60) as con:
         return _stored_ws_keys(con)
 
 

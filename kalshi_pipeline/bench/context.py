@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import socket
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -25,6 +26,14 @@ from kalshi_pipeline.simulator.process import SimulatorProcess
 from kalshi_pipeline.warehouse import Warehouse
 
 MB = 1024 * 1024
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 # The firehose scenarios (throughput, memory, locked, scaling) measure the engine against the
 # loopback limit, so they run uncompressed: with permessage-deflate the simulator's compressor,
 # not the engine, would set the pace. The others run with the feed's default (compression on);
@@ -46,6 +55,8 @@ class Context:
         self.home = self.work / "kalshi-home"
         ensure_dev_key(self.home)
         self.env = child_env(self.home)
+        # the engines' warehouse servers: a port of the bench's own, clear of a running stack
+        self.env["KALSHI_WAREHOUSE_PORT"] = str(free_port())
 
     def folder(self, name: str) -> Path:
         path = self.work / name
@@ -158,6 +169,6 @@ def engine_status(e: EngineProcess) -> str:
 
 @contextlib.contextmanager
 def open_db(path: Path, *, read_only: bool = False) -> Iterator[Any]:
-    """The warehouse after the engine has stopped (short connection, under its lock)."""
+    """The warehouse through its client (after the engine has stopped: on the file itself)."""
     with Warehouse(path).connect(read_only=read_only, timeout_s=60) as con:
         yield con

@@ -16,6 +16,7 @@ SCENARIOS = (
     "cpu",  # 200 ticks/s over 25k markets: CPU share of one core
     "memory",  # 50k ticks/s: peak RSS
     "locked",  # the database held by another process: peak RSS, backlog, catch-up
+    "analysts",  # five analyst clients query the live stream: does it keep its pace?
     "scaling",  # 1k, 10k, 100k markets: throughput, memory, HTTP pass time
     "compression",  # the firehose with permessage-deflate on and off: CPU and bytes per tick
     "chaos",  # faults at random and SIGKILL every 90 s, checked against the ledger
@@ -47,6 +48,9 @@ class Plan:
     memory_s: float = 20.0
     locked_rate: float = 5_000.0
     locked_hold_s: float = 60.0
+    analysts_rate: float = 1_000.0
+    analysts_markets: int = 1_000
+    analysts_s: float = 30.0
     scaling_markets: tuple[int, ...] = (1_000, 10_000, 100_000)
     scaling_frames: int = 200_000
     scaling_wait_s: float = 30.0  # per size and feed; past it the rate so far is reported
@@ -93,6 +97,8 @@ class Plan:
             pause_s=min(self.pause_s, max(0.5, self.pause_s * f * 10)),
             scaling_wait_s=max(10.0, self.scaling_wait_s * f),
             locked_hold_s=max(2.0, self.locked_hold_s * f),
+            analysts_s=max(3.0, self.analysts_s * f),
+            analysts_markets=max(200, int(self.analysts_markets * f)),
             scaling_markets=tuple(sorted({max(100, int(m * f)) for m in self.scaling_markets})),
             scaling_frames=max(5_000, int(self.scaling_frames * f)),
             compression_frames=max(5_000, int(self.compression_frames * f)),
@@ -127,6 +133,7 @@ QUICK = Plan(
     memory_markets=1_000,
     memory_s=5.0,
     locked_hold_s=5.0,
+    analysts_s=8.0,
     scaling_markets=(1_000, 10_000),
     scaling_frames=20_000,
     scaling_wait_s=8.0,

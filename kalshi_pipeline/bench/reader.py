@@ -1,9 +1,9 @@
 """A separate reader process: when does each stored tick become visible to someone else?
 
 `python -m kalshi_pipeline.bench.reader DATABASE OUT [--interval-ms 50] [--max-s S]` polls the
-warehouse the way an analyst's process would: a short read-only connection through
-`Warehouse.connect(read_only=True)` (so under the same cross-process lock), a query for rows
-stored since the last poll, and close. For every WebSocket tick it sees for the first time it
+warehouse the way an analyst's process would: one read-only client (`warehouse.connect`,
+attached to the stream's writer while it serves) kept for the whole run, and a query for rows
+stored since the last poll. For every WebSocket tick it sees for the first time it
 appends `landing_segment,landing_offset,market_ticker,visible_ms` to OUT (CSV), where
 `visible_ms` is the wall-clock time the query's answer arrived. SIGTERM ends it.
 """
@@ -20,7 +20,7 @@ import threading
 import time
 from pathlib import Path
 
-from kalshi_pipeline.warehouse import Warehouse, WarehouseError
+from kalshi_pipeline.warehouse import Client, WarehouseError, connect
 
 QUERY = (
     "SELECT landing_segment, landing_offset, market_ticker, epoch_us(stored_at) FROM ticks "
@@ -34,7 +34,7 @@ def poll(
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    warehouse = Warehouse(database)
+    client: Client | None = None
     seen: set[tuple[int, int, str]] = set()
     since_us = 0
     polls = failures = 0
@@ -46,8 +46,9 @@ def poll(
         while not stop.is_set() and time.monotonic() < deadline:
             started = time.monotonic()
             try:
-                with warehouse.connect(read_only=True, timeout_s=5.0) as con:
-                    rows = con.execute(QUERY, [since_us]).fetchall()
+                if client is None:
+                    client = connect(database, read_only=True, timeout_s=5.0)
+                rows = client.execute(QUERY, [since_us]).fetchall()
                 poll_ms.append((time.monotonic() - started) * 1000)
                 visible_ms = time.time_ns() / 1e6
                 polls += 1
@@ -57,6 +58,9 @@ def poll(
             except Exception:  # a table not there yet (the engine is migrating)
                 failures += 1
                 rows = []
+                if client is not None:
+                    client.close()
+                    client = None
             for seg, off, ticker, stored_us in rows:
                 key = (seg, off, ticker)
                 if key in seen:
@@ -67,6 +71,8 @@ def poll(
             f.flush()
             pause = interval_s * random.uniform(1 - jitter, 1 + jitter)
             stop.wait(max(0.0, pause - (time.monotonic() - started)))
+    if client is not None:
+        client.close()
     poll_ms.sort()
     return {
         "polls": polls,

@@ -1,8 +1,9 @@
 """Our writer alone: load a landing log into DuckDB with the engine's `Writer`, no network.
 
-`python -m kalshi_pipeline.bench.replay LANDING_DIR DATABASE [--max-s S]` migrates the database,
-then calls `Writer.load_once()` until the log is loaded (the same call the engine's write loop
-makes, and what a restarted engine does first with a log an old run left). It prints one JSON line:
+`python -m kalshi_pipeline.bench.replay LANDING_DIR DATABASE [--max-s S]` owns the database
+(as the engine does), then calls `Writer.load_once()` until the log is loaded (the same call
+the engine's write loop makes, and what a restarted engine does first with a log an old run
+left). It prints one JSON line:
 WebSocket ticks stored, seconds, ticks per second, and whether the log was fully loaded.
 """
 
@@ -16,21 +17,20 @@ from pathlib import Path
 
 from kalshi_pipeline.stream.stats import EngineStats
 from kalshi_pipeline.stream.writer import Writer
-from kalshi_pipeline.warehouse import Warehouse
+from kalshi_pipeline.warehouse.owner import Owner
 
 
 def replay(landing: Path, database: Path, max_s: float) -> dict[str, object]:
-    warehouse = Warehouse(database)
-    warehouse.migrate()
     stats = EngineStats()
-    writer = Writer(warehouse, landing, stats)
-    start = time.perf_counter()
-    deadline = start + max_s
-    while time.perf_counter() < deadline:
-        if writer.load_once() == 0:
-            break
-    seconds = time.perf_counter() - start
-    left = writer._backlog()  # the writer's own count of bytes not yet loaded
+    with Owner(database) as owner:
+        writer = Writer(owner, landing, stats)
+        start = time.perf_counter()
+        deadline = start + max_s
+        while time.perf_counter() < deadline:
+            if writer.load_once() == 0:
+                break
+        seconds = time.perf_counter() - start
+        left = writer._backlog()  # the writer's own count of bytes not yet loaded
     return {
         "ticks": stats.ticks_stored,
         "ticks_ws": stats.ticks_stored_ws,

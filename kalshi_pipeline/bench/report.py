@@ -159,6 +159,20 @@ TARGETS: tuple[Target, ...] = (
         ),
     ),
     Target(
+        "analysts_pace",
+        "five analyst clients querying the live stream: stored rate vs without them",
+        "keeps its pace (≥ 0.95 x), 0 client errors, 0 stored twice",
+        "ratio",
+        lambda v, r: (
+            v >= 0.95 and r.get("analysts_errors") == 0 and r.get("analysts_duplicates") == 0
+        ),
+        lambda v, r: (
+            f"{v:.2f} x ({_d(r, 'analysts', 'rate'):,.0f} ticks/s offered; query p99 "
+            f"{r.get('analysts_query_p99_ms') or 0:,.0f} ms; "
+            f"{r.get('analysts_errors') or 0:,.0f} errors)"
+        ),
+    ),
+    Target(
         "chaos_lost",
         "chaos: ticks sent while connected and never stored",
         "0",
@@ -187,6 +201,9 @@ TARGETS: tuple[Target, ...] = (
     ),
 )
 KEYS = [t.key for t in TARGETS] + [
+    "analysts_query_p99_ms",
+    "analysts_errors",
+    "analysts_duplicates",
     "loopback_limit_msgs_per_s",
     "seed_pattern_ticks_per_s",
     "writer_only_ticks_per_s",

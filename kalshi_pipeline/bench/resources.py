@@ -6,9 +6,12 @@
 - memory: 50,000 ticks/s offered by the simulator; peak RSS, how much the engine kept up, and
   what its ticks take in DuckDB (`bytes_per_tick`: the largest body of simulated ticks in the run,
   so the block-granular measurement resolves it to a fraction of a byte).
-- locked: another process holds the database read-write (as a DuckDB shell would) while the
-  stream runs; peak RSS during the hold and the catch-up, the backlog it left, how long the
-  catch-up took.
+- locked: another program holds the database read-write (a DuckDB shell that opened the file
+  while no stream ran) when the stream starts; the stream receives into its landing log until
+  the holder lets go: peak RSS during the hold and the catch-up, the backlog it left, how long
+  the catch-up took. (While the stream runs, the file is its own: nobody can take it.)
+- analysts: five client processes query the live warehouse (through the stream's Quack server)
+  while the stream writes; whether the stream kept its pace, the clients' latencies and errors.
 """
 
 from __future__ import annotations
@@ -20,18 +23,11 @@ from typing import Any
 from kalshi_pipeline.bench import analysis
 from kalshi_pipeline.bench.context import FIREHOSE_CONFIG, Context, engine_status, open_db
 from kalshi_pipeline.bench.procs import BenchError, spawn, tail, terminate
+from kalshi_pipeline.warehouse import Warehouse
 
 HOLD = """
 import sys, time, duckdb
-deadline = time.monotonic() + 30
-while True:
-    try:
-        con = duckdb.connect(sys.argv[1])
-        break
-    except duckdb.IOException:
-        if time.monotonic() > deadline:
-            raise
-        time.sleep(0.01)
+con = duckdb.connect(sys.argv[1])
 print("held", flush=True)
 time.sleep(float(sys.argv[2]))
 con.close()
@@ -119,12 +115,8 @@ def memory(ctx: Context) -> dict[str, Any]:
 def locked(ctx: Context) -> dict[str, Any]:
     plan = ctx.plan
     db = ctx.folder("locked") / "k.duckdb"
+    Warehouse(db).migrate()
     with ctx.simulator(markets=plan.memory_markets, rate=plan.locked_rate) as sim:
-        engine = ctx.engine("locked", sim, db, config=FIREHOSE_CONFIG)
-        engine.wait_for(lambda e: e.status.get("ticks_stored_ws", 0) > 0, 60, "the first ticks")
-        ctx.sleep(plan.pause_s, alive=engine.alive)
-        assert engine.sampler is not None
-        before = engine.sampler.peak_rss_mb()
         holder_log = ctx.log("holder")
         holder = spawn(
             [sys.executable, "-c", HOLD, str(db), str(plan.locked_hold_s)],
@@ -135,6 +127,9 @@ def locked(ctx: Context) -> dict[str, Any]:
             assert holder.stdout is not None
             if holder.stdout.readline().strip() != "held":
                 raise BenchError(f"the holder could not take the database:\n{tail(holder_log)}")
+            engine = ctx.engine("locked", sim, db, config=FIREHOSE_CONFIG)
+            assert engine.sampler is not None
+            before = engine.sampler.peak_rss_mb()
             held_at = time.monotonic()
             max_backlog = 0
             while holder.poll() is None:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from kalshi_pipeline.bench import (
+    analysts,
     chaos,
     compression,
     latency,
@@ -39,6 +40,7 @@ RUNNERS: dict[str, Scenario] = {
     "cpu": resources.cpu,
     "memory": resources.memory,
     "locked": resources.locked,
+    "analysts": analysts.run,
     "scaling": scaling.run,
     "compression": compression.run,
     "chaos": chaos.run,
@@ -54,6 +56,7 @@ def expected_seconds(name: str, plan: Plan) -> float:
         "cpu": 10 + plan.cpu_warmup_s + plan.cpu_s,
         "memory": 15 + plan.memory_s,
         "locked": 20 + plan.locked_hold_s * 1.5,
+        "analysts": 20 + plan.analysts_s * 2,
         "scaling": sum(15 + plan.scaling_frames / 25_000 + m / 4_000 for m in plan.scaling_markets),
         "compression": 2 * (20 + plan.compression_frames / 10_000),
         "chaos": 25 + plan.chaos_s,

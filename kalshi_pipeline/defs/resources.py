@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Literal
 
 import dagster as dg
-import duckdb
 from pydantic import Field
 
 from kalshi_pipeline.defs.validation import checked_resource
@@ -38,7 +37,7 @@ from kalshi_pipeline.kalshi.settings import (
     parse_environment,
 )
 from kalshi_pipeline.stream.config import ConfigError, Mode, Scope, StreamConfig
-from kalshi_pipeline.warehouse import Warehouse, WarehouseError
+from kalshi_pipeline.warehouse import Client, Warehouse, WarehouseError, connect
 from kalshi_pipeline.warehouse.connection import DEFAULT_PATH, default_path
 from kalshi_pipeline.warehouse.paths import check_database_path
 
@@ -185,7 +184,8 @@ class KalshiFeedResource(dg.ConfigurableResource):
 
 
 class WarehouseResource(dg.ConfigurableResource):
-    """The DuckDB file; `connect()` gives short connections under the cross-process lock."""
+    """The DuckDB file; `connect()` gives a warehouse client (attached to the stream's writer
+    while it serves the file, else opening the file itself)."""
 
     path: str = Field(
         default=str(DEFAULT_PATH),
@@ -203,10 +203,10 @@ class WarehouseResource(dg.ConfigurableResource):
         return Warehouse(self.path)
 
     @contextlib.contextmanager
-    def connect(
-        self, *, read_only: bool = False, timeout_s: float = 60.0
-    ) -> Iterator[duckdb.DuckDBPyConnection]:
-        with self.warehouse.connect(read_only=read_only, timeout_s=timeout_s) as con:
+    def connect(self, *, read_only: bool = False, timeout_s: float = 60.0) -> Iterator[Client]:
+        with connect(
+            self.path, create=not read_only, read_only=read_only, timeout_s=timeout_s
+        ) as con:
             yield con
 
 

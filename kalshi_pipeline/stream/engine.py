@@ -29,6 +29,7 @@ from kalshi_pipeline.stream.writer import Writer
 from kalshi_pipeline.stream.wsfeed import WebSocketFeed
 from kalshi_pipeline.warehouse import Warehouse, WarehouseBusyError, WarehouseError
 from kalshi_pipeline.warehouse.connection import MIN_FREE_BYTES
+from kalshi_pipeline.warehouse.owner import Owner
 from kalshi_pipeline.warehouse.paths import adopt_legacy_landing, prepare_database_folder
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,7 @@ class Engine:
         self.config = config.validate()
         self.stats = EngineStats()
         self.warehouse = Warehouse(config.database)
+        self.owner = Owner(config.database)
         self.error: BaseException | None = None
         self._stop = threading.Event()
         self._stopped = False
@@ -87,12 +89,14 @@ class Engine:
             signer = cfg.kalshi.signer()  # fails now, naming the variable, if credentials lack
         elif cfg.kalshi.credentials_problem():
             raise KalshiConfigError(cfg.kalshi.credentials_problem() or "")
+        # Own the file now, so a taken port or an unreadable file fails the start; while another
+        # engine still owns it (a handover) the writer keeps trying, and the log grows meanwhile.
         with contextlib.suppress(WarehouseBusyError):
-            self.warehouse.migrate(timeout_s=2.0)  # else the writer retries until it is free
+            self.owner.connection(timeout_s=2.0)
         self.landing = LandingLog(cfg.landing)
         self.events = FeedEvents(self.landing, self.stats)
         self.writer = Writer(
-            self.warehouse,
+            self.owner,
             cfg.landing,
             self.stats,
             landing=self.landing,
@@ -154,17 +158,9 @@ class Engine:
 
     def _write_loop(self) -> None:
         interval = self.config.flush_interval_ms / 1000
-        migrated = False
         while not self._stop.is_set():
             started = time.monotonic()
             self.landing.sync()
-            if not migrated:
-                try:
-                    self.warehouse.migrate(timeout_s=0.5)
-                    migrated = True
-                except WarehouseBusyError:
-                    self._stop.wait(interval)
-                    continue
             loaded = self.writer.load_once()
             self.supervisor.tick()
             if loaded and self.stats.backlog_bytes > 0:
@@ -203,6 +199,7 @@ class Engine:
             self._stop.set()
             if hasattr(self, "landing"):
                 self.landing.close()
+            self.owner.close()
             return True
         deadline = time.monotonic() + timeout_s
         self.events.emit("engine", "stop", reason)
@@ -218,6 +215,7 @@ class Engine:
         self.landing.sync()
         drained = self.writer.drain(max(0.5, deadline - time.monotonic() - 0.3))
         self.landing.close()
+        self.writer.close()
         if not drained:
             log.warning(
                 "stopped with %d bytes not yet in the database; they stay in %s and are "

@@ -1,11 +1,14 @@
 """The writer: loads the landing log into DuckDB in batches, exactly once.
 
-Each cycle takes the database (short connection, file lock), reads the committed position of
-every segment, decodes the records after it, and inserts the rows together with the new
-positions in one transaction. A crash before COMMIT loads the same records again next time; a
-crash after finds them committed. Two engines sharing a landing folder (a mode handover) are
-serialised by the lock, so neither stores a record the other already stored. When the database
-is busy the cycle gives up quickly: receiving never waits, the log simply grows.
+The writer is the warehouse's owner (`warehouse/owner.py`): it opens the file once, holds one
+connection for its life and serves everyone else over Quack. Each cycle reads the committed
+position of every segment, decodes the records after it into a batch, and hands the batch to
+`warehouse/loads.py`, which inserts the rows together with the new positions in one transaction
+(the writer decodes, the warehouse stores). A crash before COMMIT loads the same records again
+next time; a crash after finds them committed. Two engines sharing a landing folder (a mode
+handover) cannot both own the file: the newer one waits, receiving into the log, until the older
+one closes it. When the file cannot be had (or a commit fails for want of memory while analysts'
+queries run in this process) the cycle gives up quickly: receiving never waits, the log grows.
 """
 
 from __future__ import annotations
@@ -13,15 +16,15 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import threading
 import time
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import msgspec
-import pyarrow as pa
 
 from kalshi_pipeline.kalshi.errors import FrameDecodeError
 from kalshi_pipeline.kalshi.messages import (
@@ -45,7 +48,9 @@ from kalshi_pipeline.stream.landing import (
     read_records,
 )
 from kalshi_pipeline.stream.stats import EngineStats
-from kalshi_pipeline.warehouse import Warehouse, WarehouseBusyError
+from kalshi_pipeline.warehouse import WarehouseBusyError
+from kalshi_pipeline.warehouse.loads import Batch, commit
+from kalshi_pipeline.warehouse.owner import Owner
 
 log = logging.getLogger(__name__)
 
@@ -59,62 +64,6 @@ LIFECYCLE_STATUS = {
     "determined": "determined",
     "settled": "finalized",
 }
-PRICE = pa.decimal128(10, 4)
-COUNT = pa.decimal128(18, 2)
-TICK_SCHEMA = pa.schema(
-    [
-        ("market_ticker", pa.string()),
-        ("source", pa.string()),
-        ("exchange_ts", pa.timestamp("ms", tz="UTC")),
-        ("received_at", pa.timestamp("ns", tz="UTC")),
-        ("sent_at", pa.timestamp("ms", tz="UTC")),  # Kalshi's sending_ts_ms; NULL for REST
-        ("price", PRICE),
-        ("yes_bid", PRICE),
-        ("yes_ask", PRICE),
-        ("yes_bid_size", COUNT),
-        ("yes_ask_size", COUNT),
-        ("last_trade_size", COUNT),
-        ("volume", COUNT),
-        ("open_interest", COUNT),
-        ("landing_segment", pa.int64()),
-        ("landing_offset", pa.int32()),
-    ]
-)
-MARKET_SCHEMA = pa.schema(
-    [
-        ("market_ticker", pa.string()),
-        ("event_ticker", pa.string()),
-        ("series_ticker", pa.string()),
-        ("title", pa.string()),
-        ("yes_sub_title", pa.string()),
-        ("status", pa.string()),
-        ("open_time", pa.timestamp("us", tz="UTC")),
-        ("close_time", pa.timestamp("us", tz="UTC")),
-        ("result", pa.string()),
-        ("settlement_bounds_type", pa.string()),
-        ("settlement_floor_dollars", PRICE),
-        ("settlement_value_dollars", PRICE),
-        ("exchange_index", pa.int32()),
-        ("updated_at", pa.timestamp("us", tz="UTC")),
-        ("updated_by", pa.string()),
-    ]
-)
-MARKET_FIELDS = (
-    "market_ticker",
-    "event_ticker",
-    "series_ticker",
-    "title",
-    "yes_sub_title",
-    "status",
-    "open_time",
-    "close_time",
-    "result",
-    "settlement_bounds_type",
-    "settlement_floor_dollars",
-    "settlement_value_dollars",
-    "exchange_index",
-    "updated_by",
-)
 
 
 def _l1(t: Tick) -> tuple[Decimal | None, ...]:
@@ -126,6 +75,14 @@ def _l1(t: Tick) -> tuple[Decimal | None, ...]:
         t.yes_ask_size,
         t.volume,
         t.open_interest,
+    )
+
+
+def out_of_memory(exc: BaseException) -> bool:
+    """DuckDB ran out of its memory_limit (a client's query, most likely): worth a retry."""
+    text = str(exc).lower()
+    return isinstance(exc, duckdb.OutOfMemoryException) or (
+        "failed to allocate" in text or "failed to pin" in text or "out of memory" in text
     )
 
 
@@ -162,21 +119,11 @@ _EVENT = msgspec.json.Decoder(FeedEventPayload)
 
 
 @dataclass
-class _Batch:
-    cols: dict[str, list[Any]] = field(default_factory=lambda: {f.name: [] for f in TICK_SCHEMA})
-    markets: dict[str, dict[str, Any]] = field(default_factory=dict)
-    events: dict[str, dict[str, Any]] = field(default_factory=dict)
-    feed_events: list[tuple[int, str, str, str]] = field(default_factory=list)
-    passes: list[dict[str, Any]] = field(default_factory=list)
-    traffic: dict[str, list[int]] = field(default_factory=dict)
-    positions: dict[str, int] = field(default_factory=dict)
+class _Batch(Batch):
+    """A batch being decoded: the rows (`loads.Batch`) and what decoding them noticed."""
+
     errors_logged: int = 0
     errors_dropped: int = 0
-    lag_ms: list[float] = field(default_factory=list)
-
-    @property
-    def rows(self) -> int:
-        return len(self.cols["market_ticker"])
 
     def add_tick(self, t: Tick, source: str, rec: Record, segment_id: int) -> None:
         c = self.cols
@@ -221,7 +168,7 @@ class Writer:
 
     def __init__(
         self,
-        warehouse: Warehouse,
+        owner: Owner,
         landing_dir: os.PathLike[str] | str,
         stats: EngineStats | None = None,
         *,
@@ -230,7 +177,7 @@ class Writer:
         retention_s: float = 24 * 3600.0,
         busy_timeout_s: float = 0.5,
     ) -> None:
-        self.warehouse = warehouse
+        self.owner = owner
         self.landing_dir = Path(landing_dir)
         self.stats = stats or EngineStats()
         self.landing = landing
@@ -245,32 +192,62 @@ class Writer:
         self._skipped_seen: set[str] = set()  # unreadable objects already recorded
         self._busy_reported = False
         self._positions_known = False
+        self._pending: _Batch | None = None
+        self._cycle = threading.Lock()
+        self._closed = False
 
     # ------------------------------------------------------------------ cycle
 
     def load_once(self) -> int:
         """One batch: returns the rows of all tables loaded (0 when idle or the db is busy)."""
-        if self._positions_known and self._backlog() == 0:
+        # The write loop's thread and a stopping engine's drain share the owner's connection: a
+        # DuckDB connection must not be used by two threads at once, nor closed under one.
+        with self._cycle:
+            if self._closed:
+                return 0
+            return self._load_once()
+
+    def close(self) -> None:
+        """Close the warehouse (after the cycle in progress, if any); later cycles do nothing."""
+        with self._cycle:
+            self._closed = True
+            self.owner.close()
+
+    def _load_once(self) -> int:
+        if self._positions_known and self._pending is None and self._backlog() == 0:
             self.stats.backlog_bytes = 0
             return 0  # nothing new in the log: do not even open the database
         try:
-            with self.warehouse.connect(timeout_s=self.busy_timeout_s) as con:
-                if self._busy_reported:
-                    self._note_busy(False)
-                self.committed = dict(
-                    con.execute("SELECT segment, position FROM landing_positions").fetchall()
-                )
-                self._positions_known = True
-                batch = self._read_batch()
-                if not batch.positions:
-                    self.stats.backlog_bytes = self._backlog()
-                    return 0
-                self._commit(con, batch)
+            con = self.owner.connection(timeout_s=self.busy_timeout_s)
         except WarehouseBusyError as exc:
             if not self._busy_reported:
                 self._note_busy(True, str(exc))
             self.stats.backlog_bytes = self._backlog()
             return 0
+        batch: _Batch | None = None
+        try:
+            self.committed = dict(
+                con.execute("SELECT segment, position FROM landing_positions").fetchall()
+            )
+            self._positions_known = True
+            # a batch that failed to commit is committed as it was: decoding again would find
+            # the HTTP markets "unchanged" (the change detector has seen them) and drop them
+            batch, self._pending = self._pending or self._read_batch(), None
+            if not batch.positions:
+                self.stats.backlog_bytes = self._backlog()
+                return 0
+            commit(con, batch)
+        except duckdb.Error as exc:
+            if not out_of_memory(exc):
+                raise
+            # clients' queries run in this process and took its memory: retry next cycle
+            self._pending = batch
+            if not self._busy_reported:
+                self._note_busy(True, f"a commit failed for want of memory: {exc}"[:500])
+            self.stats.backlog_bytes = self._backlog()
+            return 0
+        if self._busy_reported:
+            self._note_busy(False)
         self.committed.update(batch.positions)
         self.stats.backlog_bytes = self._backlog()
         self._after_commit(batch)
@@ -522,95 +499,6 @@ class Writer:
             if stored:  # flagged once when stored, not again on every pass that repeats it
                 self._flag(rec, batch, market.ticker, market.notes)
 
-    # ------------------------------------------------------------------ writing
-
-    def _commit(self, con: Any, batch: _Batch) -> None:
-        con.execute("BEGIN TRANSACTION")
-        try:
-            if batch.rows:
-                table = pa.Table.from_pydict(batch.cols, schema=TICK_SCHEMA)
-                con.register("_kp_ticks", table)
-                con.execute("INSERT INTO ticks BY NAME SELECT *, now() AS stored_at FROM _kp_ticks")
-                con.unregister("_kp_ticks")
-            if batch.markets:
-                self._upsert_markets(con, batch)
-            if batch.events:
-                con.executemany(
-                    "INSERT INTO events (event_ticker, series_ticker, title, exchange_index, "
-                    "updated_at) VALUES (?, ?, ?, ?, now()) ON CONFLICT (event_ticker) "
-                    "DO UPDATE SET "
-                    "series_ticker = coalesce(excluded.series_ticker, events.series_ticker), "
-                    "title = coalesce(excluded.title, events.title), "
-                    "exchange_index = coalesce(excluded.exchange_index, events.exchange_index), "
-                    "updated_at = now()",
-                    [
-                        [e["event_ticker"], e["series_ticker"], e["title"], e["exchange_index"]]
-                        for e in batch.events.values()
-                    ],
-                )
-            if batch.feed_events:
-                con.executemany(
-                    "INSERT INTO feed_events VALUES (make_timestamp_ns(?)::TIMESTAMPTZ, ?, ?, ?)",
-                    [list(e) for e in batch.feed_events],
-                )
-            if batch.passes:
-                con.executemany(
-                    "INSERT INTO poll_passes VALUES (make_timestamp_ns(?)::TIMESTAMPTZ, "
-                    "make_timestamp_ns(?)::TIMESTAMPTZ, ?, ?, ?, ?, ?, ?, ?)",
-                    [
-                        [
-                            p["started_at"],
-                            p["finished_at"],
-                            p["purpose"],
-                            p["pages"],
-                            p["requests"],
-                            p["retries"],
-                            p["response_bytes"],
-                            p["markets_seen"],
-                            p["markets_changed"],
-                        ]
-                        for p in batch.passes
-                    ],
-                )
-            if batch.traffic:
-                con.executemany(
-                    "INSERT INTO wire_traffic VALUES (now(), ?, ?, ?)",
-                    [[src, fb[0], fb[1]] for src, fb in batch.traffic.items()],
-                )
-            con.executemany(
-                "INSERT INTO landing_positions VALUES (?, ?, now()) ON CONFLICT (segment) "
-                "DO UPDATE SET position = excluded.position, updated_at = now()",
-                [[seg, pos] for seg, pos in batch.positions.items()],
-            )
-            con.execute("COMMIT")
-        except BaseException:
-            with contextlib.suppress(Exception):
-                con.execute("ROLLBACK")
-            raise
-
-    def _upsert_markets(self, con: Any, batch: _Batch) -> None:
-        """One INSERT ... ON CONFLICT from an Arrow table: row-by-row takes seconds per 1,000."""
-        now = _ts(time.time_ns())
-        rows = list(batch.markets.values())
-        columns: dict[str, list[Any]] = {
-            name: [m.get(name) for m in rows] for name in MARKET_FIELDS[:-1]
-        }
-        for name in ("open_time", "close_time"):
-            columns[name] = [_ts(v) for v in columns[name]]
-        columns["updated_at"] = [_ts(m.get("updated_at")) or now for m in rows]
-        columns["updated_by"] = [m.get("updated_by", "http") for m in rows]
-        table = pa.Table.from_pydict(columns, schema=MARKET_SCHEMA)
-        sets = ", ".join(f"{c} = coalesce(excluded.{c}, markets.{c})" for c in MARKET_FIELDS[1:-1])
-        con.register("_kp_markets", table)
-        try:
-            con.execute(
-                f"INSERT INTO markets BY NAME SELECT * FROM _kp_markets "  # noqa: S608
-                f"ON CONFLICT (market_ticker) DO UPDATE SET {sets}, "
-                "updated_at = excluded.updated_at, updated_by = excluded.updated_by"
-            )
-        finally:
-            con.unregister("_kp_markets")
-
     def _after_commit(self, batch: _Batch) -> None:
         now_ns = time.time_ns()
         src = batch.cols["source"]
@@ -662,10 +550,3 @@ class Writer:
                 seg.path.unlink()
                 removed += 1
         return removed
-
-
-def _ts(value: Any) -> Any:
-    """Nanoseconds since the epoch (or a datetime) as a datetime DuckDB binds as TIMESTAMPTZ."""
-    if value is None or isinstance(value, datetime):
-        return value
-    return datetime.fromtimestamp(value / 1e9, tz=UTC)

@@ -1,31 +1,32 @@
-"""Short DuckDB connections under a cross-process file lock.
+"""The warehouse file: its name and its neighbours, opening it, and the errors that name the fix.
 
-DuckDB lets one process at a time hold a file read-write, and while it does nobody else can open
-it, not even read-only (dagster-notes.md §4.2). So every connection here is short and taken under
-`<db>.lock`, turning collisions between our own processes into short waits; a foreign holder (an
-analyst's DuckDB shell) is retried with backoff until a bounded deadline, then reported by name.
+One process at a time may hold a DuckDB file read-write, and while it does no other process can
+open it, not even read-only. So the stream's writer owns the file for its life (`owner.py`) and
+serves everyone else over Quack on loopback (`server.py`); every other process goes through
+`client.py`, which attaches to the owner or, when none is serving, opens the file itself under
+`<db>.lock` (the lock the owner holds for its life). Only this package opens the file.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
-import random
 import shutil
-import time
-from collections.abc import Iterator
+import struct
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import duckdb
-from filelock import FileLock, Timeout
 
-from kalshi_pipeline.warehouse.schema import migrate
+if TYPE_CHECKING:
+    from kalshi_pipeline.warehouse.client import Client
 
 DEFAULT_PATH = Path("data/kalshi.duckdb")
 MIN_FREE_BYTES = 64 * 1024 * 1024
-# Waiters re-try the lock this often: the writer holds it for short moments several times a
-# second, and a slow poll lets it win almost every time (readers then wait seconds).
+# Waiters re-try the lock this often (a client that found no owner, a starting owner).
 LOCK_POLL_S = 0.005
+# The storage format this DuckDB (1.5.x) writes and reads; DuckDB 2.x files carry a higher one.
+STORAGE_VERSION = 64
+_HEADER = struct.Struct("<8x4sQ32x32s")  # checksum, b"DUCK", version number, flags, library
 
 
 class WarehouseError(RuntimeError):
@@ -36,17 +37,72 @@ class WarehouseBusyError(WarehouseError):
     """Another process held the database for longer than we were willing to wait."""
 
 
+class WarehouseVersionError(WarehouseError):
+    """The file was written by a DuckDB this version cannot read (2.x)."""
+
+
 def default_path() -> Path:
     return Path(os.environ.get("KALSHI_DUCKDB_PATH") or DEFAULT_PATH)
 
 
+def sibling(path: Path, suffix: str) -> Path:
+    """`data/kalshi.duckdb` → `data/kalshi.duckdb<suffix>` (lock, token, endpoint files)."""
+    return path.with_name(path.name + suffix)
+
+
+def check_storage_version(path: Path) -> None:
+    """Refuse, with the recipe, a file written by DuckDB 2.x before DuckDB itself fails on it.
+
+    A DuckDB file starts with a checksum, b"DUCK", the storage version number (uint64) and, 32
+    bytes later, the library version that created it (e.g. b"v2.0.1"). 1.5.5 writes version 64
+    and cannot read the "v2.0.0+" storage of 2.x.
+    """
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(_HEADER.size)
+    except FileNotFoundError:
+        return
+    if len(head) < _HEADER.size:
+        return
+    magic, version, library = _HEADER.unpack(head)
+    if magic != b"DUCK":
+        return  # not a DuckDB file at all: DuckDB's own error says so
+    created_by = library.split(b"\0", 1)[0].decode("ascii", "replace") or "an unknown version"
+    if version > STORAGE_VERSION or created_by.startswith("v2."):
+        moved = path.with_name(path.stem + ".v2" + path.suffix)
+        raise WarehouseVersionError(
+            f"the database {path} was written by DuckDB {created_by} (storage version {version}), "
+            f"which this kalshi_pipeline (DuckDB {duckdb.__version__}) cannot read. Move it "
+            f"aside: mv {path} {moved} (the next start creates a new file and loads what the "
+            "landing log still holds). To keep its data, convert the moved file with DuckDB 2.x "
+            "in a separate environment: python3 -m venv /tmp/duckdb2 && /tmp/duckdb2/bin/pip "
+            "install 'duckdb>=2,<2.1' && /tmp/duckdb2/bin/python -c \"import duckdb; "
+            f"duckdb.connect().execute(\\\"ATTACH '{moved}' AS old (READ_ONLY); ATTACH '{path}' "
+            "AS new (STORAGE_VERSION 'v1.5.0'); COPY FROM DATABASE old TO new\\\")\""
+        )
+
+
+def open_file(path: Path, *, config: dict[str, Any] | None = None) -> duckdb.DuckDBPyConnection:
+    """Open the file read-write; a foreign holder (a DuckDB shell) is reported by name at once."""
+    check_storage_version(path)
+    try:
+        return duckdb.connect(str(path), config=config or {})
+    except duckdb.IOException as exc:
+        if "lock" not in str(exc).lower():
+            raise WarehouseError(f"cannot open the database {path}: {exc}") from None
+        raise WarehouseBusyError(
+            f"cannot open the database {path}: {exc}. Another program (a DuckDB shell or "
+            "notebook that opened the file directly?) holds it; close it, and use "
+            "`kalshi-pipeline shell` or `from kalshi_pipeline.warehouse import connect` instead"
+        ) from None
+
+
 class Warehouse:
-    """One DuckDB file. `connect()` yields a short connection; nothing is held between calls."""
+    """One DuckDB file, named by its path; `connect()` gives the one client API."""
 
     def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
         self.path = Path(path) if path is not None else default_path()
-        self.lock_path = self.path.with_name(self.path.name + ".lock")
-        self._lock = FileLock(str(self.lock_path))
+        self.lock_path = sibling(self.path, ".lock")
 
     def __repr__(self) -> str:
         return f"Warehouse({str(self.path)!r})"
@@ -75,51 +131,17 @@ class Warehouse:
                 f"at least {MIN_FREE_BYTES // (1024 * 1024)} MiB are needed: free some space"
             )
 
-    @contextlib.contextmanager
     def connect(
-        self, *, read_only: bool = False, timeout_s: float = 60.0
-    ) -> Iterator[duckdb.DuckDBPyConnection]:
-        """A connection held only for the `with` block, under the file lock, retried until
-        `timeout_s` while another process has the file."""
-        deadline = time.monotonic() + timeout_s
-        if not read_only:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        elif not self.path.exists():
-            raise WarehouseError(
-                f"the database {self.path} does not exist yet: start the stream first "
-                "(make run, or kalshi-pipeline stream)"
-            )
-        try:
-            self._lock.acquire(timeout=max(0.0, timeout_s), poll_interval=LOCK_POLL_S)
-        except Timeout:
-            raise WarehouseBusyError(
-                f"the database {self.path} stayed locked by another kalshi_pipeline process "
-                f"for {timeout_s:.0f}s (lock file {self.lock_path})"
-            ) from None
-        try:
-            con = self._open(read_only, deadline)
-            try:
-                yield con
-            finally:
-                con.close()
-        finally:
-            self._lock.release()
+        self, *, create: bool = False, read_only: bool = False, timeout_s: float = 60.0
+    ) -> Client:
+        """A client of this file (use it in a `with` block, or close it); see client.connect."""
+        from kalshi_pipeline.warehouse.client import connect
 
-    def _open(self, read_only: bool, deadline: float) -> duckdb.DuckDBPyConnection:
-        delay = 0.05
-        while True:
-            try:
-                return duckdb.connect(str(self.path), read_only=read_only)
-            except duckdb.IOException as exc:
-                if "lock" not in str(exc).lower() or time.monotonic() >= deadline:
-                    raise WarehouseBusyError(
-                        f"cannot open the database {self.path}: {exc}. Another program (a DuckDB "
-                        "shell or notebook?) holds it; close it, or query the read-only replica "
-                        "data/kalshi_analytics.duckdb instead"
-                    ) from None
-            time.sleep(min(delay * random.uniform(0.5, 1.0), max(0.0, deadline - time.monotonic())))
-            delay = min(delay * 2, 1.0)
+        return connect(self.path, create=create, read_only=read_only, timeout_s=timeout_s)
 
     def migrate(self, timeout_s: float = 60.0) -> int:
-        with self.connect(timeout_s=timeout_s) as con:
-            return migrate(con)
+        """Create or upgrade the schema (the owner does this itself at start)."""
+        from kalshi_pipeline.warehouse.schema import SCHEMA_VERSION
+
+        with self.connect(create=True, timeout_s=timeout_s):
+            return SCHEMA_VERSION

@@ -1,4 +1,4 @@
-"""Analyst queries on short read-only connections, retried while the file is busy."""
+"""Analysts' queries for `kalshi-pipeline sql`: read-only, several statements all or none."""
 
 from __future__ import annotations
 
@@ -11,9 +11,11 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import duckdb
 from tabulate import tabulate
 
-from kalshi_pipeline.warehouse.connection import Warehouse
+from kalshi_pipeline.warehouse.client import connect, short_sql
+from kalshi_pipeline.warehouse.connection import WarehouseError
 
 
 @dataclass(frozen=True)
@@ -22,13 +24,37 @@ class QueryResult:
     rows: list[tuple[Any, ...]]
 
 
-def run_sql(database: Path, sql: str, *, timeout_s: float = 60.0) -> QueryResult:
-    """Run one statement read-only; the connection is held only while it runs."""
-    with Warehouse(database).connect(read_only=True, timeout_s=timeout_s) as con:
-        cur = con.execute(sql)
-        columns = [d[0] for d in cur.description] if cur.description else []
-        rows = cur.fetchall() if columns else []
-    return QueryResult(columns, rows)
+class StatementFailedError(WarehouseError):
+    """One of the statements failed; the message names which, and nothing was printed."""
+
+
+def run_sql(database: Path, sql: str, *, timeout_s: float = 60.0) -> list[QueryResult]:
+    """Run every statement in `sql`, read-only; all results, or an error naming the statement
+    that failed (the caller prints nothing then)."""
+    results: list[QueryResult] = []
+    with connect(database, read_only=True, timeout_s=timeout_s) as con:
+        try:
+            statements = con.statements(sql)
+        except duckdb.Error as exc:
+            raise StatementFailedError(f"{type(exc).__name__}: {exc}") from None
+        if not statements:
+            raise StatementFailedError("no SQL statement given")
+        for i, statement in enumerate(statements, 1):
+            try:
+                cur = con.execute(statement)
+                columns = [d[0] for d in cur.description] if cur.description else []
+                rows = cur.fetchall() if columns else []
+            except (duckdb.Error, WarehouseError) as exc:
+                which = (
+                    f"statement {i} of {len(statements)}"
+                    if len(statements) > 1
+                    else "the statement"
+                )
+                raise StatementFailedError(
+                    f"{which} failed ({short_sql(statement, 80)}): {type(exc).__name__}: {exc}"
+                ) from None
+            results.append(QueryResult(columns, rows))
+    return results
 
 
 def _plain(value: Any) -> Any:

@@ -1,17 +1,19 @@
 """SQL behind the report assets: the market snapshot, storage and latency comparisons, checks.
 
-Every function takes an open connection (short, from `Warehouse.connect`) and works on an empty
+Every function takes a warehouse client (`warehouse.connect()`) and works on an empty
 warehouse too: a missing source or an empty table gives empty results, never an error.
 """
 
 from __future__ import annotations
 
-import os
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import duckdb
+
+from kalshi_pipeline.warehouse import loads
+from kalshi_pipeline.warehouse.client import values_table_sql
 
 # A market's status as of now: Kalshi sends no lifecycle event at the scheduled open or close.
 EFFECTIVE_STATUS = """
@@ -76,11 +78,7 @@ def fetch_dicts(
 
 # --------------------------------------------------------------------------- storage
 
-TICK_COLUMNS = (
-    "market_ticker, source, exchange_ts, sent_at, received_at, stored_at, price, yes_bid, yes_ask, "
-    "yes_bid_size, yes_ask_size, last_trade_size, volume, open_interest, landing_segment, "
-    "landing_offset"
-)
+TICK_COLUMNS = ", ".join(loads.TICK_COLUMNS)
 
 
 def measure_storage(con: duckdb.DuckDBPyConnection, where: str, params: list[Any]) -> int:
@@ -90,7 +88,7 @@ def measure_storage(con: duckdb.DuckDBPyConnection, where: str, params: list[Any
     an empty table. Resolution: about one block. (Smaller blocks would resolve finer, but with
     16 KiB blocks DuckDB 2.0 stops bit-packing integers and the count comes out 2-3 times too
     high.)"""
-    with tempfile.TemporaryDirectory(prefix="kalshi-storage-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="kalshi-storage-") as tmp, con.held():
         path = Path(tmp) / "scratch.duckdb"
         con.execute(f"ATTACH '{path}' AS kp_scratch")
         try:
@@ -358,15 +356,9 @@ def latency_samples(con: duckdb.DuckDBPyConnection, limit: int = 200_000) -> lis
 def write_table(
     con: duckdb.DuckDBPyConnection, name: str, rows: list[dict[str, Any]], columns: list[str]
 ) -> None:
-    """Replace a small report table with these rows (types inferred by DuckDB)."""
-    import pandas as pd
-
-    frame = pd.DataFrame(rows, columns=columns)
-    con.register("kp_rows", frame)
-    try:
-        con.execute(f"CREATE OR REPLACE TABLE {name} AS SELECT * FROM kp_rows")
-    finally:
-        con.unregister("kp_rows")
+    """Replace a small report table with these rows (types inferred by DuckDB), in one
+    statement: it runs whole on the warehouse's owner when one is serving."""
+    con.execute(values_table_sql(name, rows, columns))
 
 
 # --------------------------------------------------------------------------- checks
@@ -421,46 +413,3 @@ def active_markets_missing_from_snapshot(
 def newest_tick_age_s(con: duckdb.DuckDBPyConnection) -> float | None:
     row = con.execute("SELECT epoch(now()) - epoch(max(received_at)) FROM ticks").fetchone()
     return float(row[0]) if row and row[0] is not None else None
-
-
-# --------------------------------------------------------------------------- replica
-
-REPLICA_TABLES = (
-    "ticks",
-    "markets",
-    "events",
-    "feed_events",
-    "poll_passes",
-    "wire_traffic",
-    "market_snapshot",
-    "feed_storage_comparison",
-    "feed_latency_comparison",
-)
-
-
-def build_replica(con: duckdb.DuckDBPyConnection, target: Path) -> dict[str, int]:
-    """Copy the tables into a new file next to `target`, then rename it into place, so a reader
-    who has the old file open keeps reading the old one and nobody sees half a file."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=target.name + ".", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    os.unlink(tmp_name)
-    tmp = Path(tmp_name)
-    counts: dict[str, int] = {}
-    existing = {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
-    con.execute(f"ATTACH '{tmp}' AS kp_replica")
-    try:
-        for table in REPLICA_TABLES:
-            if table not in existing:
-                continue
-            con.execute(f"CREATE TABLE kp_replica.{table} AS SELECT * FROM main.{table}")
-            row = con.execute(f"SELECT count(*) FROM kp_replica.{table}").fetchone()
-            counts[table] = int(row[0]) if row else 0
-        con.execute("CHECKPOINT kp_replica")
-    finally:
-        con.execute("DETACH kp_replica")
-    os.replace(tmp, target)
-    wal = tmp.with_name(tmp.name + ".wal")
-    if wal.exists():
-        wal.unlink()
-    return counts

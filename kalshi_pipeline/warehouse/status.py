@@ -1,7 +1,7 @@
 """SQL for `kalshi-pipeline status`, and for feed events recorded from Dagster.
 
-Each function takes a connection from `Warehouse.connect()` (short, under the file lock), so the
-caller decides how long it may wait for the stream's writer.
+Each function takes a client from `Warehouse.connect()` (attached to the stream's writer while it
+serves, else on the file itself), so the caller decides how long it may wait for the file.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 import duckdb
 
 from kalshi_pipeline.warehouse.connection import Warehouse
-from kalshi_pipeline.warehouse.schema import migrate
 
 MAX_DETAIL_CHARS = 2000
 
@@ -39,8 +38,7 @@ def record_feed_event(
 
     Raises WarehouseError (WarehouseBusyError past `timeout_s`) for the caller to log.
     """
-    with warehouse.connect(timeout_s=timeout_s) as con:
-        migrate(con)
+    with warehouse.connect(create=True, timeout_s=timeout_s) as con:
         con.execute(
             "INSERT INTO feed_events (occurred_at, source, kind, detail) VALUES (now(), ?, ?, ?)",
             [source, kind, detail[:MAX_DETAIL_CHARS]],

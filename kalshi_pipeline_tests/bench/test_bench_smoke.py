@@ -28,6 +28,8 @@ FIGURES = (
     "cpu_share_at_200_tps",
     "peak_rss_mb",
     "peak_rss_locked_mb",
+    "analysts_pace",
+    "analysts_errors",
     "chaos_lost",
     "chaos_duplicates",
     "chaos_fallback_s",
@@ -35,7 +37,7 @@ FIGURES = (
 )
 
 
-@pytest.mark.timeout(240)
+@pytest.mark.timeout(330)
 def test_bench_command_writes_every_figure(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     run = subprocess.run(
@@ -54,7 +56,7 @@ def test_bench_command_writes_every_figure(tmp_path: Path) -> None:
         ],
         capture_output=True,
         text=True,
-        timeout=230,
+        timeout=320,
     )
     assert run.returncode == 0, run.stderr[-4000:]
     results = json.loads(out.read_text())

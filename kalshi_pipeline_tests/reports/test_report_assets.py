@@ -22,7 +22,7 @@ from kalshi_pipeline.stream.config import Mode, StreamConfig
 from kalshi_pipeline.stream.engine import Engine
 from kalshi_pipeline.warehouse import Warehouse
 from kalshi_pipeline.warehouse.reports import measure_storage
-from kalshi_pipeline_tests.helpers import query, wait_for
+from kalshi_pipeline_tests.helpers import free_port, query, wait_for
 
 pytestmark = pytest.mark.timeout(300)
 SELECTION = dg.AssetSelection.groups("reports") | dg.AssetSelection.checks_for_assets(raw_ticks.key)
@@ -54,6 +54,7 @@ def filled(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
     ensure_dev_key(home)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("KALSHI_HOME", str(home))
+        mp.setenv("KALSHI_WAREHOUSE_PORT", str(free_port()))  # module scope: before the autouse
         with SimulatorProcess(markets=300, rate=200, seed=11, kalshi_home=home) as sim:
             db = tmp / "data" / "kalshi.duckdb"
             config = StreamConfig(
@@ -89,6 +90,7 @@ def filled(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
                     text=True,
                     timeout=120,
                 )
+                live = materialize(db)  # while the stream owns and serves the file
                 sim.set_faults(pause_updates=True)
                 passes = query(db, "SELECT count(*) FROM poll_passes")[0][0]
                 wait_for(
@@ -100,7 +102,13 @@ def filled(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
                     exchange = {m.ticker: m for m in client.get_markets(status="open")}
             finally:
                 engine.stop()
-            yield {"db": db, "exchange": exchange, "sql": sql, "result": materialize(db)}
+            yield {
+                "db": db,
+                "exchange": exchange,
+                "sql": sql,
+                "live": live,
+                "result": materialize(db),  # no stream: on the file itself
+            }
 
 
 def test_sql_answers_while_the_stream_is_running(filled: dict[str, Any]) -> None:
@@ -108,6 +116,14 @@ def test_sql_answers_while_the_stream_is_running(filled: dict[str, Any]) -> None
     assert run.returncode == 0, run.stderr
     counts = {r["source"]: r["n"] for r in json.loads(run.stdout)}
     assert counts.get("websocket", 0) > 0 and counts.get("http", 0) > 0
+
+
+def test_reports_materialize_while_the_stream_runs(filled: dict[str, Any]) -> None:
+    live = filled["live"]
+    assert live.success
+    assert meta(live, "market_snapshot")["dagster/row_count"].value >= 250
+    assert meta(live, "feed_storage_comparison")["missing_sources"].value == "none"
+    assert checks(live)["raw_ticks_no_frame_twice"].passed
 
 
 def test_every_asset_materializes_and_every_check_passes_on_good_data(
@@ -121,23 +137,6 @@ def test_every_asset_materializes_and_every_check_passes_on_good_data(
         "raw_ticks_no_frame_twice": True,
         "snapshot_has_every_active_market": True,
     }
-
-
-def test_the_analytics_replica_is_a_read_only_copy_of_every_table(filled: dict[str, Any]) -> None:
-    import duckdb
-
-    db = filled["db"]
-    replica = db.parent / "kalshi_analytics.duckdb"
-    copy = duckdb.connect(str(replica), read_only=True)
-    try:
-        for table in ("ticks", "markets", "feed_events", "market_snapshot"):
-            (n,) = copy.execute(f"SELECT count(*) FROM {table}").fetchone()
-            assert n == query(db, f"SELECT count(*) FROM {table}")[0][0] > 0, table
-        # a reader holding the replica does not stop the warehouse from being written
-        with Warehouse(db).connect(timeout_s=10) as con:
-            con.execute("SELECT count(*) FROM ticks").fetchone()
-    finally:
-        copy.close()
 
 
 def test_snapshot_equals_the_exchanges_final_state(filled: dict[str, Any]) -> None:

@@ -6,13 +6,15 @@ import os
 import subprocess
 import sys
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import msgspec
+import pytest
 
 from kalshi_pipeline.stream.landing import HEADER, Kind, LandingLog, Source, list_segments
 from kalshi_pipeline.stream.writer import PageMeta, Writer
-from kalshi_pipeline.warehouse import Warehouse
+from kalshi_pipeline.warehouse.owner import Owner
 from kalshi_pipeline_tests.helpers import query
 
 FRAME = (
@@ -27,10 +29,35 @@ def frame(i: int) -> bytes:
     return FRAME.format(t=f"KX-{i % 7}", p=i % 10000, v=i, ms=1_790_000_000_000 + i).encode()
 
 
-def make(tmp_path: Path) -> tuple[Warehouse, Path]:
-    wh = Warehouse(tmp_path / "data" / "k.duckdb")
-    wh.migrate()
-    return wh, tmp_path / "data" / "landing"
+class Files:
+    """The database of a test, with an owner per writer (one process owns the file at a time)."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.path = tmp_path / "data" / "k.duckdb"
+        self.owners: list[Owner] = []
+
+    def owner(self) -> Owner:
+        for o in self.owners:
+            o.close()  # the writer before this one ended (its process stopped or crashed)
+        self.owners.append(Owner(self.path))
+        return self.owners[-1]
+
+
+OPEN: list[Files] = []
+
+
+@pytest.fixture(autouse=True)
+def close_owners() -> Iterator[None]:
+    """Every owner a test opened is closed after it (a process runs one owner at a time)."""
+    yield
+    while OPEN:
+        for owner in OPEN.pop().owners:
+            owner.close()
+
+
+def make(tmp_path: Path) -> tuple[Files, Path]:
+    OPEN.append(Files(tmp_path))
+    return OPEN[-1], tmp_path / "data" / "landing"
 
 
 def test_every_logged_frame_is_stored_once_across_writer_restarts(tmp_path: Path) -> None:
@@ -39,34 +66,47 @@ def test_every_logged_frame_is_stored_once_across_writer_restarts(tmp_path: Path
     for i in range(2500):
         log.append(Kind.WS_FRAME, Source.WEBSOCKET, frame(i))
     log.sync()
-    first = Writer(wh, landing_dir, landing=log, batch_rows=1000)
+    first = Writer(wh.owner(), landing_dir, landing=log, batch_rows=1000)
     assert first.load_once() > 0  # one batch of 1000, then "crash"
     for i in range(2500, 3000):
         log.append(Kind.WS_FRAME, Source.WEBSOCKET, frame(i))
     log.close()
-    second = Writer(wh, landing_dir, batch_rows=1000)
+    second = Writer(wh.owner(), landing_dir, batch_rows=1000)
     assert second.drain(30)
     rows = query(
         wh.path, "SELECT count(*), count(DISTINCT (landing_segment, landing_offset)) FROM ticks"
     )
     assert rows == [(3000, 3000)]
-    assert Writer(wh, landing_dir).load_once() == 0
+    assert Writer(wh.owner(), landing_dir).load_once() == 0
 
 
-def test_two_writers_on_one_landing_folder_never_store_a_record_twice(tmp_path: Path) -> None:
+def test_a_writer_waits_while_another_owns_the_file_then_stores_every_record_once(
+    tmp_path: Path,
+) -> None:
     wh, landing_dir = make(tmp_path)
     log = LandingLog(landing_dir)
-    a = Writer(wh, landing_dir, landing=log, batch_rows=300)
-    b = Writer(wh, landing_dir, landing=log, batch_rows=300)
+    wh.owners += [Owner(wh.path), Owner(wh.path)]
+    old = Writer(wh.owners[0], landing_dir, landing=log, batch_rows=300)
+    new = Writer(wh.owners[1], landing_dir, landing=log, batch_rows=300, busy_timeout_s=0.05)
     for i in range(2000):
         log.append(Kind.WS_FRAME, Source.WEBSOCKET, frame(i))
         if i % 250 == 0:
             log.sync()
-            (a if i % 500 else b).load_once()
+            old.load_once()
+            assert new.load_once() == 0  # the old writer owns the file: the log keeps it
     log.sync()
-    while a.load_once() or b.load_once():
-        pass
-    assert query(wh.path, "SELECT count(*) FROM ticks") == [(2000,)]
+    assert new.stats.db_busy_since is not None
+    old.drain(30)
+    old.owner.close()  # a handover: the old engine stops
+    for i in range(2000, 2500):
+        log.append(Kind.WS_FRAME, Source.WEBSOCKET, frame(i))
+    log.sync()
+    assert new.drain(30)
+    assert new.stats.db_busy_since is None
+    assert query(wh.path, "SELECT count(*), count(DISTINCT landing_offset) FROM ticks") == [
+        (2500, 2500)
+    ]
+    new.owner.close()
 
 
 def test_a_torn_tail_from_a_crash_is_skipped_and_reported(tmp_path: Path) -> None:
@@ -90,7 +130,7 @@ def test_a_torn_tail_from_a_crash_is_skipped_and_reported(tmp_path: Path) -> Non
         f.write(HEADER.pack(Kind.WS_FRAME, Source.WEBSOCKET, 0, len(torn), 2, zlib.crc32(torn)))
         f.write(torn[:10])
     assert not list_segments(landing_dir)[0].open
-    writer = Writer(wh, landing_dir)
+    writer = Writer(wh.owner(), landing_dir)
     assert writer.drain(30)
     assert query(wh.path, "SELECT count(*) FROM ticks") == [(1,)]
     kinds = [r[0] for r in query(wh.path, "SELECT kind FROM feed_events")]
@@ -110,7 +150,7 @@ def test_malformed_frames_are_counted_recorded_and_write_no_row(tmp_path: Path) 
     for i, b in enumerate(bad):
         log.append(Kind.WS_FRAME, Source.WEBSOCKET, frame(i))
         log.append(Kind.WS_FRAME, Source.WEBSOCKET, b)
-    writer = Writer(wh, landing_dir, landing=log)
+    writer = Writer(wh.owner(), landing_dir, landing=log)
     assert writer.drain(30)
     assert query(wh.path, "SELECT count(*) FROM ticks") == [(len(bad),)]
     assert writer.stats.parse_errors == 4
@@ -141,7 +181,7 @@ def test_polled_pages_store_only_markets_that_changed(tmp_path: Path) -> None:
     log.append(Kind.REST_PAGE, Source.HTTP, page(1, ["0.1000", "0.2000", "0.3000"]))
     log.append(Kind.REST_PAGE, Source.HTTP, page(2, ["0.1000", "0.2500", "0.3000"]))
     log.append(Kind.REST_PAGE, Source.HTTP, page(3, ["0.1000", "0.2500", "0.3000"]))
-    assert Writer(wh, landing_dir, landing=log).drain(30)
+    assert Writer(wh.owner(), landing_dir, landing=log).drain(30)
     rows = query(wh.path, "SELECT market_ticker, yes_bid FROM ticks ORDER BY landing_offset, 1")
     assert [(t, str(b)) for t, b in rows] == [
         ("KX-0", "0.1000"),
@@ -185,7 +225,7 @@ def test_odd_values_are_stored_as_far_as_they_can_be_and_flagged_with_their_plac
             Source.HTTP,
             meta + b"\n" + msgspec.json.encode({"markets": markets, "cursor": ""}),
         )
-    writer = Writer(wh, landing_dir, landing=log)
+    writer = Writer(wh.owner(), landing_dir, landing=log)
     assert writer.drain(30)
     ticks = query(
         wh.path,
@@ -249,16 +289,17 @@ def test_settled_after_determined_keeps_the_result_and_settlement_value(tmp_path
     for frames in ([created, determined], [settled, event]):  # two batches: settled comes later
         for f in frames:
             log.append(Kind.WS_FRAME, Source.WEBSOCKET, f)
-        assert Writer(wh, landing_dir, landing=log).drain(30)
+        assert Writer(wh.owner(), landing_dir, landing=log).drain(30)
     rows = query(wh.path, stored)
     assert [(s, r, str(v), i) for s, r, v, i in rows] == [("finalized", "yes", "1.0000", 3)]
     assert query(wh.path, "SELECT series_ticker, exchange_index FROM events") == [("KXH", 3)]
     # and in one batch
+    wh.owner().close()  # (one owner per port at a time)
     wh2, landing2 = make(tmp_path / "one")
     log2 = LandingLog(landing2)
     for f in (created, determined, settled):
         log2.append(Kind.WS_FRAME, Source.WEBSOCKET, f)
-    assert Writer(wh2, landing2, landing=log2).drain(30)
+    assert Writer(wh2.owner(), landing2, landing=log2).drain(30)
     rows = query(wh2.path, stored)
     assert [(s, r, str(v), i) for s, r, v, i in rows] == [("finalized", "yes", "1.0000", 3)]
 
@@ -271,14 +312,15 @@ def test_loaded_segments_are_removed_after_the_retention(tmp_path: Path) -> None
     log.close()
     closed = [s for s in list_segments(landing_dir) if not s.open]
     assert len(closed) > 3
-    keep = Writer(wh, landing_dir, retention_s=3600)
+    keep = Writer(wh.owner(), landing_dir, retention_s=3600)
     assert keep.drain(30)
     assert len(list_segments(landing_dir)) == len(closed)
     old = closed[0].path.stat().st_mtime - 7200
     for s in closed:
         os.utime(s.path, (old, old))
-    assert Writer(wh, landing_dir, retention_s=3600).cleanup() == 0  # positions not yet known
-    gone = Writer(wh, landing_dir, retention_s=3600)
+    # positions not yet known
+    assert Writer(wh.owner(), landing_dir, retention_s=3600).cleanup() == 0
+    gone = Writer(wh.owner(), landing_dir, retention_s=3600)
     gone.load_once()
     assert gone.cleanup() == len(closed)
     assert query(wh.path, "SELECT count(*) FROM ticks") == [(50,)]

@@ -1,4 +1,4 @@
-"""Process faults: SIGKILL and restart, a database held by another process.
+"""Process faults: SIGKILL and restart, a database held by another program.
 
 Pass or fail is decided by what is in DuckDB and the ledger, never by timing."""
 
@@ -12,6 +12,7 @@ import sys
 import psutil
 import pytest
 
+from kalshi_pipeline.warehouse import Warehouse
 from kalshi_pipeline.warehouse.paths import landing_folder
 from kalshi_pipeline_tests.helpers import (
     query,
@@ -62,36 +63,37 @@ def test_sigkill_mid_stream_then_restart_stores_everything_logged_once(sim_facto
     assert logged <= {(s, o) for s, o, _n in stored}, "a logged frame was never stored"
 
 
-def test_database_held_by_another_process_loses_nothing(sim_factory, engines, tmp_path):
+def test_a_database_held_before_the_stream_starts_loses_nothing(sim_factory, engines, tmp_path):
     sim = sim_factory(markets=500, rate=300)
     db = tmp_path / "k.duckdb"
-    engine = engines(config_for(sim, db))
-    wait_for(lambda: engine.stats.ticks_stored_ws > 0, timeout=30, what="first ticks")
-    hold = (  # another program grabbing the file between two of the writer's short flushes
+    Warehouse(db).migrate()
+    hold = (  # an analyst who opened the file directly while no stream ran, for a while
         "import sys, time, duckdb\n"
-        "deadline = time.monotonic() + 60\n"
-        "while True:\n"
-        "    try:\n"
-        "        con = duckdb.connect(sys.argv[1]); break\n"
-        "    except duckdb.IOException:\n"
-        "        if time.monotonic() > deadline: raise\n"
-        "        time.sleep(0.01)\n"
-        "print('held', flush=True); time.sleep(60)"
+        "con = duckdb.connect(sys.argv[1])\n"
+        "print('held', flush=True); sys.stdin.readline()\n"
     )
-    rss_before = psutil.Process().memory_info().rss
     holder = subprocess.Popen(
-        [sys.executable, "-c", hold, str(db)], stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", hold, str(db)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        rss_before = psutil.Process().memory_info().rss
+        engine = engines(config_for(sim, db))
         wait_for(
             lambda: engine.stats.backlog_bytes > 1_000_000,
             timeout=60,
             interval=1,
             what="a backlog while the database is held",
         )
+        assert engine.stats.ticks_stored == 0
         peak = psutil.Process().memory_info().rss
-        holder.wait(timeout=120)
+        assert holder.stdin is not None
+        holder.stdin.write("\n")
+        holder.stdin.flush()
+        holder.wait(timeout=60)
     finally:
         holder.kill()
     # drained: back to what arrives between two flushes (never exactly 0 while ticks keep
@@ -101,3 +103,24 @@ def test_database_held_by_another_process_loses_nothing(sim_factory, engines, tm
     assert stored == expected
     assert peak - rss_before < 200 * 1024 * 1024, "memory grew with the backlog"
     assert {"database_busy", "database_free"} <= set(kinds(db))
+
+
+def test_plain_duckdb_on_the_live_file_is_refused_and_the_stream_never_waits(
+    sim_factory, engines, tmp_path
+):
+    sim = sim_factory(markets=500, rate=300)
+    db = tmp_path / "k.duckdb"
+    engine = engines(config_for(sim, db))
+    wait_for(lambda: engine.stats.ticks_stored_ws > 0, timeout=30, what="first ticks")
+    tries = subprocess.run(
+        [sys.executable, "-c", "import sys, duckdb; duckdb.connect(sys.argv[1])", str(db)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert tries.returncode != 0 and "lock" in tries.stderr
+    stored = engine.stats.ticks_stored_ws
+    wait_for(lambda: engine.stats.ticks_stored_ws > stored + 300, timeout=30, what="more ticks")
+    expected, stored_keys = settle_and_compare(sim, db, engine)
+    assert stored_keys == expected
+    assert engine.stats.db_busy_since is None

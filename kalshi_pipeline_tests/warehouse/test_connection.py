@@ -1,13 +1,24 @@
+"""The warehouse file without an owner: schema, foreign holders, bad files, missing parts."""
+
 from __future__ import annotations
 
+import struct
 import subprocess
 import sys
 from decimal import Decimal
 from pathlib import Path
 
+import duckdb
 import pytest
 
-from kalshi_pipeline.warehouse import Warehouse, WarehouseBusyError, WarehouseError
+from kalshi_pipeline.warehouse import (
+    Warehouse,
+    WarehouseBusyError,
+    WarehouseError,
+    WarehouseVersionError,
+    connect,
+)
+from kalshi_pipeline.warehouse.owner import Owner
 from kalshi_pipeline.warehouse.schema import SCHEMA_VERSION
 from kalshi_pipeline_tests.helpers import wait_for
 
@@ -30,7 +41,7 @@ def test_migrations_are_idempotent_and_versioned(tmp_path: Path) -> None:
     assert {"ticks", "markets", "feed_events", "poll_passes", "landing_positions"} <= tables
 
 
-def test_a_foreign_holder_is_waited_for_then_reported_by_name(tmp_path: Path) -> None:
+def test_a_foreign_holder_is_reported_at_once_with_what_to_use_instead(tmp_path: Path) -> None:
     db = tmp_path / "k.duckdb"
     Warehouse(db).migrate()
     holder = subprocess.Popen(
@@ -38,40 +49,21 @@ def test_a_foreign_holder_is_waited_for_then_reported_by_name(tmp_path: Path) ->
     )
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "holding"
-        with pytest.raises(WarehouseBusyError) as err, Warehouse(db).connect(timeout_s=0.5):
-            pass
+        with pytest.raises(WarehouseBusyError) as err, connect(db, timeout_s=5) as con:
+            con.execute("SELECT 1")
         assert str(db) in str(err.value)
-        assert "kalshi_analytics.duckdb" in str(err.value)
+        assert "kalshi-pipeline shell" in str(err.value)
     finally:
         holder.kill()
         holder.wait()
-    with Warehouse(db).connect(timeout_s=30) as con:
+    with connect(db) as con:
         assert con.execute("SELECT 1").fetchone() == (1,)
 
 
-def test_a_connection_waits_while_the_holder_releases_within_the_timeout(tmp_path: Path) -> None:
-    db = tmp_path / "k.duckdb"
-    Warehouse(db).migrate()
-    holder = subprocess.Popen(
-        [sys.executable, "-c", HOLD, str(db), "1.5"], stdout=subprocess.PIPE, text=True
-    )
-    try:
-        assert holder.stdout is not None and holder.stdout.readline().strip() == "holding"
-        with Warehouse(db).connect(timeout_s=60) as con:
-            assert con.execute("SELECT count(*) FROM ticks").fetchone() == (0,)
-        # we got in because the holder let go, not because it was pushed aside
-        assert holder.wait(timeout=10) == 0
-    finally:
-        holder.kill()
-        holder.wait()
-
-
 def test_read_only_on_a_missing_database_says_to_start_the_stream(tmp_path: Path) -> None:
-    with (
-        pytest.raises(WarehouseError, match="start the stream"),
-        Warehouse(tmp_path / "none.duckdb").connect(read_only=True),
-    ):
-        pass
+    with pytest.raises(WarehouseError, match="start the stream"):
+        connect(tmp_path / "none.duckdb", read_only=True)
+    assert not (tmp_path / "none.duckdb").exists()
 
 
 def test_an_unusable_database_path_is_a_clear_error_at_start(tmp_path: Path) -> None:
@@ -83,7 +75,7 @@ def test_an_unusable_database_path_is_a_clear_error_at_start(tmp_path: Path) -> 
     assert "KALSHI_DUCKDB_PATH" in str(err.value)
 
 
-def test_waiting_for_our_own_lock_is_bounded(tmp_path: Path) -> None:
+def test_waiting_for_a_holder_that_serves_nothing_is_bounded(tmp_path: Path) -> None:
     db = tmp_path / "k.duckdb"
     wh = Warehouse(db)
     wh.migrate()
@@ -98,13 +90,71 @@ def test_waiting_for_our_own_lock_is_bounded(tmp_path: Path) -> None:
         assert holder.stdout is not None
         wait_for(lambda: holder.stdout.readline().strip() == "locked", timeout=30, what="lock")
         with (
-            pytest.raises(WarehouseBusyError, match="locked by another"),
-            wh.connect(timeout_s=0.3),
+            pytest.raises(WarehouseBusyError, match="serves no endpoint"),
+            connect(db, timeout_s=0.3) as con,
         ):
-            pass
+            con.execute("SELECT 1")
     finally:
         holder.kill()
         holder.wait()
+
+
+def v2_file(tmp_path: Path) -> Path:
+    """A file whose header says DuckDB 2.0.1 wrote it (storage version 65).
+
+    No DuckDB 2.x can be installed beside 1.5.5 to write a real one, so this takes a real 1.5.5
+    file and rewrites the two header fields the check reads: the storage version number at
+    byte 12 and the creating library's version at byte 52 (DuckDB's MainHeader layout)."""
+    path = tmp_path / "old" / "kalshi.duckdb"
+    path.parent.mkdir()
+    con = duckdb.connect(str(path))
+    con.execute("CREATE TABLE t (i INTEGER)")
+    con.close()
+    data = bytearray(path.read_bytes())
+    data[12:20] = struct.pack("<Q", 65)
+    data[52:84] = b"v2.0.1".ljust(32, b"\0")
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_a_file_written_by_duckdb_2_is_refused_with_the_way_to_convert_it(tmp_path: Path) -> None:
+    path = v2_file(tmp_path)
+    before = path.read_bytes()
+    with pytest.raises(WarehouseVersionError) as err:
+        Owner(path).connection(timeout_s=5)
+    text = str(err.value)
+    assert "v2.0.1" in text and str(path) in text
+    assert f"mv {path} {path.parent / 'kalshi.v2.duckdb'}" in text
+    assert "STORAGE_VERSION 'v1.5.0'" in text and "COPY FROM DATABASE" in text
+    with pytest.raises(WarehouseVersionError):
+        connect(path).execute("SELECT 1")
+    assert path.read_bytes() == before, "the old file was touched"
+    # the owner let go of the lock: after moving the file aside, a new one starts
+    path.rename(path.parent / "kalshi.v2.duckdb")
+    with Owner(path) as owner:
+        assert owner.endpoint is not None
+
+
+def test_a_missing_extension_wheel_is_named_with_the_install_command(tmp_path: Path) -> None:
+    # the wheel is installed here; a child process that cannot see it stands for one without it
+    code = (
+        "import importlib.util, sys\n"
+        "_f = importlib.util.find_spec\n"
+        "importlib.util.find_spec = "
+        "lambda n, *a: None if n == 'duckdb_extension_quack' else _f(n, *a)\n"
+        "from pathlib import Path\n"
+        "from kalshi_pipeline.warehouse.owner import Owner\n"
+        "Owner(Path(sys.argv[1])).connection(timeout_s=5)\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "k.duckdb")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode != 0
+    assert "ExtensionMissingError" in run.stderr
+    assert "pip install 'duckdb==1.5.5' 'duckdb-extension-quack==1.5.5'" in run.stderr
 
 
 def test_a_version_1_database_gains_the_october_2026_columns_keeping_its_rows(

@@ -1,8 +1,9 @@
-"""Report assets: the market snapshot, the two feed comparisons, the report, the replica.
+"""Report assets: the market snapshot, the two feed comparisons, the report.
 
-Each asset takes a short connection through the `warehouse` resource (waiting while the stream
-holds the file), works on whatever exists (an empty warehouse gives empty tables and says what
-is missing), and returns numeric metadata under stable keys so the UI plots them over time.
+Each asset reaches the warehouse through the `warehouse` resource (attached to the stream's
+writer while it serves, else opening the file itself), works on whatever exists (an empty
+warehouse gives empty tables and says what is missing), and returns numeric metadata under
+stable keys so the UI plots them over time.
 """
 
 import base64
@@ -25,7 +26,7 @@ from kalshi_pipeline.warehouse import reports
 from kalshi_pipeline.warehouse.schema import migrate
 
 GROUP = "reports"
-LOCK_WAIT_S = 300.0  # a report run waits this long for the stream's short flushes
+LOCK_WAIT_S = 300.0  # a report run waits this long for a file another process holds unserved
 
 
 def data_dir(warehouse: WarehouseResource) -> Path:
@@ -186,24 +187,3 @@ def _has(con: Any, table: str) -> bool:
         "SELECT count(*) FROM duckdb_tables() WHERE table_name = ?", [table]
     ).fetchone()
     return bool(row and row[0])
-
-
-@dg.asset(
-    deps=[market_snapshot, feed_storage_comparison, feed_latency_comparison],
-    group_name=GROUP,
-    kinds={"duckdb"},
-    description="A read-only copy of the warehouse (data/kalshi_analytics.duckdb) for long "
-    "notebook or CLI sessions; replaced atomically, so open readers keep the old copy.",
-)
-def analytics_replica(warehouse: WarehouseResource) -> dg.MaterializeResult:
-    target = data_dir(warehouse) / "kalshi_analytics.duckdb"
-    with warehouse.connect(timeout_s=LOCK_WAIT_S) as con:
-        migrate(con)
-        counts = reports.build_replica(con, target)
-    return dg.MaterializeResult(
-        metadata={
-            "path": dg.MetadataValue.path(str(target)),
-            "bytes": target.stat().st_size,
-            **{f"rows_{t}": n for t, n in counts.items()},
-        }
-    )

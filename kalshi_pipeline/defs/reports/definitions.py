@@ -7,7 +7,6 @@ import dagster as dg
 from kalshi_pipeline.defs.ingest.assets import raw_ticks
 from kalshi_pipeline.defs.reports.assets import (
     GROUP,
-    analytics_replica,
     feed_comparison_report,
     feed_latency_comparison,
     feed_storage_comparison,
@@ -21,7 +20,7 @@ feed_comparison_schedule = dg.ScheduleDefinition(
     cron_schedule="5 * * * *",
     execution_timezone="UTC",
     default_status=dg.DefaultScheduleStatus.RUNNING,
-    description="Hourly: snapshot, storage and latency comparisons, the report, the replica.",
+    description="Hourly: snapshot, storage and latency comparisons, the report.",
 )
 
 defs = dg.Definitions(
@@ -30,7 +29,6 @@ defs = dg.Definitions(
         feed_storage_comparison,
         feed_latency_comparison,
         feed_comparison_report,
-        analytics_replica,
     ],
     asset_checks=CHECKS,
     schedules=[feed_comparison_schedule],

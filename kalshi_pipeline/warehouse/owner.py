@@ -1,0 +1,133 @@
+"""The owner: the one process that holds the DuckDB file, for its whole life.
+
+The stream's writer opens the file once (under `<db>.lock`, held until it closes), applies the
+migrations, caps DuckDB's memory and threads (clients' queries run inside this process, so an
+analyst must not starve the appends), and serves everyone else over Quack (`server.py`). Closing
+removes the endpoint file, stops the server and closes the file; a killed owner leaves a stale
+endpoint that clients see through (its pid is gone) and the next owner replaces.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from pathlib import Path
+
+import duckdb
+from filelock import FileLock, Timeout
+
+from kalshi_pipeline.warehouse import server
+from kalshi_pipeline.warehouse.connection import (
+    LOCK_POLL_S,
+    WarehouseBusyError,
+    WarehouseError,
+    open_file,
+    sibling,
+)
+from kalshi_pipeline.warehouse.extensions import load_extensions
+from kalshi_pipeline.warehouse.schema import migrate
+
+log = logging.getLogger(__name__)
+
+# Clients' queries share these with the stream's appends: a query that needs more memory fails
+# with DuckDB's out-of-memory error instead of taking the machine (and the writer) with it.
+MEMORY_LIMIT = "1GB"
+THREADS = 2
+
+
+class Owner:
+    """Holds the warehouse file and serves it. One thread at a time uses `connection()`."""
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        port: int | None = None,
+        memory_limit: str = MEMORY_LIMIT,
+        threads: int = THREADS,
+    ) -> None:
+        self.path = Path(path)
+        self.port = port
+        self.memory_limit = memory_limit
+        self.threads = threads
+        self.endpoint: server.Endpoint | None = None
+        self._lock = FileLock(str(sibling(self.path, ".lock")))
+        self._con: duckdb.DuckDBPyConnection | None = None
+
+    def __repr__(self) -> str:
+        return f"Owner({str(self.path)!r}, serving={self.endpoint is not None})"
+
+    @property
+    def is_open(self) -> bool:
+        return self._con is not None
+
+    def connection(self, timeout_s: float = 0.5) -> duckdb.DuckDBPyConnection:
+        """The held connection, opening and serving the file on first use.
+
+        Raises WarehouseBusyError while another process has the file (a client that found no
+        owner, the previous owner during a handover): the caller retries later. Other
+        WarehouseErrors (port taken, a DuckDB 2.x file, missing extension) are for the user.
+        """
+        if self._con is not None:
+            return self._con
+        port = self.port if self.port is not None else server.configured_port()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        server.announce_start(self.path)  # clients without an owner make way (until we serve)
+        try:
+            self._lock.acquire(timeout=max(0.0, timeout_s), poll_interval=LOCK_POLL_S)
+        except Timeout:
+            raise WarehouseBusyError(
+                f"the database {self.path} is held by another kalshi_pipeline process "
+                f"(lock file {self._lock.lock_file})"
+            ) from None
+        con = None
+        try:
+            con = open_file(
+                self.path,
+                config={"memory_limit": self.memory_limit, "threads": str(self.threads)},
+            )
+            migrate(con)
+            load_extensions(con)
+            self.endpoint = server.serve(con, self.path, port)
+        except WarehouseBusyError:  # a program that opened the file directly: we try again
+            if con is not None:
+                with contextlib.suppress(duckdb.Error):
+                    con.close()
+            self._lock.release()
+            raise
+        except BaseException:
+            if con is not None:
+                with contextlib.suppress(duckdb.Error):
+                    con.close()
+            self._lock.release()
+            server.withdraw_start(self.path)
+            raise
+        server.withdraw_start(self.path)
+        self._con = con
+        log.info("warehouse %s owned by this process, serving on 127.0.0.1:%d", self.path, port)
+        return con
+
+    def close(self) -> None:
+        """Stop serving, remove the endpoint, checkpoint and close the file, release the lock."""
+        con, self._con = self._con, None
+        if con is None:
+            return
+        try:
+            server.stop(con, self.path)
+            with contextlib.suppress(duckdb.Error):
+                con.execute("CHECKPOINT")
+            con.close()
+        finally:
+            self.endpoint = None
+            self._lock.release()
+            server.withdraw_start(self.path)
+
+    def __enter__(self) -> Owner:
+        self.connection(timeout_s=60.0)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+__all__ = ["Owner", "WarehouseBusyError", "WarehouseError"]

@@ -1,0 +1,225 @@
+"""The owner serves the warehouse; clients attach, survive its restarts, and are refused when
+they should be. Real processes, real files, real loopback sockets."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import duckdb
+import psutil
+import pytest
+
+from kalshi_pipeline.warehouse import WarehouseError, connect
+from kalshi_pipeline.warehouse.owner import Owner
+from kalshi_pipeline.warehouse.server import WarehouseServerError, endpoint_path, token_path
+from kalshi_pipeline_tests.helpers import wait_for
+
+pytestmark = pytest.mark.timeout(180)
+REPO = Path(__file__).resolve().parents[2]
+
+
+class OwnerProcess:
+    def __init__(self, db: Path) -> None:
+        self.db = db
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "kalshi_pipeline_tests.warehouse.owner_process", str(db)],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline().strip()
+        assert line.startswith("serving "), self.proc.stderr.read() if self.proc.stderr else line
+        self.port = int(line.split()[1])
+
+    def kill(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+
+    def stop(self) -> tuple[str, str]:
+        self.proc.send_signal(signal.SIGTERM)
+        out, err = self.proc.communicate(timeout=60)
+        return out, err
+
+
+@pytest.fixture
+def owners(tmp_path: Path) -> Iterator[list[OwnerProcess]]:
+    started: list[OwnerProcess] = []
+    yield started
+    for o in started:
+        if o.proc.poll() is None:
+            o.kill()
+
+
+def start(owners: list[OwnerProcess], db: Path) -> OwnerProcess:
+    owners.append(OwnerProcess(db))
+    return owners[-1]
+
+
+def beats(db: Path) -> int:
+    with connect(db, read_only=True) as con:
+        return int(
+            con.execute("SELECT count(*) FROM feed_events WHERE kind = 'beat'").fetchone()[0]
+        )
+
+
+def test_the_owner_serves_on_loopback_with_a_private_token_it_never_prints(
+    tmp_path: Path, owners: list[OwnerProcess], warehouse_port: int
+) -> None:
+    db = tmp_path / "data" / "kalshi.duckdb"
+    owner = start(owners, db)
+    assert owner.port == warehouse_port
+    token = token_path(db).read_text().strip()
+    assert len(token) >= 32
+    assert stat.S_IMODE(token_path(db).stat().st_mode) == 0o600
+    endpoint = json.loads(endpoint_path(db).read_text())
+    assert endpoint["port"] == warehouse_port and endpoint["pid"] == owner.proc.pid
+    assert endpoint["started_at"].endswith("Z")
+    listening = [
+        c.laddr
+        for c in psutil.Process(owner.proc.pid).net_connections(kind="tcp")
+        if c.status == psutil.CONN_LISTEN
+    ]
+    assert listening and all(addr.ip == "127.0.0.1" for addr in listening), listening
+    with connect(db, read_only=True) as con:
+        assert "kalshi" not in repr(con) or token not in repr(con)
+        assert con.execute("SELECT count(*) > 0 FROM feed_events").fetchone() == (True,)
+    out, err = owner.stop()
+    assert token not in out + err
+    assert not endpoint_path(db).exists(), "a clean stop removes the endpoint"
+
+
+def test_plain_duckdb_on_the_live_file_is_refused_at_once_and_the_owner_never_waits(
+    tmp_path: Path, owners: list[OwnerProcess]
+) -> None:
+    db = tmp_path / "kalshi.duckdb"
+    start(owners, db)
+    before = beats(db)
+    started = time.monotonic()
+    with pytest.raises(duckdb.IOException, match="lock"):
+        duckdb.connect(str(db), read_only=True)
+    assert time.monotonic() - started < 5
+    wait_for(lambda: beats(db) > before + 20, timeout=30, what="the owner still appending")
+
+
+def test_a_wrong_or_missing_token_is_refused_and_the_client_names_the_token_file(
+    tmp_path: Path, owners: list[OwnerProcess]
+) -> None:
+    db = tmp_path / "kalshi.duckdb"
+    start(owners, db)
+    good = token_path(db).read_text()
+    token_path(db).write_text("not-the-token")
+    with pytest.raises(WarehouseError) as err:
+        connect(db, read_only=True, timeout_s=1).execute("SELECT 1")
+    assert str(token_path(db)) in str(err.value)
+    assert "not-the-token" not in str(err.value)
+    token_path(db).unlink()
+    with pytest.raises(WarehouseError) as err:
+        connect(db, read_only=True, timeout_s=1)
+    assert str(token_path(db)) in str(err.value)
+    # the server itself refuses a wrong token (not only our client's checks)
+    from kalshi_pipeline.warehouse.extensions import load_extensions
+
+    raw = duckdb.connect()
+    load_extensions(raw)
+    raw.execute("CREATE SECRET (TYPE quack, TOKEN 'guessed')")
+    with pytest.raises(duckdb.Error, match="Authentication failed"):
+        raw.execute(f"ATTACH 'quack:localhost:{owners[0].port}' AS k")
+        raw.execute("FROM k.query('SELECT 1')").fetchall()
+    token_path(db).write_text(good)
+    assert beats(db) > 0
+
+
+def test_a_taken_port_names_the_port_and_the_setting(tmp_path: Path, warehouse_port: int) -> None:
+    db = tmp_path / "kalshi.duckdb"
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", warehouse_port))
+        busy.listen()
+        with pytest.raises(WarehouseServerError) as err:
+            Owner(db).connection(timeout_s=5)
+    text = str(err.value)
+    assert str(warehouse_port) in text and "KALSHI_WAREHOUSE_PORT" in text
+    assert not endpoint_path(db).exists()
+    with Owner(db) as owner:  # the failed owner let go of the file
+        assert owner.endpoint is not None and owner.endpoint.port == warehouse_port
+
+
+def test_clients_carry_on_when_the_owner_is_killed_and_restarted(
+    tmp_path: Path, owners: list[OwnerProcess]
+) -> None:
+    db = tmp_path / "kalshi.duckdb"
+    first = start(owners, db)
+    analysts = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "kalshi_pipeline.bench.analyst",
+                str(db),
+                "--seconds",
+                "120",
+                "--pause-ms",
+                "10",
+            ],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(5)
+    ]
+    try:
+        wait_for(lambda: beats(db) > 50, timeout=60, what="beats before the kill")
+        first.kill()
+        committed = beats(db)  # no owner now: read from the file itself
+        assert endpoint_path(db).exists(), "a killed owner leaves its endpoint behind"
+        second = start(owners, db)
+        assert json.loads(endpoint_path(db).read_text())["pid"] == second.proc.pid
+        wait_for(lambda: beats(db) > committed + 100, timeout=60, what="the new owner appending")
+        time.sleep(1)
+    finally:
+        for a in analysts:
+            a.send_signal(signal.SIGTERM)
+    for a in analysts:
+        out, err = a.communicate(timeout=120)
+        assert a.returncode == 0, err
+        result = json.loads(out)
+        assert result["errors"] == 0, result["error_samples"]
+        assert result["count_went_down"] == 0
+        assert result["queries"] > 10
+    assert beats(db) >= committed
+
+
+def test_a_client_query_that_would_exhaust_memory_fails_alone(
+    tmp_path: Path, owners: list[OwnerProcess]
+) -> None:
+    db = tmp_path / "kalshi.duckdb"
+    owner = start(owners, db)
+    before = beats(db)
+    with connect(db, read_only=True) as con, pytest.raises(duckdb.Error, match="allocate"):
+        # a list of 400M integers is 3 GB: beyond the owner's 1 GB memory_limit
+        con.execute("SELECT list(range) FROM range(400000000)").fetchall()
+    assert owner.proc.poll() is None
+    wait_for(lambda: beats(db) > before + 50, timeout=60, what="the owner still appending")
+    with connect(db, read_only=True) as con:
+        assert con.execute("SELECT 42").fetchone() == (42,)
+
+
+def test_a_second_owner_on_the_same_port_is_refused_and_clients_reach_the_right_database(
+    tmp_path: Path, owners: list[OwnerProcess], warehouse_port: int
+) -> None:
+    first = tmp_path / "a" / "kalshi.duckdb"
+    start(owners, first)
+    # Quack itself would share the port (SO_REUSEPORT) and split the clients between the two
+    with pytest.raises(WarehouseServerError, match=str(warehouse_port)):
+        Owner(tmp_path / "b" / "kalshi.duckdb").connection(timeout_s=5)
+    assert beats(first) > 0
