@@ -335,10 +335,27 @@ def _stream_ticks(
         _stop(context, engine, f"engine failed: {exc}")
         raise dg.Failure(description=str(exc), allow_retries=False) from exc
     except BaseException as exc:
+        if _interrupted(exc):
+            # Dagster's interrupt landed inside a DuckDB call (the checks after a
+            # materialization), which reports it as its own "Query interrupted" error
+            _stop(context, engine, "dagster run terminated")
+            raise DagsterExecutionInterruptedError() from exc
         _stop(context, engine, f"op failed: {type(exc).__name__}")
         raise
     _stop(context, engine, f"rotation after {config.rotate_after_s:.0f}s")
     reporter.materialize(engine.summary())
+
+
+def _interrupted(exc: BaseException) -> bool:
+    """Whether `exc` was raised while handling Dagster's interrupt (somewhere in its chain)."""
+    seen: BaseException | None = exc
+    for _ in range(10):
+        if seen is None:
+            return False
+        if isinstance(seen, DagsterExecutionInterruptedError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 stream_ticks = checked_op(_stream_ticks, IngestConfig)
