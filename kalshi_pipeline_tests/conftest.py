@@ -3,6 +3,7 @@ simulator processes."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -14,12 +15,32 @@ from kalshi_pipeline_tests.helpers import free_port
 
 
 @pytest.fixture(autouse=True)
-def warehouse_port(monkeypatch: pytest.MonkeyPatch) -> int:
+def dagster_home_untouched() -> Iterator[None]:
+    """A test leaves DAGSTER_HOME as it found it: a leaked one points later tests (and the
+    `dagster` commands they start) at a folder that no longer exists."""
+    before = os.environ.get("DAGSTER_HOME")
+    yield
+    after = os.environ.get("DAGSTER_HOME")
+    assert after == before, f"this test left DAGSTER_HOME at {after!r} (was {before!r})"
+
+
+@pytest.fixture(autouse=True)
+def warehouse_port() -> Iterator[int]:
     """Each test's warehouse owners serve on a port of their own (tests run in parallel);
-    processes the test starts inherit it."""
+    processes the test starts inherit it. Set by hand, not with `monkeypatch`: an autouse
+    monkeypatch would be undone after every other fixture, so a test's own
+    `monkeypatch.setenv("DAGSTER_HOME", ...)` would outlive its `instance_for_test` and leak
+    into the next test."""
     port = free_port()
-    monkeypatch.setenv("KALSHI_WAREHOUSE_PORT", str(port))
-    return port
+    previous = os.environ.get("KALSHI_WAREHOUSE_PORT")
+    os.environ["KALSHI_WAREHOUSE_PORT"] = str(port)
+    try:
+        yield port
+    finally:
+        if previous is None:
+            os.environ.pop("KALSHI_WAREHOUSE_PORT", None)
+        else:
+            os.environ["KALSHI_WAREHOUSE_PORT"] = previous
 
 
 @pytest.fixture
