@@ -11,7 +11,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from kalshi_pipeline.kalshi.errors import KalshiConfigError
 
@@ -175,7 +175,10 @@ def _cmd_stream(args: argparse.Namespace) -> int:
         ),
         file=sys.stderr,
     )
-    return 0 if summary["backlog_bytes"] == 0 else 1
+    code = 0 if summary["backlog_bytes"] == 0 else 1
+    if getattr(args, "own_process", False):
+        exit_without_teardown(code)
+    return code
 
 
 def _add_simulate(sub: Any) -> None:
@@ -301,11 +304,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def exit_without_teardown(code: int) -> NoReturn:
+    """End the process now, skipping the interpreter's teardown. Called only once everything is
+    stored and the warehouse owner is closed: DuckDB 1.5.5, after its Quack server has served,
+    sometimes crashes (SIGSEGV) or hangs while the interpreter finalizes its threads and
+    modules, which would turn a clean stop into a failure exit."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    logging.shutdown()
+    os._exit(code)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from dotenv import load_dotenv
 
     load_dotenv(Path.cwd() / ".env", override=False)
     args = build_parser().parse_args(argv)
+    # the command line of this process (not an in-process caller): `stream` may end it at once
+    args.own_process = argv is None
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

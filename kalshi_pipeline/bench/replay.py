@@ -49,6 +49,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-s", type=float, default=300.0)
     args = p.parse_args(argv)
     print(json.dumps(replay(args.landing, args.database, args.max_s)))
+    if argv is None:  # this process's own command line: skip a teardown DuckDB 1.5.5 may hang in
+        from kalshi_pipeline.cli import exit_without_teardown
+
+        exit_without_teardown(0)
     return 0
 
 
