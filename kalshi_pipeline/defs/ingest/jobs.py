@@ -41,6 +41,7 @@ import dagster as dg
 import duckdb
 import psutil
 from dagster._core.errors import DagsterExecutionInterruptedError
+from dagster._utils.interrupts import capture_interrupts, check_captured_interrupt
 from pydantic import Field
 
 from kalshi_pipeline.defs.ingest.assets import raw_ticks
@@ -214,15 +215,27 @@ class _Reporter:
             return
         from kalshi_pipeline.defs.reports.checks import raw_ticks_evaluations
 
+        # Dagster's interrupt (terminate) must not land inside a DuckDB call: DuckDB would abort
+        # the query half-way and its connection could be left holding the file. Hold it until
+        # the checks are done, then honour it.
+        interrupted = False
         try:
-            with self.warehouse.connect(timeout_s=CHECK_LOCK_WAIT_S) as con:
-                evaluations = raw_ticks_evaluations(con)
+            with capture_interrupts():
+                try:
+                    with self.warehouse.connect(timeout_s=CHECK_LOCK_WAIT_S) as con:
+                        evaluations = raw_ticks_evaluations(con)
+                finally:
+                    interrupted = check_captured_interrupt()
         except (WarehouseError, duckdb.Error) as exc:
+            if interrupted:
+                raise DagsterExecutionInterruptedError() from exc
             self.context.log.warning(
                 f"the checks on raw_ticks were not evaluated this time ({exc}); the next "
                 "materialization tries again"
             )
             return
+        if interrupted:
+            raise DagsterExecutionInterruptedError()
         for evaluation in evaluations:
             self.context.log_event(evaluation)
 
