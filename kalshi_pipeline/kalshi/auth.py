@@ -5,7 +5,7 @@ The message is `timestamp_ms + METHOD + path`, the path taken from the root with
 query string. An Ed25519 key signs those bytes directly (a 64-byte signature); an RSA key signs
 them with RSA-PSS over SHA-256, MGF1-SHA-256 and a 32-byte salt. Either way the signature goes
 out in base64. The type is read from the parsed key, never from the PEM header: Kalshi's Ed25519
-keys and PKCS#8 RSA keys both start `-----BEGIN PRIVATE KEY-----`. The key is read once; neither
+keys and PKCS#8 RSA keys share one header line (`BEGIN PRIVATE KEY`). The key is read once; neither
 it nor any signature ever reaches a log (no repr shows them).
 """
 
@@ -96,10 +96,13 @@ def signing_message(timestamp_ms: int | str, method: str, path: str) -> bytes:
     return f"{timestamp_ms}{method.upper()}{signed_path(path)}".encode()
 
 
+PEM_DASHES = b"-" * 5  # what opens a PEM armour line
+
+
 def _looks_truncated(data: bytes) -> bool:
     """A PEM whose BEGIN line has no END line after it: cut off in a copy or a download."""
-    begin = data.find(b"-----BEGIN ")
-    return begin >= 0 and data.find(b"-----END ", begin) < 0
+    begin = data.find(PEM_DASHES + b"BEGIN ")
+    return begin >= 0 and data.find(PEM_DASHES + b"END ", begin) < 0
 
 
 def load_private_key(path: str | os.PathLike[str], passphrase: str | None = None) -> PrivateKey:
@@ -128,7 +131,7 @@ def load_private_key(path: str | os.PathLike[str], passphrase: str | None = None
         raise KalshiConfigError(f"private key file {p} cannot be read: {exc.strerror}") from None
     if _looks_truncated(data):
         raise KalshiConfigError(
-            f"private key file {p} is cut short (its -----BEGIN line has no -----END line): "
+            f"private key file {p} is cut short (its BEGIN line has no END line): "
             "copy the whole file Kalshi gave you again, END line included"
         )
     password = passphrase.encode() if passphrase else None

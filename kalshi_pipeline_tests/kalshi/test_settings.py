@@ -175,7 +175,14 @@ def test_local_without_credentials_makes_and_uses_the_dev_key_under_kalshi_home(
     # made as Kalshi makes keys since October 2026: Ed25519, in PKCS#8
     assert isinstance(public, ed25519.Ed25519PublicKey)
     assert signer.key_type is KeyType.ED25519
-    assert private.read_bytes().startswith(b"-----BEGIN PRIVATE KEY-----")
+    # PKCS#8: the file is what serializing the key as PKCS#8 PEM gives
+    key = serialization.load_pem_private_key(private.read_bytes(), None)
+    pkcs8 = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    assert private.read_bytes() == pkcs8
     verify(public, base64.b64decode(signer.sign(b"1GET/trade-api/ws/v2")), b"1GET/trade-api/ws/v2")
     # made once: a second settings object uses the same key
     before = private.read_bytes()
