@@ -15,13 +15,30 @@ from kalshi_pipeline_tests.helpers import free_port
 
 
 @pytest.fixture(autouse=True)
-def dagster_home_untouched() -> Iterator[None]:
-    """A test leaves DAGSTER_HOME as it found it: a leaked one points later tests (and the
-    `dagster` commands they start) at a folder that no longer exists."""
-    before = os.environ.get("DAGSTER_HOME")
+def settings_untouched() -> Iterator[None]:
+    """A test leaves DAGSTER_HOME and the KALSHI_* settings as it found them: a leaked
+    DAGSTER_HOME points later tests (and the `dagster` commands they start) at a folder that no
+    longer exists; a leaked KALSHI_* setting (a key path, an environment) changes what a later
+    test in the same worker streams from."""
+    before = _settings()
     yield
-    after = os.environ.get("DAGSTER_HOME")
-    assert after == before, f"this test left DAGSTER_HOME at {after!r} (was {before!r})"
+    after = _settings()
+    assert after == before, f"this test left these settings changed: {_diff(before, after)}"
+
+
+def _settings() -> dict[str, str]:
+    return {
+        k: v
+        for k, v in os.environ.items()
+        if (k == "DAGSTER_HOME" or k.startswith("KALSHI_")) and k != "KALSHI_WAREHOUSE_PORT"
+    }
+
+
+def _diff(before: dict[str, str], after: dict[str, str]) -> str:
+    keys = sorted(set(before) | set(after))
+    return ", ".join(
+        f"{k}: {before.get(k)!r} -> {after.get(k)!r}" for k in keys if before.get(k) != after.get(k)
+    )
 
 
 @pytest.fixture(autouse=True)
