@@ -62,6 +62,14 @@ def _add_stream(sub: Any) -> None:
     p.add_argument("--rest-url", help="override KALSHI_REST_URL")
     p.add_argument("--ws-url", help="override KALSHI_WS_URL")
     p.add_argument("--retention-hours", type=float, help="keep loaded landing segments (24)")
+    p.add_argument(
+        "--handover-timeout",
+        dest="handover_timeout_s",
+        type=float,
+        metavar="S",
+        help="started while another stream writes the same database, take over once this feed "
+        "is live; give up after S seconds if it is not (120)",
+    )
     p.add_argument("--quiet", action="store_true", help="no live status line")
     p.set_defaults(func=_cmd_stream)
 
@@ -86,6 +94,7 @@ def stream_config_from_args(args: argparse.Namespace) -> Any:
         flush_interval_ms=args.flush_interval_ms,
         requests_per_s=args.requests_per_s,
         retention_s=args.retention_hours * 3600 if args.retention_hours is not None else None,
+        handover_timeout_s=getattr(args, "handover_timeout_s", None),
         scope=Scope.of(_split(args.series), _split(args.events), _split(args.tickers)),
         kalshi=kalshi,
     )
@@ -130,7 +139,7 @@ def _status_line(quiet: bool) -> Callable[[dict[str, Any]], None]:
 
 def _cmd_stream(args: argparse.Namespace) -> int:
     from kalshi_pipeline.stream.config import ConfigError
-    from kalshi_pipeline.stream.engine import run_engine
+    from kalshi_pipeline.stream.engine import EngineError, run_engine
     from kalshi_pipeline.warehouse import WarehouseError
 
     try:
@@ -151,6 +160,11 @@ def _cmd_stream(args: argparse.Namespace) -> int:
     except (KalshiConfigError, WarehouseError) as exc:
         print(f"\nkalshi-pipeline stream: {exc}", file=sys.stderr)
         return 2
+    except EngineError as exc:
+        print(f"\nkalshi-pipeline stream: {exc}", file=sys.stderr)
+        if getattr(args, "own_process", False):
+            exit_without_teardown(1)
+        return 1
     if sys.stderr.isatty() and not args.quiet:
         print(file=sys.stderr)
     print(
@@ -175,6 +189,7 @@ def _cmd_stream(args: argparse.Namespace) -> int:
         ),
         file=sys.stderr,
     )
+    print(f"stream ended: {summary['ended']}", file=sys.stderr)
     code = 0 if summary["backlog_bytes"] == 0 else 1
     if getattr(args, "own_process", False):
         exit_without_teardown(code)

@@ -93,6 +93,13 @@ class KalshiFeedResource(dg.ConfigurableResource):
         ge=10,
         description="milliseconds between loads of the landing log into DuckDB (10 or more)",
     )
+    handover_timeout_s: float = Field(
+        default=_BUILTIN.handover_timeout_s,
+        gt=0,
+        description="a run started while another streams (a mode switch, a rotation) takes over "
+        "once its feed is live; not live after this many seconds (more than 0), it fails and the "
+        "running one streams on",
+    )
     scope: FeedScope = Field(default=FeedScope(), description="markets to follow (default all)")
     environment: EnvironmentName = Field(
         default="local",
@@ -177,6 +184,7 @@ class KalshiFeedResource(dg.ConfigurableResource):
             poll_interval_s=self.poll_interval_s,
             flush_interval_ms=self.flush_interval_ms,
             websocket_compression=self.websocket_compression,
+            handover_timeout_s=self.handover_timeout_s,
             scope=Scope.of(self.scope.series, self.scope.events, self.scope.tickers),
             database=Path(database),
             kalshi=self.kalshi_settings(),

@@ -115,6 +115,8 @@ class StreamConfig:
     # compression scenario): about 4x fewer bytes on the wire for 2-7 µs more CPU per tick.
     websocket_compression: bool = True
     websocket_max_message_bytes: int = 64 * 1024 * 1024  # Kalshi's message limit
+    # a successor whose feed is not live this long after it started gives up (the owner streams on)
+    handover_timeout_s: float = 120.0
     kalshi: KalshiSettings = field(default_factory=KalshiSettings)
 
     @property
@@ -136,6 +138,7 @@ class StreamConfig:
             (self.flush_interval_ms >= 10, "flush_interval_ms must be >= 10"),
             (self.flush_rows >= 1, "flush_rows must be >= 1"),
             (self.retention_s >= 0, "retention_s must be >= 0"),
+            (self.handover_timeout_s > 0, "handover_timeout_s must be > 0 (seconds)"),
             (
                 self.requests_per_s is None or self.requests_per_s > 0,
                 "requests_per_s must be > 0 (or unset to follow KALSHI_RATE_TIER)",

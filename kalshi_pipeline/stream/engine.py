@@ -4,6 +4,13 @@
 the WebSocket feed (in an asyncio loop) on threads of their own, so the caller's main thread stays
 free to wait with timeouts and receive signals or Dagster's interrupt. `Engine.stop()` stops
 reading, flushes, records the stop and returns within its timeout (10 s by default).
+
+Handover (make before break, `warehouse/handover.py`): an engine that starts while another one
+owns the database is its successor. It connects, subscribes and lands frames at once; when its
+feed is live it asks the owner to hand over, and takes the file when the owner lets go. The owner,
+asked, sets `finished` ("handed over to ..."), and whoever runs it (the Dagster op, the CLI) then
+stops it as usual. A successor not live within `handover_timeout_s` gives up and fails, its
+predecessor never disturbed; one overtaken by a newer successor ends (`finished` "superseded").
 """
 
 from __future__ import annotations
@@ -27,7 +34,13 @@ from kalshi_pipeline.stream.stats import EngineStats
 from kalshi_pipeline.stream.supervisor import Supervisor
 from kalshi_pipeline.stream.writer import Writer
 from kalshi_pipeline.stream.wsfeed import WebSocketFeed
-from kalshi_pipeline.warehouse import Warehouse, WarehouseBusyError, WarehouseError
+from kalshi_pipeline.warehouse import (
+    Warehouse,
+    WarehouseBusyError,
+    WarehouseError,
+    handover,
+    server,
+)
 from kalshi_pipeline.warehouse.connection import MIN_FREE_BYTES
 from kalshi_pipeline.warehouse.owner import Owner
 from kalshi_pipeline.warehouse.paths import adopt_legacy_landing, prepare_database_folder
@@ -39,9 +52,22 @@ class EngineError(RuntimeError):
     """A part of the engine stopped unexpectedly; the run should end and be restarted."""
 
 
+class HandoverError(EngineError):
+    """A successor could not take over: its feed was not live in time (the owner streams on)."""
+
+
+HANDOVER_STALLED_S = 60.0  # asked this long ago and the owner has not let go: it may not listen
+
+
 class Engine:
-    def __init__(self, config: StreamConfig) -> None:
+    def __init__(self, config: StreamConfig, label: str | None = None) -> None:
         self.config = config.validate()
+        self.label = label or f"pid {os.getpid()}"  # how a predecessor names us: "run 1a2b..."
+        self.started_at = time.time()
+        self.finished: str | None = None  # set when the engine should end normally, and why
+        self.predecessor: int | None = None  # pid of the owner this engine waits to succeed
+        self._waiting_since: float | None = None
+        self._requested_at: float | None = None
         self.stats = EngineStats()
         self.warehouse = Warehouse(config.database)
         self.owner = Owner(config.database)
@@ -93,6 +119,11 @@ class Engine:
         # engine still owns it (a handover) the writer keeps trying, and the log grows meanwhile.
         with contextlib.suppress(WarehouseBusyError):
             self.owner.connection(timeout_s=2.0)
+        if not self.owner.is_open:
+            endpoint = server.live_endpoint(cfg.database)
+            if endpoint is not None and endpoint.pid != os.getpid():
+                self.predecessor = endpoint.pid
+                self._waiting_since = time.monotonic()
         self.landing = LandingLog(cfg.landing)
         self.events = FeedEvents(self.landing, self.stats)
         self.writer = Writer(
@@ -113,7 +144,8 @@ class Engine:
             "start",
             f"mode={cfg.mode.value} fallback_to_http={cfg.fallback_to_http} "
             f"scope={cfg.scope.describe()} env={cfg.kalshi.env.value} database={cfg.database} "
-            f"pid={os.getpid()}",
+            f"pid={os.getpid()} label={self.label}"
+            + (f" successor_of=pid {self.predecessor}" if self.predecessor else ""),
         )
         for kind, note in notes:
             if note:
@@ -149,7 +181,11 @@ class Engine:
             except BaseException as exc:
                 if self.error is None:
                     self.error = exc
-                log.exception("%s stopped by an unexpected error", threading.current_thread().name)
+                if isinstance(exc, HandoverError):
+                    log.error("%s", exc)
+                else:
+                    name = threading.current_thread().name
+                    log.exception("%s stopped by an unexpected error", name)
                 self._stop.set()
 
         return run
@@ -163,9 +199,82 @@ class Engine:
             self.landing.sync()
             loaded = self.writer.load_once()
             self.supervisor.tick()
+            self._handover_cycle()
             if loaded and self.stats.backlog_bytes > 0:
                 continue  # catching up: no pause
             self._stop.wait(max(0.0, interval - (time.monotonic() - started)))
+
+    # ------------------------------------------------------------------ handover
+
+    @property
+    def live(self) -> bool:
+        """The configured feed delivers: the socket subscribed, polling passes completing."""
+        mode = self.config.mode
+        ws = self.supervisor.ws_up
+        polled = self.supervisor.passes_ok > 0
+        if mode is Mode.WEBSOCKET:
+            return ws
+        if mode is Mode.HTTP:
+            return polled
+        return ws and polled
+
+    @property
+    def handover_stalled(self) -> bool:
+        """Asked the owner to hand over a while ago and it has not: it may not listen."""
+        return (
+            self._requested_at is not None
+            and not self.owner.is_open
+            and time.monotonic() - self._requested_at > HANDOVER_STALLED_S
+        )
+
+    def _handover_cycle(self) -> None:
+        if self.finished is not None:
+            return
+        db = self.config.database
+        if self.owner.is_open:
+            if self._waiting_since is not None:  # we were waiting, and now we own the file
+                waited = time.monotonic() - self._waiting_since
+                self._waiting_since = self._requested_at = None
+                handover.withdraw(db)
+                self.events.emit(
+                    "engine",
+                    "handover",
+                    f"took over the warehouse from pid {self.predecessor} after {waited:.1f}s "
+                    "of receiving side by side",
+                )
+            req = handover.pending_for(db, self.started_at)
+            if req is not None:
+                self.finished = f"handed over to {req.describe()}"
+                log.info("%s asks for the warehouse: handing over", req.describe())
+            return
+        if self._waiting_since is None:
+            return  # not a successor: the file is held by someone else (the writer retries)
+        newer = handover.superseded_by(db, self.started_at)
+        if newer is not None:
+            self.finished = f"superseded by {newer.describe()} before taking over"
+            return
+        if self.live:
+            if self._requested_at is None:
+                handover.request(db, self.label, self.started_at)
+                self._requested_at = time.monotonic()
+                self.events.emit(
+                    "engine",
+                    "handover_requested",
+                    f"{self.label} (pid {os.getpid()}) is live after "
+                    f"{time.monotonic() - self._waiting_since:.1f}s; asked pid "
+                    f"{self.predecessor} to hand the warehouse over",
+                )
+            return
+        waited = time.monotonic() - self._waiting_since
+        if waited > self.config.handover_timeout_s:
+            why = (
+                f"{self.label} could not take over from pid {self.predecessor}: its "
+                f"{self.config.mode.value} feed was not live within handover_timeout_s="
+                f"{self.config.handover_timeout_s:g}s (last: {self.stats.last_event or 'nothing'});"
+                f" pid {self.predecessor} keeps streaming"
+            )
+            self.events.emit("engine", "handover_failed", why)
+            raise HandoverError(why)
 
     def _ws_loop(self) -> None:
         assert self.ws_feed is not None
@@ -250,6 +359,9 @@ def run_engine(
                 break
             stop.wait(status_every_s if remaining is None else min(status_every_s, remaining))
             engine.check()
+            if engine.finished is not None:
+                reason = engine.finished
+                break
             if on_status is not None:
                 on_status(engine.summary())
     except BaseException as exc:
@@ -257,4 +369,4 @@ def run_engine(
         raise
     finally:
         engine.stop(reason=reason)
-    return engine.summary()
+    return {**engine.summary(), "ended": reason}

@@ -39,6 +39,12 @@ class Supervisor:
         self._end_after_pass: int | None = None  # the reconciling pass that may end fallback
         self._end_at: tuple[str, int] | None = None  # its landing position, once it is done
         self._ws_up = False
+        self.passes_ok = 0  # polling or reconciling passes completed
+
+    @property
+    def ws_up(self) -> bool:
+        """The socket is connected and subscribed."""
+        return self._ws_up
 
     def start(self) -> None:
         mode = self.config.mode
@@ -97,6 +103,8 @@ class Supervisor:
 
     def on_pass(self, result: PassResult) -> None:
         with self._lock:
+            if result.ok:
+                self.passes_ok += 1
             if (
                 self.fallback_active
                 and self._end_after_pass is not None

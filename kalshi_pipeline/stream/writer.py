@@ -5,10 +5,12 @@ connection for its life and serves everyone else over Quack. Each cycle reads th
 position of every segment, decodes the records after it into a batch, and hands the batch to
 `warehouse/loads.py`, which inserts the rows together with the new positions in one transaction
 (the writer decodes, the warehouse stores). A crash before COMMIT loads the same records again
-next time; a crash after finds them committed. Two engines sharing a landing folder (a mode
-handover) cannot both own the file: the newer one waits, receiving into the log, until the older
-one closes it. When the file cannot be had (or a commit fails for want of memory while analysts'
-queries run in this process) the cycle gives up quickly: receiving never waits, the log grows.
+next time; a crash after finds them committed. Two engines sharing a landing folder (a handover)
+cannot both own the file: the newer one waits, receiving into the log, until the older one hands
+it over; each loads only its own segments and those of engines that are gone, and ticks received
+while both were receiving are stored once (`overlap.py`). When the file cannot be had (or a commit
+fails for want of memory while analysts' queries run in this process) the cycle gives up quickly:
+receiving never waits, the log grows.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ from kalshi_pipeline.stream.landing import (
     list_segments,
     read_records,
 )
+from kalshi_pipeline.stream.overlap import Engines, Window, in_any
 from kalshi_pipeline.stream.stats import EngineStats
 from kalshi_pipeline.warehouse import WarehouseBusyError
 from kalshi_pipeline.warehouse.loads import Batch, commit
@@ -125,8 +128,12 @@ class _Batch(Batch):
     errors_logged: int = 0
     errors_dropped: int = 0
 
-    def add_tick(self, t: Tick, source: str, rec: Record, segment_id: int) -> None:
+    def add_tick(
+        self, t: Tick, source: str, rec: Record, segment_id: int, overlap: bool = False
+    ) -> None:
         c = self.cols
+        if overlap:
+            self.overlap.append(len(c["market_ticker"]))
         c["market_ticker"].append(t.market_ticker)
         c["source"].append(source)
         c["exchange_ts"].append(t.exchange_ts_ms)
@@ -195,6 +202,9 @@ class Writer:
         self._pending: _Batch | None = None
         self._cycle = threading.Lock()
         self._closed = False
+        self._engines = Engines()
+        self._windows: list[Window] = []
+        self.duplicates_dropped = 0  # ticks received by two engines at once, stored once
 
     # ------------------------------------------------------------------ cycle
 
@@ -280,7 +290,11 @@ class Writer:
     # ------------------------------------------------------------------ reading
 
     def _segments(self) -> list[SegmentFile]:
-        return list_segments(self.landing_dir)
+        """The segments this writer loads: its own and those of engines that are gone."""
+        return self._engines.loadable(list_segments(self.landing_dir))
+
+    def _overlap(self, rec: Record) -> bool:
+        return bool(self._windows) and in_any(self._windows, rec.received_ns)
 
     def _backlog(self) -> int:
         total = 0
@@ -291,7 +305,9 @@ class Writer:
 
     def _read_batch(self) -> _Batch:
         batch = _Batch()
-        for seg in self._segments():
+        every = list_segments(self.landing_dir)
+        self._windows = self._engines.windows(every)
+        for seg in self._engines.loadable(every):
             start = self.committed.get(seg.name, 0)
             try:
                 size = seg.path.stat().st_size
@@ -366,7 +382,7 @@ class Writer:
         try:
             if data.startswith(TICKER_PREFIX):
                 tick = decode_tick(data)
-                batch.add_tick(tick, "websocket", rec, seg.segment_id)
+                batch.add_tick(tick, "websocket", rec, seg.segment_id, self._overlap(rec))
                 if tick.notes:
                     self._flag(rec, batch, tick.market_ticker, tick.notes)
                 return
@@ -376,7 +392,7 @@ class Writer:
             batch.error(rec, "parse_error", exc.reason[:300])
             return
         if isinstance(msg, Tick):
-            batch.add_tick(msg, "websocket", rec, seg.segment_id)
+            batch.add_tick(msg, "websocket", rec, seg.segment_id, self._overlap(rec))
             self._flag(rec, batch, msg.market_ticker, msg.notes)
         elif isinstance(msg, MarketLifecycle):
             self._lifecycle(msg, rec, batch)
@@ -460,7 +476,7 @@ class Writer:
             if self._last_http.get(market.ticker) != l1:
                 self._last_http[market.ticker] = l1
                 counts[1] += 1
-                batch.add_tick(tick, "http", rec, seg.segment_id)
+                batch.add_tick(tick, "http", rec, seg.segment_id, self._overlap(rec))
                 stored = True
             key = (
                 market.event_ticker,
@@ -503,9 +519,12 @@ class Writer:
         now_ns = time.time_ns()
         src = batch.cols["source"]
         ws = sum(1 for s in src if s == "websocket")
-        self.stats.ticks_stored += batch.rows
-        self.stats.ticks_stored_ws += ws
-        self.stats.ticks_stored_http += batch.rows - ws
+        dropped_ws = batch.dropped.get("websocket", 0)
+        dropped = dropped_ws + batch.dropped.get("http", 0)
+        self.duplicates_dropped += dropped
+        self.stats.ticks_stored += batch.rows - dropped
+        self.stats.ticks_stored_ws += ws - dropped_ws
+        self.stats.ticks_stored_http += batch.rows - ws - (dropped - dropped_ws)
         self.stats.rows_loaded_batches += 1
         lag = []
         store = []

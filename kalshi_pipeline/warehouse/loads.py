@@ -5,6 +5,12 @@ feed events, poll passes, wire traffic) and hands it here with the landing posit
 `commit` inserts all of it and the new positions in one transaction, so a batch is stored
 exactly once or not at all. `TICK_SCHEMA` is the one definition of the columns the writer fills
 in `ticks` (plus `stored_at`, set at commit).
+
+Ticks received while another engine was receiving too (a handover's overlap, listed in
+`Batch.overlap`) are stored only when no equal tick is: a WebSocket tick equal in every value and
+in Kalshi's `ts_ms` to one stored (or earlier in the batch) is the same frame received twice; an
+HTTP tick is an observation of a market's state, kept only when it differs from the state stored
+just before it (the poller's own rule, applied to both engines' observations in time order).
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 
 PRICE = pa.decimal128(10, 4)
 COUNT = pa.decimal128(18, 2)
@@ -91,6 +98,8 @@ class Batch:
     passes: list[dict[str, Any]] = field(default_factory=list)
     traffic: dict[str, list[int]] = field(default_factory=dict)
     positions: dict[str, int] = field(default_factory=dict)
+    overlap: list[int] = field(default_factory=list)  # tick rows received by two engines at once
+    dropped: dict[str, int] = field(default_factory=dict)  # by source: already stored (commit)
 
     @property
     def rows(self) -> int:
@@ -102,6 +111,8 @@ def commit(con: duckdb.DuckDBPyConnection, batch: Batch) -> None:
     try:
         if batch.rows:
             table = pa.Table.from_pydict(batch.cols, schema=TICK_SCHEMA)
+            if batch.overlap:
+                table = _without_duplicates(con, table, batch)
             con.register("_kp_ticks", table)
             con.execute("INSERT INTO ticks BY NAME SELECT *, now() AS stored_at FROM _kp_ticks")
             con.unregister("_kp_ticks")
@@ -160,6 +171,87 @@ def commit(con: duckdb.DuckDBPyConnection, batch: Batch) -> None:
         with contextlib.suppress(Exception):
             con.execute("ROLLBACK")
         raise
+
+
+# What makes two WebSocket ticks the same frame (not when or through which connection it came).
+_SAME_FRAME = (
+    "market_ticker",
+    "exchange_ts",
+    "price",
+    "yes_bid",
+    "yes_ask",
+    "yes_bid_size",
+    "yes_ask_size",
+    "last_trade_size",
+    "volume",
+    "open_interest",
+)
+# What makes an HTTP observation a change (the poller's own comparison).
+_STATE = ("price", "yes_bid", "yes_ask", "yes_bid_size", "yes_ask_size", "volume", "open_interest")
+_SEARCH = "INTERVAL 60 SECOND"  # how far around the overlap to look for the other engine's copy
+
+
+def _without_duplicates(con: duckdb.DuckDBPyConnection, table: pa.Table, batch: Batch) -> pa.Table:
+    """`table` less the overlap rows that are stored already (see the module's docstring)."""
+    flags = [False] * table.num_rows
+    for i in batch.overlap:
+        flags[i] = True
+    mask = pa.array(flags)
+    window = table.filter(mask).append_column("_i", pa.array(range(len(batch.overlap)), pa.int64()))
+    rest = table.filter(pc.invert(mask))
+    con.register("_kp_window", window)
+    try:
+        same = " AND ".join(f"s.{c} IS NOT DISTINCT FROM w.{c}" for c in _SAME_FRAME)
+        keep_ws = con.execute(
+            f"""
+            SELECT _i FROM (
+                SELECT *, row_number() OVER (PARTITION BY {", ".join(_SAME_FRAME)}
+                                             ORDER BY received_at, _i) AS _n
+                FROM _kp_window WHERE source = 'websocket') w
+            WHERE _n = 1 AND NOT EXISTS (
+                SELECT 1 FROM ticks s
+                WHERE s.source = 'websocket'
+                  AND s.received_at BETWEEN (SELECT min(received_at) FROM _kp_window) - {_SEARCH}
+                                        AND (SELECT max(received_at) FROM _kp_window) + {_SEARCH}
+                  AND {same})
+            """
+        ).fetchall()
+        cols = ", ".join(_STATE)
+        changed = " OR ".join(f"lag({c}) OVER w IS DISTINCT FROM {c}" for c in _STATE)
+        keep_http = con.execute(
+            f"""
+            WITH new AS (SELECT * FROM _kp_window WHERE source = 'http'),
+            bounds AS (SELECT min(received_at) - {_SEARCH} AS lo,
+                              max(received_at) + {_SEARCH} AS hi FROM new),
+            stored AS (
+                SELECT market_ticker, received_at, {cols} FROM ticks, bounds
+                WHERE source = 'http' AND received_at BETWEEN lo AND hi
+                  AND market_ticker IN (SELECT market_ticker FROM new)
+                UNION ALL
+                SELECT market_ticker, received_at, {cols} FROM ticks, bounds
+                WHERE source = 'http' AND received_at < lo AND received_at >= lo - INTERVAL 1 DAY
+                  AND market_ticker IN (SELECT market_ticker FROM new)
+                QUALIFY row_number() OVER (PARTITION BY market_ticker
+                                           ORDER BY received_at DESC) = 1),
+            seen AS (
+                SELECT market_ticker, received_at, {cols}, NULL::BIGINT AS _i FROM stored
+                UNION ALL SELECT market_ticker, received_at, {cols}, _i FROM new)
+            SELECT _i FROM (
+                SELECT _i, row_number() OVER w = 1 OR {changed} AS _changed FROM seen
+                WINDOW w AS (PARTITION BY market_ticker ORDER BY received_at, _i NULLS FIRST))
+            WHERE _i IS NOT NULL AND _changed
+            """
+        ).fetchall()
+    finally:
+        con.unregister("_kp_window")
+    keep = sorted(i for (i,) in keep_ws + keep_http)
+    kept = window.take(pa.array(keep, pa.int64())).drop_columns(["_i"])
+    sources = window.column("source").to_pylist()
+    kept_set = set(keep)
+    for i, source in enumerate(sources):
+        if i not in kept_set:
+            batch.dropped[source] = batch.dropped.get(source, 0) + 1
+    return pa.concat_tables([rest, kept]) if kept.num_rows else rest
 
 
 def _upsert_markets(con: duckdb.DuckDBPyConnection, batch: Batch) -> None:

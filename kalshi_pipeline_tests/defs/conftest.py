@@ -36,6 +36,9 @@ def stream_run_config(sim: Any, db: Path, **op_config: Any) -> dict[str, Any]:
             "warehouse": {"config": {"path": str(db)}},
         }
     }
+    if "rotate_after_s" in op_config:
+        # no keep-alive sensor runs in these tests to start a successor: end at rotation
+        op_config.setdefault("rotation_wait_s", 0)
     if op_config:
         config["ops"] = {"stream_ticks": {"config": op_config}}
     return config

@@ -16,18 +16,24 @@ How it behaves, and why (dagster-notes.md §1):
   a worker killed with its whole process tree is seen dead at once on this host) before anything
   can fail, and `kalshi/streamed` once the first ticks are stored (only such a run's config is
   relaunched).
-- After `rotate_after_s` (6 h) the op stops cleanly and the run ends SUCCESS; the sensor starts
-  the next one, so each run's event log stays bounded.
-
-Mode switch (taking over): a run launched while another `kalshi_ingest` run is unfinished
-terminates every OTHER unfinished run created before it, at the start of its op, then starts
-streaming at once; the old run flushes and ends CANCELED within about 10 s, and until then both
-write (the landing log and the writer's positions keep that exactly-once). The keep-alive sensor
-copies the newest run's run config, so the new mode stays across later relaunches. For this to
-work, the job itself carries NO `kalshi/shard` tag: dagster.yaml limits runs per value of that
-tag to one, so a tagged Launchpad run would wait in the queue behind the very run it should
-replace. Only the sensor's launches carry `kalshi/shard: all`, so the queue still refuses a second
-sensor launch.
+Handover (make before break, see `stream/engine.py`): a run started while another streams into
+the same database is its successor. It connects, subscribes and lands frames, then asks the
+running one to hand over; that run stores everything it received, gives up the database, logs
+whom it handed over to and ends SUCCESS; the successor takes the database and stores what it
+received meanwhile, each tick once. So:
+- Rotation: after `rotate_after_s` (6 h) the run tags itself `kalshi/rotation: due`; the
+  keep-alive sensor launches a successor with the same run config, and the run hands over to it.
+  No successor within `rotation_wait_s` (the sensor is off, or launches fail): the run ends
+  SUCCESS anyway, and whatever starts next loads what it left.
+- Mode switch: a Launchpad launch with another mode is a successor like any other; both runs end
+  green. The keep-alive sensor copies the newest run's run config, so the new mode stays. The
+  job carries NO `kalshi/shard` tag: dagster.yaml limits runs per value of that tag to one, so a
+  tagged successor would wait in the queue behind the very run it should replace; only the
+  sensor's relaunches carry `kalshi/shard: all`.
+- A successor not live within `handover_timeout_s` (the feed's setting) fails; the running run is
+  never disturbed. A running run that does not answer the request within a minute (a run of an
+  older version, a hung worker) is terminated as before, and ends CANCELED.
+- Older QUEUED runs are cancelled at once: they never streamed.
 """
 
 import logging
@@ -54,6 +60,9 @@ from kalshi_pipeline.defs.ingest.runs import (
     JOB_NAME,
     MODE_TAG,
     OP_NAME,
+    ROTATION_DUE,
+    ROTATION_TAG,
+    SENSOR_NAME,
     STREAMED,
     STREAMED_TAG,
     WORKER_TAG,
@@ -69,6 +78,7 @@ from kalshi_pipeline.warehouse import Warehouse, WarehouseError
 
 log = logging.getLogger(__name__)
 
+DEFAULT_ROTATION_WAIT_S = 300.0
 DETAIL_EVERY_S = 10.0
 STOP_TIMEOUT_S = 10.0
 CHECK_LOCK_WAIT_S = 30.0  # the checks wait this long for the writer's short flushes
@@ -80,8 +90,14 @@ class IngestConfig(dg.Config):
     rotate_after_s: float = Field(
         default=DEFAULT_ROTATE_AFTER_S,
         gt=0,
-        description="end the run with success after this many seconds (more than 0); the sensor "
-        "starts the next",
+        description="after this many seconds (more than 0) the run asks the keep-alive sensor "
+        "for a successor, hands over to it without a gap and ends with success",
+    )
+    rotation_wait_s: float = Field(
+        default=DEFAULT_ROTATION_WAIT_S,
+        ge=0,
+        description="when rotation is due and no successor has taken over after this many seconds "
+        "(0 or more; the sensor is off?), the run ends with success anyway",
     )
     metadata_every_s: float = Field(
         default=DEFAULT_METADATA_EVERY_S,
@@ -127,8 +143,27 @@ def _preflight(cfg: StreamConfig) -> None:
         raise dg.Failure(description=str(exc), allow_retries=False) from None
 
 
+def cancel_older_queued(context: dg.OpExecutionContext) -> None:
+    """Cancel older kalshi_ingest runs still waiting in the queue: they never streamed."""
+    instance = context.instance
+    mine = instance.get_run_records(dg.RunsFilter(run_ids=[context.run_id]), limit=1)
+    my_created = mine[0].create_timestamp if mine else None
+    for record in instance.get_run_records(
+        dg.RunsFilter(job_name=JOB_NAME, statuses=[dg.DagsterRunStatus.QUEUED])
+    ):
+        if my_created is not None and record.create_timestamp > my_created:
+            continue
+        run_id = record.dagster_run.run_id
+        try:
+            instance.run_coordinator.cancel_run(run_id)
+            context.log.info(f"cancelled queued run {run_id}: this run streams instead")
+        except Exception as exc:
+            log.warning("cancelling queued run %s failed: %s", run_id, exc)
+
+
 def take_over(context: dg.OpExecutionContext) -> list[str]:
-    """Terminate every other unfinished kalshi_ingest run created before this one."""
+    """Terminate every other unfinished kalshi_ingest run created before this one (when a
+    running run does not answer a handover request)."""
     instance = context.instance
     mine = instance.get_run_records(dg.RunsFilter(run_ids=[context.run_id]), limit=1)
     my_created = mine[0].create_timestamp if mine else None
@@ -323,8 +358,8 @@ def _stream_ticks(
         },
     )
     _preflight(cfg)
-    take_over(context)
-    engine = Engine(cfg)
+    cancel_older_queued(context)
+    engine = Engine(cfg, label=f"run {context.run_id}")
     reporter = _Reporter(context, config, cfg.mode.value, Warehouse(cfg.database))
     url = cfg.kalshi.rest_url if cfg.mode is Mode.HTTP else cfg.kalshi.ws_url
     try:
@@ -332,14 +367,44 @@ def _stream_ticks(
             engine.start()
         except (KalshiConfigError, WarehouseError) as exc:
             raise dg.Failure(description=str(exc), allow_retries=False) from None
+        successor = (
+            f"; run worker pid {os.getpid()} succeeds pid {engine.predecessor} (it streams until "
+            "this run's feed is live, then hands the database over)"
+            if engine.predecessor
+            else f"; run worker pid {os.getpid()}"
+        )
         context.log.info(
             f"streaming {cfg.scope.describe()} from {cfg.kalshi.env.value} ({url}) in "
-            f"{cfg.mode.value} mode into {cfg.database}; run worker pid {os.getpid()}; "
-            f"rotating after {config.rotate_after_s:.0f}s"
+            f"{cfg.mode.value} mode into {cfg.database}{successor}; rotating after "
+            f"{config.rotate_after_s:.0f}s"
         )
-        while time.monotonic() - reporter.started < config.rotate_after_s:
+        rotation_due: float | None = None
+        escalated = False
+        while engine.finished is None:
             time.sleep(1.0)
             engine.check()
+            now = time.monotonic()
+            if rotation_due is None and now - reporter.started >= config.rotate_after_s:
+                rotation_due = now
+                context.instance.add_run_tags(context.run_id, {ROTATION_TAG: ROTATION_DUE})
+                context.log.info(
+                    f"rotation due after {config.rotate_after_s:.0f}s: the keep-alive sensor "
+                    "starts a successor, and this run hands over to it once its feed is live"
+                )
+            if rotation_due is not None and now - rotation_due >= config.rotation_wait_s:
+                engine.finished = (
+                    f"rotation after {config.rotate_after_s:.0f}s; no successor took over within "
+                    f"{config.rotation_wait_s:.0f}s (is {SENSOR_NAME} on?)"
+                )
+                break
+            if engine.handover_stalled and not escalated:
+                escalated = True
+                context.log.warning(
+                    f"pid {engine.predecessor} has not handed the database over a minute after "
+                    "this run asked (an older version, or a hung worker): terminating the runs "
+                    "before this one"
+                )
+                take_over(context)
             reporter.tick(engine.summary())
     except DagsterExecutionInterruptedError:
         _stop(context, engine, "dagster run terminated")
@@ -355,7 +420,8 @@ def _stream_ticks(
             raise DagsterExecutionInterruptedError() from exc
         _stop(context, engine, f"op failed: {type(exc).__name__}")
         raise
-    _stop(context, engine, f"rotation after {config.rotate_after_s:.0f}s")
+    _stop(context, engine, engine.finished)
+    context.log.info(f"run ends: {engine.finished}")
     reporter.materialize(engine.summary())
 
 

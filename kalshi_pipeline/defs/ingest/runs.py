@@ -36,6 +36,11 @@ STREAMED = "true"
 # Where the op runs, `host:pid:process start time`: the sensor sees a dead worker on its own host
 # at once (psutil), instead of waiting for the run's events to go stale.
 WORKER_TAG = "kalshi/worker"
+# Set by the op when `rotate_after_s` is up: the keep-alive sensor launches a successor (tagged
+# with the run it succeeds), which the run hands over to once the successor's feed is live.
+ROTATION_TAG = "kalshi/rotation"
+ROTATION_DUE = "due"
+SUCCESSOR_OF_TAG = "kalshi/successor_of"
 
 # Listed explicitly: IN_PROGRESS_RUN_STATUSES leaves out QUEUED and NOT_STARTED, and a keep-alive
 # built on it launches a second run while the first waits in the queue (dagster-notes.md §2.1).

@@ -1,0 +1,139 @@
+"""Handover between two stream processes on one database: make before break.
+
+Real `kalshi-pipeline stream` processes against the simulator; pass or fail is decided by what
+is in DuckDB and the simulator's ledger, never by timing."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kalshi_pipeline_tests.helpers import (
+    feed_events,
+    free_port,
+    query,
+    sent_indices,
+    wait_for,
+)
+from kalshi_pipeline_tests.stream.support import settle_and_compare
+
+pytestmark = pytest.mark.timeout(300)
+
+
+def _stream(sim: Any, db: Path, *extra: str, ws_url: str | None = None) -> subprocess.Popen[str]:
+    env = dict(os.environ, KALSHI_REST_URL=sim.rest_url, KALSHI_WS_URL=ws_url or sim.ws_url)
+    cmd = [sys.executable, "-m", "kalshi_pipeline.cli", "stream", "--database", str(db)]
+    return subprocess.Popen(
+        [*cmd, "--quiet", "--flush-interval-ms", "100", *extra],
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _count(db: Path) -> int:
+    return int(query(db, "SELECT count(*) FROM ticks")[0][0])
+
+
+def _stop(proc: subprocess.Popen[str]) -> tuple[int, str]:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    _out, err = proc.communicate(timeout=60)
+    return proc.returncode, err
+
+
+class _Owner:
+    """Whatever engine process currently streams; stopped at the end of the test."""
+
+    def __init__(self) -> None:
+        self.procs: list[subprocess.Popen[str]] = []
+
+    def start(self, *args: Any, **kwargs: Any) -> subprocess.Popen[str]:
+        proc = _stream(*args, **kwargs)
+        self.procs.append(proc)
+        return proc
+
+    def close(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
+@pytest.fixture
+def streams() -> Any:
+    owner = _Owner()
+    yield owner
+    owner.close()
+
+
+def test_a_successor_takes_over_and_every_tick_is_stored_exactly_once(
+    sim_factory: Any, tmp_path: Path, streams: _Owner
+) -> None:
+    sim = sim_factory(markets=300, rate=300)
+    db = tmp_path / "k.duckdb"
+    first = streams.start(sim, db)
+    wait_for(lambda: db.exists() and _count(db) > 300, timeout=90, what="the first stream storing")
+    second = streams.start(sim, db)
+    code, err = _stop_when_done(first)
+    assert code == 0, err
+    assert "stream ended: handed over to pid" in err, err
+    before = _count(db)
+    wait_for(lambda: _count(db) > before + 300, timeout=90, what="the successor storing")
+
+    class _Second:  # what settle_and_compare asks of an engine: nothing beyond the database
+        pass
+
+    expected, stored = settle_and_compare(sim, db, _Second())
+    doubled = {k: n for k, n in stored.items() if n > 1}
+    assert not doubled, f"{len(doubled)} ticks stored twice, e.g. {next(iter(doubled))}"
+    missing = expected - stored
+    assert not missing, f"{sum(missing.values())} sent ticks never stored"
+    assert stored == expected
+    code, err = _stop(second)
+    assert code == 0, err
+    events = feed_events(db)
+    kinds = [kind for _at, _source, kind, _detail in events]
+    assert "handover_requested" in kinds and "handover" in kinds
+    assert any(k == "stop" and d.startswith("handed over to pid") for _a, _s, k, d in events)
+    sent = [sent_indices([s]) for s in sim.sessions() if s.get("sent_ranges")]
+    assert len(sent) >= 2, "both streams received"
+    assert set.intersection(*sent[:2]), "no tick reached both streams: they never overlapped"
+
+
+def _stop_when_done(proc: subprocess.Popen[str], timeout: float = 120) -> tuple[int, str]:
+    """Wait for a process that should end by itself (it handed over)."""
+    wait_for(lambda: proc.poll() is not None, timeout=timeout, what="the predecessor handing over")
+    _out, err = proc.communicate(timeout=60)
+    return proc.returncode, err
+
+
+def test_a_successor_that_never_goes_live_leaves_the_running_stream_alone(
+    sim_factory: Any, tmp_path: Path, streams: _Owner
+) -> None:
+    sim = sim_factory(markets=200, rate=100, with_ledger=False)
+    db = tmp_path / "k.duckdb"
+    first = streams.start(sim, db)
+    wait_for(lambda: db.exists() and _count(db) > 100, timeout=90, what="the first stream storing")
+    nowhere = f"ws://127.0.0.1:{free_port()}/trade-api/ws/v2"
+    second = streams.start(sim, db, "--handover-timeout", "8", "--max-retries", "1", ws_url=nowhere)
+    code, err = _stop_when_done(second, timeout=90)
+    assert code == 1, err
+    assert "could not take over from pid" in err and "keeps streaming" in err, err
+    assert first.poll() is None, "the running stream stopped"
+    before = _count(db)
+    wait_for(lambda: _count(db) > before + 100, timeout=60, what="the first stream storing on")
+    wait_for(
+        lambda: any(k == "handover_failed" for _a, _s, k, _d in feed_events(db)),
+        timeout=60,
+        what="the failed handover recorded (loaded from the successor's landing log)",
+    )
+    code, err = _stop(first)
+    assert code == 0, err
+    assert "stream ended: handed over" not in err
