@@ -289,3 +289,44 @@ def test_a_worker_that_exited_but_was_not_reaped_counts_as_dead(
         assert request.tags["kalshi/restart_of"] == run.run_id
     finally:
         proc.wait()
+
+
+ROTATION_DUE = {"kalshi/rotation": "due", **STREAMED}
+
+
+def test_a_run_due_to_rotate_gets_a_successor_with_its_config_outside_the_shard_limit(
+    instance: dg.DagsterInstance,
+) -> None:
+    run = make_run(instance, dg.DagsterRunStatus.STARTED, run_config=HTTP_CONFIG, tags=ROTATION_DUE)
+    instance.report_engine_event("alive", run)
+    request = evaluate(instance)
+    assert isinstance(request, dg.RunRequest)
+    assert request.run_config == HTTP_CONFIG
+    assert request.tags["kalshi/successor_of"] == run.run_id
+    # the queue allows one run per shard tag value: a tagged successor would wait behind the
+    # very run it is to succeed, which waits for it to hand over
+    assert "kalshi/shard" not in request.tags
+    # while the successor starts, the sensor waits for both
+    make_run(
+        instance,
+        dg.DagsterRunStatus.STARTING,
+        run_config=HTTP_CONFIG,
+        tags={"kalshi/successor_of": run.run_id},
+    )
+    assert isinstance(evaluate(instance), dg.SkipReason)
+
+
+def test_a_failed_successor_is_retried_after_a_delay_while_the_run_streams_on(
+    instance: dg.DagsterInstance,
+) -> None:
+    run = make_run(instance, dg.DagsterRunStatus.STARTED, tags=ROTATION_DUE)
+    instance.report_engine_event("alive", run)
+    failed_run(instance, tags={"kalshi/successor_of": run.run_id})
+    skip = evaluate(instance)
+    assert isinstance(skip, dg.SkipReason)
+    assert "1 successor(s) failed" in (skip.skip_message or ""), skip.skip_message
+    with freeze_time(time.time() + backoff_s(2) + 5):
+        instance.report_engine_event("alive", run)
+        request = evaluate(instance)
+    assert isinstance(request, dg.RunRequest)
+    assert request.run_key == f"rotate-{run.run_id}-1"  # a new key: the first one was used

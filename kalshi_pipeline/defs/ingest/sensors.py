@@ -15,6 +15,11 @@ The keep-alive sensor, every 15 s:
   skip reason and the log and its config is not relaunched, until someone launches it again
   and it streams. Tagged `kalshi/shard: all` (dagster.yaml allows one run per value), keyed
   `after-<previous run id>` (a constant key would launch once, ever);
+- one run alive whose `rotate_after_s` is up (tag `kalshi/rotation: due`): launch its successor
+  with the same run config, tagged `kalshi/successor_of: <run id>` and without the shard tag (the
+  queue would hold it behind the very run it succeeds); the running run hands over to it once the
+  successor's feed is live. A successor that failed is tried again after 30 s * 2^(N-1) (capped
+  at 10 min) while the running run streams on;
 - runs that keep failing: the N-th consecutive FAILURE waits 30 s * 2^(N-2), capped at 10 min,
   after the last one ended; the skip says how long is left. Launches that failed before
   streaming and are not retried do not count.
@@ -41,11 +46,14 @@ from kalshi_pipeline.defs.ingest.runs import (
     JOB_NAME,
     LAUNCHED_BY_TAG,
     RESTART_OF_TAG,
+    ROTATION_DUE,
+    ROTATION_TAG,
     SENSOR_NAME,
     SHARD_ALL,
     SHARD_TAG,
     STREAMED,
     STREAMED_TAG,
+    SUCCESSOR_OF_TAG,
     database_in,
     failed_before_streaming,
     launched_by_sensor,
@@ -178,6 +186,35 @@ def _usable_config(
     return run_config, None
 
 
+def _successor(
+    context: dg.SensorEvaluationContext, run: dg.DagsterRun, now: float
+) -> dg.RunRequest | str:
+    """The run request for the successor of `run`, whose rotation is due, or why not yet."""
+    tried = context.instance.get_run_records(
+        dg.RunsFilter(job_name=JOB_NAME, tags={SUCCESSOR_OF_TAG: run.run_id}), limit=50
+    )
+    failed = [r for r in tried if r.dagster_run.status == dg.DagsterRunStatus.FAILURE]
+    if failed:
+        delay = min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2 ** (len(failed) - 1))
+        remaining = _ended_at(failed[0]) + delay - now
+        if remaining > 0:
+            return (
+                f"run {run.run_id} is due to rotate; {len(failed)} successor(s) failed (newest "
+                f"{failed[0].dagster_run.run_id}): next in {remaining:.0f}s, it streams on "
+                "meanwhile"
+            )
+    run_config, note = _usable_config(context, dict(run.run_config))
+    why = f"run {run.run_id} is due to rotate: starting its successor, which it hands over to"
+    if note:
+        why += f"; {note}"
+    context.log.info(f"launching kalshi_ingest: {why}")
+    return dg.RunRequest(
+        run_key=f"rotate-{run.run_id}-{len(tried)}",
+        run_config=run_config,
+        tags={SUCCESSOR_OF_TAG: run.run_id, LAUNCHED_BY_TAG: SENSOR_NAME},
+    )
+
+
 @dg.sensor(
     name=SENSOR_NAME,
     job=kalshi_ingest_job,
@@ -192,6 +229,7 @@ def kalshi_ingest_keepalive(context: dg.SensorEvaluationContext) -> dg.RunReques
     now = get_current_timestamp()
     waiting: list[str] = []
     replaced: list[str] = []
+    alive: list[dg.DagsterRun] = []
     for record in instance.get_run_records(
         dg.RunsFilter(job_name=JOB_NAME, statuses=unfinished()), limit=20
     ):
@@ -207,6 +245,7 @@ def kalshi_ingest_keepalive(context: dg.SensorEvaluationContext) -> dg.RunReques
                 f"run {run.run_id} is STARTED and alive (newest event {age:.0f}s ago, "
                 f"dead after {limit:.0f}s)"
             )
+            alive.append(run)
             continue
         current = instance.get_run_by_id(run.run_id)
         if current is None or current.status != dg.DagsterRunStatus.STARTED:
@@ -219,6 +258,11 @@ def kalshi_ingest_keepalive(context: dg.SensorEvaluationContext) -> dg.RunReques
     recent = instance.get_run_records(dg.RunsFilter(job_name=JOB_NAME), limit=FAILURES_LOOKED_AT)
     source = _config_source(instance, recent)
     not_retried = _not_retried_note(recent)
+    if len(waiting) == 1 and len(alive) == 1 and alive[0].tags.get(ROTATION_TAG) == ROTATION_DUE:
+        successor = _successor(context, alive[0], now)
+        if isinstance(successor, dg.RunRequest):
+            return successor
+        waiting.append(successor)
     if waiting:
         return dg.SkipReason("; ".join([*waiting, not_retried] if not_retried else waiting))
 
