@@ -2,10 +2,11 @@
 the simulator, driven only through Dagster's GraphQL API, the way an operator drives the UI.
 
 One test walks the whole life of the stream, because starting the stack is the slow part:
-the sensor starts the stream; a Launchpad run switches it to http (the old run ends CANCELED);
-terminating a run flushes it and the sensor relaunches it with the same config; a SIGKILLed run
-worker is replaced within 60 s with nothing stored twice; raw_ticks gets materializations with
-numeric metadata and passes its freshness policy; stopping `dev` leaves no process behind.
+the sensor starts the stream; a Launchpad run switches it to http and the old run hands over
+(ends SUCCESS, the feeds overlapping); terminating a run flushes it and the sensor relaunches it
+with the same config; a SIGKILLed run worker is replaced within 60 s with nothing stored twice;
+a switch back to websocket hands over again; raw_ticks gets materializations with numeric
+metadata and passes its freshness policy; stopping `dev` leaves no process behind.
 """
 
 from __future__ import annotations
@@ -42,6 +43,10 @@ pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
 HTTP_CONFIG = {
     "resources": {"kalshi_feed": {"config": {"mode": "http"}}},
+    "ops": {"stream_ticks": {"config": {"metadata_every_s": 10, "alive_every_s": 10}}},
+}
+WS_CONFIG = {
+    "resources": {"kalshi_feed": {"config": {"mode": "websocket"}}},
     "ops": {"stream_ticks": {"config": {"metadata_every_s": 10, "alive_every_s": 10}}},
 }
 
@@ -181,6 +186,39 @@ class Stack:
             return None
 
         return wait_for(pid, timeout=30, what=f"worker pid of {run_id}")
+
+    def launch(self, run_config: dict[str, Any]) -> str:
+        """A Launchpad launch of kalshi_ingest, as an operator makes it."""
+        return self.client.submit_job_execution(
+            "kalshi_ingest",
+            repository_location_name="kalshi_pipeline",
+            repository_name="__repository__",
+            run_config=run_config,
+        )
+
+    def messages(self, run_id: str) -> list[str]:
+        events = self.graphql(LOGS_QUERY, runId=run_id)["logsForRun"]["events"]
+        return [e.get("message") or "" for e in events]
+
+    def handed_over(self, old: str, new: str, timeout: float = 90) -> None:
+        """`old` handed the stream over to `new`: it ended SUCCESS saying so."""
+        self.wait_status(old, "SUCCESS", timeout=timeout)
+        said = [m for m in self.messages(old) if f"handed over to run {new}" in m]
+        assert said, self.messages(old)[-8:]
+
+    def overlap_s(self, source: str, new: str, since: float) -> float:
+        """Seconds both runs received: from the successor's first `source` tick (received after
+        `since`) to when its predecessor stopped reading (its `stop` feed event)."""
+        first, stopped = query(
+            self.db,
+            "SELECT (SELECT epoch(min(received_at)) FROM ticks WHERE source = ? "
+            "        AND received_at > to_timestamp(?)), "
+            "       (SELECT epoch(max(occurred_at)) FROM feed_events WHERE kind = 'stop' "
+            "        AND detail LIKE ?)",
+            [source, since, f"handed over to run {new}%"],
+        )[0]
+        assert first is not None and stopped is not None, (first, stopped)
+        return float(stopped) - float(first)
 
     def ticks_since(self, source: str, since: float) -> int:
         return query(
@@ -340,21 +378,15 @@ def test_dev_keeps_the_stream_alive_switches_mode_and_stops_cleanly(stack: Stack
         )
     assert len(stack.runs()) == runs_before
 
-    # Mode switch from the Launchpad (here GraphQL): the running run is taken over.
+    # Mode switch from the Launchpad (here GraphQL): the running run hands over and ends green.
     switched_at = time.time()
-    http_run_id = client.submit_job_execution(
-        "kalshi_ingest",
-        repository_location_name="kalshi_pipeline",
-        repository_name="__repository__",
-        run_config=HTTP_CONFIG,
-    )
-    wait_for(
-        lambda: stack.ticks_since("http", switched_at) > 0,
-        timeout=15,
-        what="http ticks within 15 s of the switch",
-    )
-    stack.wait_status(first.run_id, "CANCELED", timeout=30)
+    http_run_id = stack.launch(HTTP_CONFIG)
     assert "kalshi/shard" not in stack.run(http_run_id).tags  # or it would queue behind `first`
+    stack.handed_over(first.run_id, http_run_id)
+    wait_for(lambda: stack.ticks_since("http", switched_at) > 0, timeout=30, what="http ticks")
+    # make before break: the old run read on after the new one's first tick
+    overlap = stack.overlap_s("http", http_run_id, switched_at)
+    assert overlap > 0, f"a gap of {-overlap:.1f}s"
 
     # Terminate: the run flushes and ends CANCELED; the sensor relaunches it with the same config.
     stack.wait_status(http_run_id, "STARTED", timeout=10)
@@ -367,7 +399,7 @@ def test_dev_keeps_the_stream_alive_switches_mode_and_stops_cleanly(stack: Stack
         "SELECT count(*) FROM feed_events WHERE source = 'engine' AND kind = 'stop' "
         "AND detail = 'dagster run terminated'",
     )[0][0]
-    assert stops >= 2  # the taken-over run and this one
+    assert stops >= 1
     relaunched = stack.wait_sensor_run(http_run_id, timeout=60)
     assert relaunched.config_yaml == stack.run(http_run_id).config_yaml
     assert relaunched.mode == "http"
@@ -406,6 +438,13 @@ def test_dev_keeps_the_stream_alive_switches_mode_and_stops_cleanly(stack: Stack
         what=f"the failure sensor's feed_events row (so far {failures})",
     )
 
+    # Back to websocket: the http run hands over in turn.
+    back_at = time.time()
+    ws_run_id = stack.launch(WS_CONFIG)
+    stack.handed_over(replacement.run_id, ws_run_id)
+    overlap = stack.overlap_s("websocket", ws_run_id, back_at)
+    assert overlap > 0, f"a gap of {-overlap:.1f}s"
+
     # raw_ticks: materializations with numeric metadata, and a passing freshness policy.
     metadata = wait_for(_numeric_metadata(stack), timeout=30, what="raw_ticks materializations")
     assert all(m["rows_stored"] >= 0 and "ticks_per_s" in m for m in metadata)
@@ -435,8 +474,8 @@ def test_dev_keeps_the_stream_alive_switches_mode_and_stops_cleanly(stack: Stack
     )
     report = json.loads(status.stdout)
     assert status.returncode == 0, report["reason"]
-    assert report["run"]["run_id"] == replacement.run_id
-    assert report["run"]["mode"] == "http"
+    assert report["run"]["run_id"] == ws_run_id
+    assert report["run"]["mode"] == "websocket"
 
     # Stopping dev with Ctrl-C: sensor off, stream CANCELED and flushed, no process left behind.
     groups = stack.process_groups()
@@ -452,7 +491,8 @@ def test_dev_keeps_the_stream_alive_switches_mode_and_stops_cleanly(stack: Stack
             r.dagster_run.run_id: r.dagster_run.status
             for r in instance.get_run_records(dg.RunsFilter(job_name="kalshi_ingest"))
         }
-    assert statuses[replacement.run_id] == dg.DagsterRunStatus.CANCELED
+    assert statuses[ws_run_id] == dg.DagsterRunStatus.CANCELED
+    assert statuses[first.run_id] == statuses[replacement.run_id] == dg.DagsterRunStatus.SUCCESS
     assert all(
         s.value not in ("QUEUED", "NOT_STARTED", "STARTING", "STARTED", "CANCELING")
         for s in statuses.values()
