@@ -266,6 +266,14 @@ def group_members(groups: set[int]) -> list[str]:
 
 @pytest.fixture
 def stack(tmp_path: Path, kalshi_home: Path) -> Iterator[Stack]:
+    """`kalshi-pipeline dev` with its own simulator."""
+    with run_stack(tmp_path) as s:
+        yield s
+
+
+@contextlib.contextmanager
+def run_stack(tmp_path: Path, sim: Any = None) -> Iterator[Stack]:
+    """`kalshi-pipeline dev`, with its own simulator, or streaming from `sim` when given."""
     port = free_port()
     home = tmp_path / "dagster_home"
     db = tmp_path / "data" / "kalshi.duckdb"
@@ -277,21 +285,13 @@ def stack(tmp_path: Path, kalshi_home: Path) -> Iterator[Stack]:
         "PYTHONUNBUFFERED": "1",
     }
     env.pop("DAGSTER_HOME", None)
-    cmd = [
-        sys.executable,
-        "-m",
-        "kalshi_pipeline.devserver",
-        "--port",
-        str(port),
-        "--sim-port",
-        "0",
-        "--sim-markets",
-        "200",
-        "--sim-rate",
-        "100",
-        "--dagster-home",
-        str(home),
-    ]
+    cmd = [sys.executable, "-m", "kalshi_pipeline.devserver", "--port", str(port)]
+    if sim is None:
+        cmd += ["--sim-port", "0", "--sim-markets", "200", "--sim-rate", "100"]
+    else:
+        cmd += ["--no-simulator"]
+        env.update(KALSHI_ENV="local", KALSHI_REST_URL=sim.rest_url, KALSHI_WS_URL=sim.ws_url)
+    cmd += ["--dagster-home", str(home)]
     with log.open("wb") as out:
         # Started the way `make run &` from a script starts it: with SIGINT ignored, which every
         # child would inherit unless `dev` resets it (dagster-notes.md §1.3).
