@@ -23,12 +23,13 @@ import shutil
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from kalshi_pipeline.kalshi.errors import KalshiConfigError
 from kalshi_pipeline.stream.config import Mode, StreamConfig
 from kalshi_pipeline.stream.events import FeedEvents
-from kalshi_pipeline.stream.landing import LandingLog
+from kalshi_pipeline.stream.landing import LandingLog, list_segments
 from kalshi_pipeline.stream.poller import Poller
 from kalshi_pipeline.stream.stats import EngineStats
 from kalshi_pipeline.stream.supervisor import Supervisor
@@ -253,6 +254,15 @@ class Engine:
         if newer is not None:
             self.finished = f"superseded by {newer.describe()} before taking over"
             return
+        endpoint = server.live_endpoint(db)
+        if endpoint is not None and endpoint.pid not in (self.predecessor, os.getpid()):
+            # Another engine took the file while we waited (our predecessor let go, or died, and
+            # it was quicker): the newest engine streams, so yield to it or ask it in turn.
+            started = _engine_started(self.config.landing, endpoint.pid)
+            if started is not None and started > self.started_at:
+                self.finished = f"superseded by pid {endpoint.pid}, which took over first"
+                return
+            self.predecessor, self._requested_at = endpoint.pid, None
         if self.live:
             if self._requested_at is None:
                 handover.request(db, self.label, self.started_at)
@@ -336,6 +346,12 @@ class Engine:
 
     def summary(self) -> dict[str, Any]:
         return self.stats.snapshot()
+
+
+def _engine_started(landing: os.PathLike[str] | str, pid: int) -> float | None:
+    """When the engine `pid` started landing frames (its first segment's name says)."""
+    starts = [s.start_ms for s in list_segments(Path(landing)) if s.pid == pid]
+    return min(starts) / 1000 if starts else None
 
 
 def run_engine(

@@ -14,6 +14,8 @@ from typing import Any
 
 import pytest
 
+from kalshi_pipeline.stream.landing import list_segments
+from kalshi_pipeline.warehouse.paths import landing_folder
 from kalshi_pipeline_tests.helpers import (
     feed_events,
     free_port,
@@ -87,15 +89,7 @@ def test_a_successor_takes_over_and_every_tick_is_stored_exactly_once(
     before = _count(db)
     wait_for(lambda: _count(db) > before + 300, timeout=90, what="the successor storing")
 
-    class _Second:  # what settle_and_compare asks of an engine: nothing beyond the database
-        pass
-
-    expected, stored = settle_and_compare(sim, db, _Second())
-    doubled = {k: n for k, n in stored.items() if n > 1}
-    assert not doubled, f"{len(doubled)} ticks stored twice, e.g. {next(iter(doubled))}"
-    missing = expected - stored
-    assert not missing, f"{sum(missing.values())} sent ticks never stored"
-    assert stored == expected
+    _exactly_once(sim, db)
     code, err = _stop(second)
     assert code == 0, err
     events = feed_events(db)
@@ -109,7 +103,12 @@ def test_a_successor_takes_over_and_every_tick_is_stored_exactly_once(
 
 def _stop_when_done(proc: subprocess.Popen[str], timeout: float = 120) -> tuple[int, str]:
     """Wait for a process that should end by itself (it handed over)."""
-    wait_for(lambda: proc.poll() is not None, timeout=timeout, what="the predecessor handing over")
+    try:
+        wait_for(lambda: proc.poll() is not None, timeout=timeout, what=f"pid {proc.pid} ending")
+    except AssertionError:
+        proc.kill()
+        _out, err = proc.communicate(timeout=60)
+        raise AssertionError(f"pid {proc.pid} did not end; its output:\n{err[-3000:]}") from None
     _out, err = proc.communicate(timeout=60)
     return proc.returncode, err
 
@@ -137,3 +136,58 @@ def test_a_successor_that_never_goes_live_leaves_the_running_stream_alone(
     code, err = _stop(first)
     assert code == 0, err
     assert "stream ended: handed over" not in err
+
+
+def _segment_bytes(db: Path, pid: int) -> int:
+    folder = landing_folder(db)
+    return sum(s.path.stat().st_size for s in list_segments(folder) if s.pid == pid)
+
+
+def _exactly_once(sim: Any, db: Path) -> None:
+    expected, stored = settle_and_compare(sim, db, None)
+    doubled = sum(n - 1 for n in stored.values() if n > 1)
+    missing = sum((expected - stored).values())
+    assert (doubled, missing) == (0, 0), f"{doubled} ticks stored twice, {missing} never stored"
+
+
+def test_two_successors_in_quick_succession_the_newest_takes_over(
+    sim_factory: Any, tmp_path: Path, streams: _Owner
+) -> None:
+    sim = sim_factory(markets=300, rate=300)
+    db = tmp_path / "k.duckdb"
+    first = streams.start(sim, db)
+    wait_for(lambda: db.exists() and _count(db) > 300, timeout=90, what="the first stream storing")
+    second = streams.start(sim, db)
+    wait_for(lambda: _segment_bytes(db, second.pid) > 0, timeout=60, what="the second landing")
+    third = streams.start(sim, db)
+    for proc in (first, second):
+        code, err = _stop_when_done(proc)
+        assert code == 0, err
+        assert "stream ended: handed over to" in err or "stream ended: superseded by" in err, err
+    assert third.poll() is None
+    _exactly_once(sim, db)
+    code, err = _stop(third)
+    assert code == 0, err
+
+
+@pytest.mark.parametrize("victim", ["predecessor", "successor"])
+def test_sigkill_of_either_side_during_a_handover_loses_and_doubles_nothing(
+    sim_factory: Any, tmp_path: Path, streams: _Owner, victim: str
+) -> None:
+    sim = sim_factory(markets=300, rate=300)
+    db = tmp_path / "k.duckdb"
+    first = streams.start(sim, db)
+    wait_for(lambda: db.exists() and _count(db) > 300, timeout=90, what="the first stream storing")
+    second = streams.start(sim, db)
+    # killed while both receive: the successor has landed frames, the handover may be under way
+    wait_for(lambda: _segment_bytes(db, second.pid) > 0, timeout=60, what="the second landing")
+    killed, survivor = (first, second) if victim == "predecessor" else (second, first)
+    killed.send_signal(signal.SIGKILL)
+    killed.wait(timeout=30)
+    if survivor.poll() is not None:  # the handover was done: the successor's turn to die was
+        survivor = streams.start(sim, db)  # after it, so another stream must take over
+    before = _count(db)
+    wait_for(lambda: _count(db) > before + 300, timeout=90, what="a stream storing on")
+    _exactly_once(sim, db)
+    code, err = _stop(survivor)
+    assert code == 0, err
