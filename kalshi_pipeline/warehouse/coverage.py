@@ -28,14 +28,17 @@ which runs whole on the warehouse's owner when one is serving.
 from __future__ import annotations
 
 import itertools
+import math
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import duckdb
 
+from kalshi_pipeline.warehouse import server
 from kalshi_pipeline.warehouse.client import sql_literal
 
 TABLE = "feed_coverage"
@@ -505,6 +508,61 @@ class Coverage:
     def longest(self) -> Gap | None:
         return max(self.gaps, key=lambda g: g.seconds, default=None)
 
+    def headline(self, window: str) -> str:
+        """One sentence on how complete the data is, e.g. "The market data was covered
+        99.6 % of the last 24 h (the WebSocket feed live 98.1 %); 2 gaps, longest 41 s
+        (disconnect)." `window` names the window in words ("24 h")."""
+        if self.covered is None:
+            return f"No feed was recorded in the last {window}, so its coverage is unknown."
+        return f"The market data was covered {self.line(f'of the last {window}')}."
+
+    def line(self, window: str = "") -> str:
+        """The figures in short: "99.6 % <window> (the WebSocket feed live 98.1 %); 2 gaps,
+        longest 41 s (disconnect)"."""
+        if self.covered is None:
+            return "unknown: no feed recorded in this window"
+        whole = (self.end - self.start).total_seconds()
+        recorded = (
+            "" if self.known_s >= whole - 1 else f" (of the {_duration(self.known_s)} recorded)"
+        )
+        live = [
+            f"{_NAMES[s]} live {_percent(self.live[s])}"
+            for s in SOURCES
+            if self.live.get(s, 0.0) > 0
+        ]
+        said = f" ({', '.join(live)})" if live else ""
+        longest = self.longest
+        if longest is None:
+            tail = "no gap"
+        else:
+            n = len(self.gaps)
+            tail = (
+                f"{n} gap{'s' if n > 1 else ''}, longest {_duration(longest.seconds)} "
+                f"({longest.reason}{', still open' if longest.ended_at is None else ''})"
+            )
+        where = f" {window}" if window else ""
+        return f"{_percent(self.covered)}{where}{recorded}{said}; {tail}"
+
+
+_NAMES = {"websocket": "the WebSocket feed", "http": "polling"}
+
+
+def _percent(fraction: float) -> str:
+    """Rounded down, so 99.96 % with a gap never reads as 100 %."""
+    if fraction >= 1.0:
+        return "100 %"
+    return f"{math.floor(fraction * 1000) / 10:.1f} %"
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 10:
+        return f"{seconds:.1f} s"
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
 
 def summarize(intervals: Sequence[Interval], start: datetime, end: datetime) -> Coverage:
     """Coverage of [start, end): the union of sources, the live share per source, the gaps."""
@@ -566,3 +624,8 @@ def coverage_over(
     start = now - timedelta(seconds=seconds)
     intervals = coverage_intervals(con, since=start, stream_alive=stream_alive, now=now)
     return summarize(intervals, start, now)
+
+
+def stream_serving(database: Path) -> bool:
+    """An engine owns and serves this database now (so its newest engine is alive)."""
+    return server.live_endpoint(Path(database)) is not None

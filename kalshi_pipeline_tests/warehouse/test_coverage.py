@@ -101,6 +101,10 @@ def test_a_disconnect_without_fallback_is_down_then_reconciling(tmp_path: Path) 
     with connect(db) as con:
         cov = coverage_over(con, 99, stream_alive=True, now=at(100))
     assert cov.down_s == {"disconnect": 2.5}
+    assert cov.headline("99 s") == (
+        "The market data was covered 97.4 % of the last 99 s (the WebSocket feed live 96.9 %); "
+        "1 gap, longest 2.5 s (disconnect)."
+    )
     (gap,) = cov.gaps
     assert (gap.started_at, gap.ended_at, gap.sources, gap.reason) == (
         at(10),
@@ -322,4 +326,7 @@ def test_coverage_of_an_empty_warehouse_is_unknown(tmp_path: Path) -> None:
             ).fetchall()
         )
     assert cov.covered is None and cov.gaps == []
+    assert (
+        cov.headline("hour") == "No feed was recorded in the last hour, so its coverage is unknown."
+    )
     assert types["started_at"] == "TIMESTAMP WITH TIME ZONE" and types["state"] == "VARCHAR"
