@@ -518,19 +518,17 @@ class Coverage:
 
     def line(self, window: str = "") -> str:
         """The figures in short: "99.6 % <window> (the WebSocket feed live 98.1 %); 2 gaps,
-        longest 41 s (disconnect)"."""
+        longest 41 s (disconnect)", with how much of the window was recorded when not all."""
         if self.covered is None:
             return "unknown: no feed recorded in this window"
         whole = (self.end - self.start).total_seconds()
-        recorded = (
-            "" if self.known_s >= whole - 1 else f" (of the {_duration(self.known_s)} recorded)"
-        )
-        live = [
+        notes = [] if self.known_s >= whole - 1 else [f"{_duration(self.known_s)} recorded"]
+        notes += [
             f"{_NAMES[s]} live {_percent(self.live[s])}"
             for s in SOURCES
             if self.live.get(s, 0.0) > 0
         ]
-        said = f" ({', '.join(live)})" if live else ""
+        said = f" ({'; '.join(notes)})" if notes else ""
         longest = self.longest
         if longest is None:
             tail = "no gap"
@@ -541,7 +539,7 @@ class Coverage:
                 f"({longest.reason}{', still open' if longest.ended_at is None else ''})"
             )
         where = f" {window}" if window else ""
-        return f"{_percent(self.covered)}{where}{recorded}{said}; {tail}"
+        return f"{_percent(self.covered)}{where}{said}; {tail}"
 
 
 _NAMES = {"websocket": "the WebSocket feed", "http": "polling"}
