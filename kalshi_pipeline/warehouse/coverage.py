@@ -206,7 +206,8 @@ class _Fold:
 
     def crash(self, next_start: datetime | None) -> None:
         """The running engines died without a stop: down from their last sign of life."""
-        since = self.running[0].started_at
+        # its last record is no earlier than its last event: only ticks after it are read
+        since = max(self.running[0].started_at, self.last_event_at or self.running[0].started_at)
         seen = self.last_record(since, next_start or datetime(9999, 1, 1, tzinfo=UTC))
         when = max(t for t in (seen, self.last_event_at, since) if t is not None)
         if next_start is not None:
@@ -246,7 +247,8 @@ class _Fold:
         elif e.kind == "stop" and self.running:
             used = self._used()
             if e.detail.startswith(_HANDED_OVER):
-                self.running.pop(0)  # the predecessor
+                self.running.pop(0)  # the predecessor, and its fallback with it
+                self.fallback = self.stretched = False
                 successor_ws = self.running and self.running[-1].subscribed
                 if not self.running:
                     self.last_sources = used
@@ -381,12 +383,15 @@ def _at(epoch_us: Any) -> datetime:
     return datetime.fromtimestamp(int(epoch_us) / 1e6, UTC)
 
 
+# From the second-newest engine start at or before the window on: the newest may be a
+# handover's successor, whose predecessor's start the fold needs too.
 EVENTS_SQL = """
 SELECT epoch_us(occurred_at), source, kind, detail FROM feed_events
 WHERE source IN ('engine', 'websocket', 'http')
   AND occurred_at >= coalesce(
-        (SELECT max(occurred_at) FROM feed_events
-         WHERE source = 'engine' AND kind = 'start' AND occurred_at <= ?),
+        (SELECT occurred_at FROM feed_events
+         WHERE source = 'engine' AND kind = 'start' AND occurred_at <= ?
+         ORDER BY occurred_at DESC LIMIT 1 OFFSET 1),
         TIMESTAMPTZ '1970-01-01 00:00:00+00')
 ORDER BY occurred_at
 """
@@ -399,8 +404,8 @@ SELECT greatest(
 
 
 def read_events(con: duckdb.DuckDBPyConnection, since: datetime) -> list[Event]:
-    """Feed events from the last engine start at or before `since` on (the state at `since`
-    depends on them)."""
+    """Feed events from the engine starts before `since` on (the state at `since` depends on
+    them)."""
     if not _has_table(con, "feed_events"):
         return []
     return [

@@ -259,6 +259,21 @@ def test_a_handover_done_right_has_no_down_interval(tmp_path: Path) -> None:
     ]
 
 
+def test_a_window_that_opens_inside_a_handover_sees_both_engines(tmp_path: Path) -> None:
+    db = tmp_path / "k.duckdb"
+    write(
+        db,
+        [
+            *started(),
+            *started(WS.replace("pid=101", "pid=202"), at_s=100),
+            (101.5, "engine", "stop", "handed over to pid 202 (run abc)"),
+        ],
+    )
+    with connect(db) as con:
+        cov = coverage_over(con, 99.5, stream_alive=True, now=at(200))  # from 100.5 on
+    assert (cov.covered, cov.gaps) == (1.0, [])
+
+
 def test_a_mode_switch_by_handover_moves_coverage_to_the_new_source(tmp_path: Path) -> None:
     db = tmp_path / "k.duckdb"
     write(
