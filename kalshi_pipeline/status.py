@@ -85,7 +85,7 @@ class CoverageInfo:
     live: dict[str, float] = field(default_factory=dict)  # per source, fraction live
 
 
-COVERAGE_WINDOWS = {"last hour": 3600.0, "last day": 86400.0}
+COVERAGE_WINDOWS = {"last_hour": 3600.0, "last_day": 86400.0}
 
 
 @dataclass
@@ -103,7 +103,7 @@ class Report:
     ticks_last_minute: dict[str, int] = field(default_factory=dict)
     landing_backlog_bytes: int | None = None
     feed_events: list[dict[str, str]] = field(default_factory=list)
-    # "last hour" and "last day": the share of time some feed was live or degraded, and gaps
+    # "last_hour" and "last_day": the share of time some feed was live or degraded, and gaps
     coverage: dict[str, CoverageInfo] = field(default_factory=dict)
     exchange: ExchangeInfo | None = None
     problems: list[str] = field(default_factory=list)
@@ -511,7 +511,8 @@ def render(report: Report) -> str:
     if report.landing_backlog_bytes is not None:
         lines.append(f"landing      {report.landing_backlog_bytes} bytes not yet in DuckDB")
     for n, (name, cov) in enumerate(report.coverage.items()):
-        lines.append(f"{'coverage' if n == 0 else '':<13}{name:<10} {cov.summary}")
+        window = name.replace("_", " ")
+        lines.append(f"{'coverage' if n == 0 else '':<13}{window:<10} {cov.summary}")
     sensor = report.sensor
     if sensor is not None:
         tick = (

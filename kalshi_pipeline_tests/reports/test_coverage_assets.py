@@ -130,7 +130,7 @@ def test_status_shows_coverage_of_the_last_hour_and_day_when_no_stream_runs(
     args = ["--dagster-home", str(tmp_path / "none"), "--database", str(db), "--no-exchange"]
     status.main([*args, "--json"])
     report: dict[str, Any] = json.loads(capsys.readouterr().out)
-    hour, day = report["coverage"]["last hour"], report["coverage"]["last day"]
+    hour, day = report["coverage"]["last_hour"], report["coverage"]["last_day"]
     assert 3600 - 380 < hour["covered"] * 3600 <= 3600 - 320
     assert (hour["gaps"], hour["longest_gap_reason"]) == (2, "disconnect")
     assert hour["longest_gap_s"] == pytest.approx(300, abs=0.5)

@@ -58,7 +58,7 @@ def test_a_dropped_connection_is_a_disconnect_gap_and_the_rest_is_live(
 
     # status, while the stream serves the database: the gap and its reason
     report = status.collect(tmp_path / "no-dagster", db, exchange_timeout_s=None)
-    hour = report.coverage["last hour"]
+    hour = report.coverage["last_hour"]
     assert hour.gaps == 2 and hour.longest_gap_reason in ("disconnect", "no_run")
     longest = max((r[4] - r[3]).total_seconds() for r in rows if r[1] == "down")
     assert 0 < hour.covered < 1.0  # the two gaps, out of the few seconds recorded
