@@ -76,8 +76,12 @@ _WS_FAILURES = {
     "subscribe_failed": "refused",
 }
 _HANDED_OVER = "handed over to"
+_SUPERSEDED = "superseded by"
+# An engine start is a handover's successor when its detail says so (`successor_of=pid N`), or
+# when one of these follows before the next start.
+_HANDOVER_KINDS = {"handover_requested", "handover", "handover_failed"}
 _MODE = re.compile(r"\bmode=(\w+)")
-_RUN_ID = re.compile(r"\brun_id=([\w-]+)")
+_RUN_ID = re.compile(r"\b(?:run_id=|label=run )([\w-]+)")
 _BACKED_OFF = re.compile(r"backed off ([0-9.]+)s")
 
 
@@ -119,6 +123,7 @@ class _Engine:
     started_at: datetime
     run_id: str | None
     subscribed: bool = False  # its socket subscribed since it started
+    requested: bool = False  # live, it asked its predecessor to hand over
 
 
 def _sources_of(mode: str) -> set[str]:
@@ -151,7 +156,8 @@ class _Fold:
     # --------------------------------------------------------------- state per source
 
     def _run_id(self) -> str | None:
-        return self.running[-1].run_id if self.running else None
+        """The run of the engine that owns the warehouse (the oldest one running)."""
+        return self.running[0].run_id if self.running else None
 
     def _used(self) -> set[str]:
         used: set[str] = set()
@@ -189,7 +195,8 @@ class _Fold:
             now = self.state_of(source)
             current = self.open.get(source)
             same = current is not None and now is not None
-            if same and (current.state, current.reason) == now[:2]:  # type: ignore[union-attr]
+            key = (*now[:2], self._run_id()) if now is not None else None
+            if same and (current.state, current.reason, current.run_id) == key:  # type: ignore[union-attr]
                 continue
             if current is not None:
                 current.ended_at = at
@@ -257,8 +264,14 @@ class _Fold:
                 elif not successor_ws:
                     self.ws_up = False
                     self.ws_reason, self.ws_detail = "handover", e.detail
+            elif e.detail.startswith(_SUPERSEDED) and len(self.running) > 1:
+                self.running.pop(-2)  # a successor overtaken by a newer one
             elif self.failed_successors:
                 self.failed_successors -= 1  # the stop of a successor that gave up
+            elif len(self.running) > 1 and self.running[-1].requested:
+                # the predecessor ended otherwise (terminated) while its successor was live
+                self.running.pop(0)
+                self.fallback = self.stretched = False
             else:
                 self.running.pop()
                 if not self.running:
@@ -270,6 +283,10 @@ class _Fold:
         elif e.kind == "fallback_end":
             self.fallback = False
             self.stretched = False
+        elif e.kind == "handover_requested" and self.running:
+            self.running[-1].requested = True
+        elif e.kind == "handover":
+            del self.running[:-1]  # the successor owns the warehouse: its predecessors are gone
         elif e.kind == "handover_failed" and len(self.running) > 1:
             self.running.pop()  # the successor gave up; the predecessor kept streaming
             self.failed_successors += 1
@@ -327,17 +344,21 @@ def _with_backoffs(events: Iterable[Event]) -> list[Event]:
 
 
 def _successor_starts(events: Sequence[Event]) -> set[int]:
-    """Indexes of engine starts that begin a handover: the predecessor's 'handed over to' stop,
-    or the successor's `handover_failed`, follows before the next start. (A successor that
-    "takes over" from a predecessor that never stops is a crash of the predecessor.)"""
+    """Indexes of engine starts that begin a handover (the engine started while another one
+    owned the warehouse): the start says `successor_of=`, or a handover event or a predecessor's
+    'handed over to' / 'superseded by' stop follows before the next start. Any other start
+    while an engine runs means that engine died (a crash)."""
     starts = [i for i, e in enumerate(events) if e.source == "engine" and e.kind == "start"]
     out: set[int] = set()
     for n, i in enumerate(starts):
+        if "successor_of=" in events[i].detail:
+            out.add(i)
+            continue
         end = starts[n + 1] if n + 1 < len(starts) else len(events)
         for e in events[i + 1 : end]:
             if e.source == "engine" and (
-                e.kind == "handover_failed"
-                or (e.kind == "stop" and e.detail.startswith(_HANDED_OVER))
+                e.kind in _HANDOVER_KINDS
+                or (e.kind == "stop" and e.detail.startswith((_HANDED_OVER, _SUPERSEDED)))
             ):
                 out.add(i)
                 break

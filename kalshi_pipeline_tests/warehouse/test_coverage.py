@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -256,6 +257,74 @@ def test_a_handover_done_right_has_no_down_interval(tmp_path: Path) -> None:
         ("websocket", "down", "no_run", 0.0, 0.5),
         ("websocket", "live", None, 0.5, 150.0),
         ("websocket", "down", "no_run", 150.0, None),
+    ]
+
+
+RUN_A, RUN_B, RUN_C = (f"{c * 8}-0000-0000-0000-000000000000" for c in "abc")
+
+
+def engine_start(pid: int, run: str, successor_of: int | None = None) -> str:
+    """The start detail as the engine writes it (the Dagster op labels the engine with its run)."""
+    tail = f" successor_of=pid {successor_of}" if successor_of else ""
+    return (
+        f"mode=websocket fallback_to_http=True scope=all env=local database=x pid={pid} "
+        f"label=run {run}{tail}"
+    )
+
+
+def rows_with_runs(db: Path, now_s: float) -> list[tuple[Any, ...]]:
+    with connect(db) as con:
+        build_feed_coverage(con, stream_alive=True, now=at(now_s))
+        return con.execute(
+            "SELECT state, reason, epoch_ms(started_at) - ?, run_id FROM feed_coverage "
+            "ORDER BY started_at",
+            [int(T0.timestamp() * 1000)],
+        ).fetchall()
+
+
+def test_a_rotation_handover_as_the_engine_records_it_has_no_gap_and_names_each_run(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "k.duckdb"
+    write(
+        db,
+        [
+            *started(engine_start(101, RUN_A)),
+            *started(engine_start(202, RUN_B, successor_of=101), at_s=100),
+            (101.2, "engine", "handover_requested", f"run {RUN_B} (pid 202) is live after 0.6s"),
+            (101.5, "engine", "stop", f"handed over to run {RUN_B} (pid 202)"),
+            (102, "engine", "handover", "took over the warehouse from pid 101 after 1.9s"),
+        ],
+    )
+    assert rows_with_runs(db, 200) == [
+        ("down", "no_run", 0, RUN_A),
+        ("live", None, 500, RUN_A),
+        ("live", None, 101_500, RUN_B),  # the successor owns the warehouse from here
+    ]
+
+
+def test_a_successor_overtaken_by_a_newer_one_and_a_terminated_predecessor_leave_no_gap(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "k.duckdb"
+    write(
+        db,
+        [
+            *started(engine_start(101, RUN_A)),
+            *started(engine_start(202, RUN_B, successor_of=101), at_s=100),
+            *started(engine_start(303, RUN_C, successor_of=101), at_s=101),
+            (102, "engine", "stop", f"superseded by run {RUN_C} (pid 303) before taking over"),
+            (103, "engine", "handover_requested", f"run {RUN_C} (pid 303) is live"),
+            (200, "engine", "stop", "dagster run terminated"),  # the predecessor, terminated
+            (201, "engine", "handover", "took over the warehouse from pid 101 after 100s"),
+            (300, "engine", "stop", "requested"),  # the last one, stopped
+        ],
+    )
+    assert rows_with_runs(db, 400) == [
+        ("down", "no_run", 0, RUN_A),
+        ("live", None, 500, RUN_A),
+        ("live", None, 200_000, RUN_C),
+        ("down", "no_run", 300_000, None),
     ]
 
 
