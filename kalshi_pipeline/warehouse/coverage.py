@@ -279,7 +279,9 @@ class _Fold:
                     self.gap_reason, self.gap_detail = "no_run", f"stopped: {e.detail}"
                     self._reset_feed()
         elif e.kind == "fallback_start":
-            self.fallback = True
+            # in a handover's overlap with the predecessor subscribed, it is the successor's
+            if not (len(self.running) > 1 and self.ws_up):
+                self.fallback = True
         elif e.kind == "fallback_end":
             self.fallback = False
             self.stretched = False

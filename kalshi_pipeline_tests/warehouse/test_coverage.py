@@ -389,11 +389,13 @@ def test_a_failed_handover_leaves_the_predecessor_streaming(tmp_path: Path) -> N
             *started(),
             (100, "engine", "start", WS.replace("pid=101", "pid=202")),
             (105, "websocket", "connect_failed", "refused"),  # the successor's socket
+            (105.1, "engine", "fallback_start", "1 connection attempts in a row failed"),
             (130, "engine", "handover_failed", "pid 202 could not subscribe"),
             (131, "engine", "stop", "handover failed"),  # the successor's own stop
         ],
     )
-    # the successor's refused attempts are its own: the predecessor stayed subscribed
+    # the successor's refused attempts and fallback are its own: the predecessor stayed
+    # subscribed (as two stream processes record it, see the handover tests)
     assert coverage(db, 200)[1:] == [("websocket", "live", None, 0.5, None)]
 
 
