@@ -416,7 +416,7 @@ WHERE source IN ('engine', 'websocket', 'http')
          WHERE source = 'engine' AND kind = 'start' AND occurred_at <= ?
          ORDER BY occurred_at DESC LIMIT 1 OFFSET 1),
         TIMESTAMPTZ '1970-01-01 00:00:00+00')
-ORDER BY occurred_at
+ORDER BY occurred_at, rowid
 """
 
 LAST_RECORD_SQL = """
