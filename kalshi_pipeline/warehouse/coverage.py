@@ -17,6 +17,11 @@ The model, per source (`websocket`, `http`) and channel (`ticker`):
   tick or polling pass) until the next start, `handover` when a predecessor stopped before its
   successor was live. The next engine's start-up (until its socket is subscribed) keeps that
   reason.
+- A handover overlaps two engines: the successor's start says `successor_of=`, and the
+  predecessor's `stop` "handed over to ..." ends only its part, so a handover done right leaves no
+  gap. Events carry no engine id, so in the overlap a failed connection attempt or a fallback is
+  the successor's (the predecessor is subscribed). `run_id` is that of the engine owning the
+  warehouse (its start's `label=run <id>`); a handover opens a new interval for the successor.
 
 "Covered" is the union: a moment is covered when at least one source is live or degraded. A gap
 is a stretch with every source down.
