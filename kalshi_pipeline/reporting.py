@@ -305,10 +305,15 @@ def _times(ratio: float) -> str:
     return f"{ratio:.1f} times"
 
 
-def opening_paragraph(period: Period, latency: list[dict[str, Any]]) -> str:
-    """The report's first paragraph: what it covers and the few numbers that matter, in words."""
+def opening_paragraph(
+    period: Period, latency: list[dict[str, Any]], coverage: str | None = None
+) -> str:
+    """The report's first paragraph: what it covers and the few numbers that matter, in words.
+    `coverage`, when given, is its first sentence: how complete the data is (from
+    `feed_coverage`)."""
+    lead = f"{coverage} " if coverage else ""
     if not period.sources:
-        return (
+        return lead + (
             "No ticks are stored yet, so there is nothing to compare. Run "
             "`kalshi-pipeline stream --mode both` (or launch `kalshi_ingest` with mode `both`) "
             "for a few minutes, then build the report again."
@@ -336,16 +341,17 @@ def opening_paragraph(period: Period, latency: list[dict[str, Any]]) -> str:
     if all(f.minutes_with_ticks == period.minutes for _n, f in ordered):
         whom = "both feeds" if len(ordered) == 2 else names.get(ordered[0][0], "the feed")
         out.append(
-            f"Coverage, as far as the stored ticks show it: {whom} stored ticks in every one of "
+            f"Minutes with a tick stored: {whom} stored ticks in every one of "
             f"the {period.minutes} clock minutes."
         )
     else:
-        coverage = ", ".join(
+        minutes = ", ".join(
             f"{names.get(n, n)} in {f.minutes_with_ticks} of {period.minutes}" for n, f in ordered
         )
         out.append(
-            "Coverage, as far as the stored ticks show it: minutes with a tick stored, "
-            f"{coverage}; the gaps are in `feed_events`."
+            "Minutes with a tick stored: "
+            f"{minutes}; a quiet market stores nothing, so the gaps, with their reasons, are "
+            "in `feed_coverage`."
         )
     ws, http = period.sources.get("websocket"), period.sources.get("http")
     if ws and http:
@@ -374,7 +380,7 @@ def opening_paragraph(period: Period, latency: list[dict[str, Any]]) -> str:
             f"The socket delivered a change a median {fmt_ms(socket['p50_ms'])} ms after the "
             f"exchange's timestamp (p99 {fmt_ms(socket['p99_ms'])} ms)."
         )
-    return " ".join(out)
+    return lead + " ".join(out)
 
 
 def period_table(period: Period) -> str:
@@ -651,12 +657,14 @@ def build_report(
     polling_delays: list[float] = (),  # type: ignore[assignment]
     *,
     summary: dict[str, Any] | None = None,
+    coverage: str | None = None,
     now: datetime | None = None,
 ) -> Report:
     """The Markdown report and its chart under `folder`, and its numeric metadata.
 
     `summary` is `warehouse.reports.period_summary()`: the period the ticks cover, the modes and
-    the whole-period measurements the opening paragraph is written from."""
+    the whole-period measurements the opening paragraph is written from. `coverage` is the
+    sentence on how complete the data is (`Coverage.headline`), the report's first."""
     now = now or datetime.now(UTC)
     folder.mkdir(parents=True, exist_ok=True)
     period = Period.of(summary or {})
@@ -670,7 +678,7 @@ def build_report(
     lines = [
         "# Feed comparison: the WebSocket feed against REST polling",
         "",
-        opening_paragraph(period, latency),
+        opening_paragraph(period, latency, coverage),
         "",
         f"Built {now.strftime('%Y-%m-%d %H:%M UTC')} from this warehouse. Rates are over the time "
         "the ticks cover, scaled to an hour only where a column says so. Bytes stored are "

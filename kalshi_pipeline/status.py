@@ -76,6 +76,19 @@ class ExchangeInfo:
 
 
 @dataclass
+class CoverageInfo:
+    covered: float | None  # fraction of the window; None when nothing was recorded in it
+    summary: str  # the figures in words, as `status` prints them
+    gaps: int
+    longest_gap_s: float | None
+    longest_gap_reason: str | None
+    live: dict[str, float] = field(default_factory=dict)  # per source, fraction live
+
+
+COVERAGE_WINDOWS = {"last_hour": 3600.0, "last_day": 86400.0}
+
+
+@dataclass
 class Report:
     healthy: bool
     reason: str
@@ -90,6 +103,8 @@ class Report:
     ticks_last_minute: dict[str, int] = field(default_factory=dict)
     landing_backlog_bytes: int | None = None
     feed_events: list[dict[str, str]] = field(default_factory=list)
+    # "last_hour" and "last_day": the share of time some feed was live or degraded, and gaps
+    coverage: dict[str, CoverageInfo] = field(default_factory=dict)
     exchange: ExchangeInfo | None = None
     problems: list[str] = field(default_factory=list)
 
@@ -281,16 +296,32 @@ def _landing_backlog(landing: Path, positions: dict[str, int]) -> int:
 
 
 def _read_warehouse(path: Path, report: Report, now: float, timeout_s: float) -> None:
+    from kalshi_pipeline.warehouse.coverage import coverage_over, stream_serving
     from kalshi_pipeline.warehouse.status import (
         landing_positions,
         recent_feed_events,
         tick_activity,
     )
 
+    alive = stream_serving(path)
     with Warehouse(path).connect(read_only=True, timeout_s=timeout_s) as con:
         activity = tick_activity(con, window_s=60.0)
         events = recent_feed_events(con, FEED_EVENTS_SHOWN)
         positions = landing_positions(con)
+        windows = {
+            name: coverage_over(con, seconds, stream_alive=alive)
+            for name, seconds in COVERAGE_WINDOWS.items()
+        }
+    for name, cov in windows.items():
+        longest = cov.longest
+        report.coverage[name] = CoverageInfo(
+            covered=None if cov.covered is None else round(cov.covered, 6),
+            summary=cov.line("covered"),
+            gaps=len(cov.gaps),
+            longest_gap_s=None if longest is None else round(longest.seconds, 1),
+            longest_gap_reason=None if longest is None else longest.reason,
+            live={k: round(v, 6) for k, v in cov.live.items()},
+        )
     stored = activity.newest_stored_at_ms
     report.newest_tick_age_s = None if stored is None else _age(stored / 1000, now)
     report.ticks_last_minute = {"websocket": 0, "http": 0, **activity.last_window_by_source}
@@ -479,6 +510,9 @@ def render(report: Report) -> str:
     )
     if report.landing_backlog_bytes is not None:
         lines.append(f"landing      {report.landing_backlog_bytes} bytes not yet in DuckDB")
+    for n, (name, cov) in enumerate(report.coverage.items()):
+        window = name.replace("_", " ")
+        lines.append(f"{'coverage' if n == 0 else '':<13}{window:<10} {cov.summary}")
     sensor = report.sensor
     if sensor is not None:
         tick = (

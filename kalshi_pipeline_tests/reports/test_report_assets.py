@@ -124,6 +124,10 @@ def test_reports_materialize_while_the_stream_runs(filled: dict[str, Any]) -> No
     assert meta(live, "market_snapshot")["dagster/row_count"].value >= 250
     assert meta(live, "feed_storage_comparison")["missing_sources"].value == "none"
     assert checks(live)["raw_ticks_no_frame_twice"].passed
+    # both feeds running since the start: the market data was covered all along
+    coverage = checks(live)["feed_coverage_last_hour"]
+    assert coverage.passed and coverage.metadata["coverage_last_hour"].value == 1.0
+    assert meta(live, "feed_coverage")["down_s_last_day_no_run"].value == 0.0
 
 
 def test_every_asset_materializes_and_every_check_passes_on_good_data(
@@ -136,7 +140,10 @@ def test_every_asset_materializes_and_every_check_passes_on_good_data(
         "raw_ticks_prices_valid": True,
         "raw_ticks_no_frame_twice": True,
         "snapshot_has_every_active_market": True,
+        "feed_coverage_last_hour": False,  # the stream stopped: no feed since, and it says so
     }
+    gaps = checks(result)["feed_coverage_last_hour"].metadata["gaps"].value
+    assert (gaps[-1]["reason"], gaps[-1]["end"]) == ("no_run", None)
 
 
 def test_snapshot_equals_the_exchanges_final_state(filled: dict[str, Any]) -> None:
@@ -233,6 +240,8 @@ def test_the_report_opens_with_what_it_covers_and_the_numbers_that_matter(
     md = Path(m["report_path"].value).read_text()
     title, blank, opening = md.splitlines()[:3]
     assert title.startswith("# Feed comparison") and blank == ""
+    assert opening.startswith("The market data was covered ")  # how complete, first
+    assert "(no_run, still open)." in opening  # built after the stream stopped
     assert "collected in both mode (both feeds side by side)" in opening
     assert "This report covers " in opening and " UTC" in opening
     assert "both feeds stored ticks in every one of the" in opening

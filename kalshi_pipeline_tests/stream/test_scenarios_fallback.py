@@ -9,6 +9,8 @@ import time
 import pytest
 
 from kalshi_pipeline.stream.config import Mode
+from kalshi_pipeline.warehouse import connect
+from kalshi_pipeline.warehouse.coverage import build_feed_coverage
 from kalshi_pipeline_tests.helpers import (
     feed_events,
     query,
@@ -47,6 +49,22 @@ def test_silent_socket_falls_back_to_polling_and_back_without_a_gap(sim_factory,
     # feed, polling started then, and stopped only after the socket was back and reconciled
     assert not engine.stats.polling
     assert engine.stats.ws_connected
+    # coverage: the socket degraded (silence) while polling covered it; the only moment with
+    # no feed is from the silence being noticed to polling starting
+    with connect(db) as con:
+        build_feed_coverage(con, stream_alive=True)
+    coverage = query(
+        db,
+        "SELECT source, state, reason, started_at, ended_at FROM feed_coverage "
+        "WHERE started_at >= ? ORDER BY started_at, source",
+        [rows[order.index("silence")][0]],
+    )
+    fell_back, came_back = rows[start][0], rows[end][0]
+    assert ("http", "live", None, fell_back, came_back) in coverage
+    down = [c for c in coverage if c[1] == "down"]
+    assert [(c[0], c[2], c[4]) for c in down] == [("websocket", "silence", fell_back)]
+    assert ("websocket", "degraded", "silence") in [c[:3] for c in coverage]
+    assert coverage[-1][:3] == ("websocket", "live", None) and coverage[-1][4] is None
 
 
 def test_refused_handshakes_at_start_fall_back_then_return(sim_factory, engines, tmp_path):
@@ -75,6 +93,11 @@ def test_429_storms_and_5xx_spells_slow_polling_down_and_it_recovers(
     wait_for(lambda: engine.stats.ticks_stored_http > 0, timeout=30, what="first polled ticks")
     sim.set_faults(http_429_s=3)
     wait_for(lambda: "rate_limited" in kinds(db), timeout=60, what="rate limiting recorded")
+    with connect(db) as con:
+        limited = [
+            iv for iv in build_feed_coverage(con, stream_alive=True) if iv.state == "degraded"
+        ]
+    assert limited and all((iv.source, iv.reason) == ("http", "rate_limit") for iv in limited)
     sim.set_faults(http_5xx_s=3)
     wait_for(lambda: "server_error" in kinds(db), timeout=60, what="5xx recorded")
     before = engine.stats.ticks_stored_http

@@ -12,9 +12,11 @@ import sys
 import psutil
 import pytest
 
-from kalshi_pipeline.warehouse import Warehouse
+from kalshi_pipeline.warehouse import Warehouse, connect
+from kalshi_pipeline.warehouse.coverage import build_feed_coverage
 from kalshi_pipeline.warehouse.paths import landing_folder
 from kalshi_pipeline_tests.helpers import (
+    feed_events,
     query,
     wait_for,
 )
@@ -61,6 +63,24 @@ def test_sigkill_mid_stream_then_restart_stores_everything_logged_once(sim_facto
     )
     assert all(n == 1 for _s, _o, n in stored), "a frame was stored twice"
     assert logged <= {(s, o) for s, o, _n in stored}, "a logged frame was never stored"
+
+    # coverage: down with reason `crash` from the killed process's last record to the restart
+    with connect(db) as con:
+        build_feed_coverage(con, stream_alive=False)
+    starts = [e[0] for e in feed_events(db) if (e[1], e[2]) == ("engine", "start")]
+    assert len(starts) == 2
+    last_seen = query(
+        db,
+        "SELECT greatest((SELECT max(received_at) FROM ticks WHERE received_at < ?), "
+        "(SELECT max(occurred_at) FROM feed_events WHERE occurred_at < ?))",
+        [starts[1], starts[1]],
+    )[0][0]
+    rows = query(
+        db, "SELECT state, reason, started_at, ended_at FROM feed_coverage ORDER BY started_at"
+    )
+    (crash,) = [r for r in rows if r[1] == "crash"]
+    assert crash[0] == "down" and crash[2] == last_seen and crash[3] > starts[1]
+    assert rows[-1][:2] == ("down", "no_run") and rows[-1][3] is None  # the second one stopped
 
 
 def test_a_database_held_before_the_stream_starts_loses_nothing(sim_factory, engines, tmp_path):

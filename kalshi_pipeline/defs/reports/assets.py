@@ -1,4 +1,4 @@
-"""Report assets: the market snapshot, the two feed comparisons, the report.
+"""Report assets: the market snapshot, the two feed comparisons, feed coverage, the report.
 
 Each asset reaches the warehouse through the `warehouse` resource (attached to the stream's
 writer while it serves, else opening the file itself), works on whatever exists (an empty
@@ -8,6 +8,7 @@ stable keys so the UI plots them over time.
 
 import base64
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ from kalshi_pipeline.reporting import (
     markdown_table,
     write_snapshot_json,
 )
-from kalshi_pipeline.warehouse import reports
+from kalshi_pipeline.warehouse import coverage, reports
 from kalshi_pipeline.warehouse.schema import migrate
 
 GROUP = "reports"
@@ -136,8 +137,74 @@ def feed_latency_comparison(
     return dg.MaterializeResult(metadata=meta)
 
 
+HOUR_S = 3600.0
+DAY_S = 86400.0
+
+
+def coverage_metadata(hour: coverage.Coverage, day: coverage.Coverage) -> dict[str, Any]:
+    """Numeric figures under stable keys: coverage as fractions (0 to 1; -1 when nothing was
+    recorded in the window), the live share per source, and the seconds of the last day's gaps
+    per reason (every reason, 0 when it did not occur)."""
+    meta: dict[str, Any] = {
+        "coverage_last_hour": -1.0 if hour.covered is None else round(hour.covered, 6),
+        "coverage_last_day": -1.0 if day.covered is None else round(day.covered, 6),
+        "gap_count_last_day": len(day.gaps),
+        "longest_gap_s_last_day": round(day.longest.seconds, 1) if day.longest else 0.0,
+    }
+    for source in coverage.SOURCES:
+        meta[f"live_last_day_{source}"] = round(day.live.get(source, 0.0), 6)
+    for reason in coverage.REASONS:
+        meta[f"down_s_last_day_{reason}"] = round(day.down_s.get(reason, 0.0), 1)
+    return meta
+
+
+def coverage_of_last(con: Any, seconds: float, database: Path) -> coverage.Coverage:
+    """Coverage of the last `seconds`, computed now from what the stream recorded (so a check
+    evaluated on its own never judges a table built an hour ago)."""
+    return coverage.coverage_over(con, seconds, stream_alive=coverage.stream_serving(database))
+
+
+def gaps_table(gaps: list[coverage.Gap]) -> str:
+    rows = [g.as_dict() for g in gaps]
+    for r in rows:
+        r["end"] = r["end"] or "still open"
+    return markdown_table(rows, ["start", "end", "seconds", "sources", "reason"])
+
+
 @dg.asset(
-    deps=[feed_storage_comparison, feed_latency_comparison],
+    deps=[raw_ticks],
+    group_name=GROUP,
+    kinds={"duckdb"},
+    description="Per source (websocket, http) and channel: contiguous intervals in which the "
+    "feed was live, degraded (fallback polling, reconciling, rate-limited) or down, with the "
+    "reason (disconnect, silence, refused, rate_limit, handover, crash, no_run), over the last "
+    "48 h, derived from what the stream recorded; table `feed_coverage`, `ended_at` NULL while "
+    "open.",
+)
+def feed_coverage(
+    context: dg.AssetExecutionContext, warehouse: WarehouseResource
+) -> dg.MaterializeResult:
+    alive = coverage.stream_serving(Path(warehouse.path))
+    now = datetime.now(UTC)
+    with warehouse.connect(timeout_s=LOCK_WAIT_S) as con:
+        migrate(con)
+        intervals = coverage.build_feed_coverage(con, stream_alive=alive, now=now)
+    hour = coverage.summarize(intervals, now - timedelta(seconds=HOUR_S), now)
+    day = coverage.summarize(intervals, now - timedelta(seconds=DAY_S), now)
+    if day.covered is None:
+        context.log.warning("no feed recorded in the last day: coverage is unknown")
+    return dg.MaterializeResult(
+        metadata={
+            **coverage_metadata(hour, day),
+            "dagster/row_count": len(intervals),
+            "headline": day.headline("24 h"),
+            "gaps_last_day": dg.MetadataValue.md(gaps_table(day.gaps)),
+        }
+    )
+
+
+@dg.asset(
+    deps=[feed_storage_comparison, feed_latency_comparison, feed_coverage],
     group_name=GROUP,
     kinds={"python"},
     description="The feed comparison report: Markdown tables and a PNG chart under data/reports/.",
@@ -160,8 +227,15 @@ def feed_comparison_report(
         samples = reports.latency_samples(con)
         delays = reports.polling_delay_samples(con)
         summary = reports.period_summary(con)
+        day = coverage_of_last(con, DAY_S, Path(warehouse.path))
     report = build_report(
-        data_dir(warehouse) / "reports", storage, latency, samples, delays, summary=summary
+        data_dir(warehouse) / "reports",
+        storage,
+        latency,
+        samples,
+        delays,
+        summary=summary,
+        coverage=day.headline("24 h"),
     )
     png = base64.b64encode(report.chart_path.read_bytes()).decode()
     if report.missing:
@@ -178,6 +252,7 @@ def feed_comparison_report(
             "report_path": dg.MetadataValue.path(str(report.markdown_path)),
             "chart_path": dg.MetadataValue.path(str(report.chart_path)),
             "missing_sources": ", ".join(report.missing) or "none",
+            "coverage_last_day": -1.0 if day.covered is None else round(day.covered, 6),
         }
     )
 

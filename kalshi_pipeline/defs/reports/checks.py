@@ -7,20 +7,50 @@ materialization rather than "not evaluated" between hourly runs.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
 import duckdb
 
 from kalshi_pipeline.defs.ingest.assets import raw_ticks
-from kalshi_pipeline.defs.reports.assets import LOCK_WAIT_S, market_snapshot
+from kalshi_pipeline.defs.reports.assets import (
+    HOUR_S,
+    LOCK_WAIT_S,
+    coverage_of_last,
+    feed_coverage,
+    gaps_table,
+    market_snapshot,
+)
 from kalshi_pipeline.defs.resources import WarehouseResource
 from kalshi_pipeline.reporting import plain
 from kalshi_pipeline.warehouse import reports
 from kalshi_pipeline.warehouse.schema import migrate
 
 FRESH_WITHIN_S = 600.0
+COVERAGE_SETTING = "KALSHI_COVERAGE_THRESHOLD"
+DEFAULT_COVERAGE_THRESHOLD = 0.99
+
+
+def coverage_threshold() -> float:
+    """The least coverage of the last hour the check accepts, a fraction: KALSHI_COVERAGE_THRESHOLD
+    (default 0.99)."""
+    raw = os.environ.get(COVERAGE_SETTING, "").strip()
+    if not raw:
+        return DEFAULT_COVERAGE_THRESHOLD
+    try:
+        value = float(raw.rstrip("%")) / (100 if raw.endswith("%") else 1)
+    except ValueError:
+        value = -1.0
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(
+            f"{COVERAGE_SETTING}={raw!r} is not a fraction between 0 and 1: set it to the least "
+            "coverage of the last hour you accept, for example 0.99 (or 99%), or unset it for "
+            f"the default {DEFAULT_COVERAGE_THRESHOLD}"
+        )
+    return value
 
 
 def _rows(rows: list[dict[str, Any]]) -> dg.MetadataValue:
@@ -110,9 +140,46 @@ def snapshot_has_every_active_market(warehouse: WarehouseResource) -> dg.AssetCh
     )
 
 
+@dg.asset_check(
+    asset=feed_coverage,
+    description="coverage of the last hour (the share of time some feed was live or degraded) "
+    f"is at least {COVERAGE_SETTING} (default {DEFAULT_COVERAGE_THRESHOLD}); the gaps are "
+    "listed when it is not",
+)
+def feed_coverage_last_hour(warehouse: WarehouseResource) -> dg.AssetCheckResult:
+    threshold = coverage_threshold()
+    with warehouse.connect(timeout_s=LOCK_WAIT_S) as con:
+        migrate(con)
+        hour = coverage_of_last(con, HOUR_S, Path(warehouse.path))
+    passed = hour.covered is not None and hour.covered >= threshold
+    gaps = [g.as_dict() for g in hour.gaps]
+    if hour.covered is None:
+        description = "no feed was recorded in the last hour: no stream has run"
+    elif passed:
+        description = hour.headline("hour")
+    else:
+        listed = "; ".join(
+            f"{g['start']} to {g['end'] or 'now'} {g['sources']} {g['reason']}" for g in gaps
+        )
+        description = (
+            f"{hour.headline('hour')} Below the threshold {threshold:g}. Gaps: {listed}"
+        )[:2000]
+    return dg.AssetCheckResult(
+        passed=passed,
+        metadata={
+            "coverage_last_hour": -1.0 if hour.covered is None else round(hour.covered, 6),
+            "threshold": threshold,
+            "gaps": dg.MetadataValue.json(gaps),
+            "gaps_table": dg.MetadataValue.md(gaps_table(hour.gaps)),
+        },
+        description=description,
+    )
+
+
 CHECKS = [
     raw_ticks_fresh,
     raw_ticks_prices_valid,
     raw_ticks_no_frame_twice,
     snapshot_has_every_active_market,
+    feed_coverage_last_hour,
 ]

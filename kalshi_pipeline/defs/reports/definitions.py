@@ -8,6 +8,7 @@ from kalshi_pipeline.defs.ingest.assets import raw_ticks
 from kalshi_pipeline.defs.reports.assets import (
     GROUP,
     feed_comparison_report,
+    feed_coverage,
     feed_latency_comparison,
     feed_storage_comparison,
     market_snapshot,
@@ -20,7 +21,7 @@ feed_comparison_schedule = dg.ScheduleDefinition(
     cron_schedule="5 * * * *",
     execution_timezone="UTC",
     default_status=dg.DefaultScheduleStatus.RUNNING,
-    description="Hourly: snapshot, storage and latency comparisons, the report.",
+    description="Hourly: snapshot, storage and latency comparisons, feed coverage, the report.",
 )
 
 defs = dg.Definitions(
@@ -28,6 +29,7 @@ defs = dg.Definitions(
         market_snapshot,
         feed_storage_comparison,
         feed_latency_comparison,
+        feed_coverage,
         feed_comparison_report,
     ],
     asset_checks=CHECKS,
