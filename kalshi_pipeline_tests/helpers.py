@@ -75,3 +75,17 @@ def feed_events(db: Path) -> list[tuple[Any, ...]]:
     return query(
         db, "SELECT occurred_at, source, kind, detail FROM feed_events ORDER BY occurred_at"
     )
+
+
+def down_intervals(db: Path, since_kind: str = "subscribe") -> list[Any]:
+    """`feed_coverage` intervals in state `down` after the first `since_kind` feed event (an
+    engine's first moments, before its socket is subscribed, are down by definition)."""
+    from kalshi_pipeline.warehouse.coverage import coverage_intervals, stream_serving
+
+    with connect(db, read_only=True, timeout_s=60) as con:
+        (since,) = con.execute(
+            "SELECT min(occurred_at) FROM feed_events WHERE kind = ?", [since_kind]
+        ).fetchone()
+        assert since is not None, f"no {since_kind} event"
+        intervals = coverage_intervals(con, since=since, stream_alive=stream_serving(db))
+    return [iv for iv in intervals if iv.state == "down"]

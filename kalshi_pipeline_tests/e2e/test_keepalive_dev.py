@@ -33,7 +33,7 @@ from kalshi_pipeline_tests.e2e.test_dagster_dev import (
     _tail,
     run_stack,
 )
-from kalshi_pipeline_tests.helpers import query, wait_for
+from kalshi_pipeline_tests.helpers import down_intervals, query, wait_for
 from kalshi_pipeline_tests.stream.support import settle_and_compare
 
 pytestmark = pytest.mark.e2e
@@ -110,6 +110,7 @@ def test_rotation_hands_over_a_failed_launch_is_not_relaunched_a_dead_worker_is_
     doubled = sum(n - 1 for n in stored.values() if n > 1)
     missing = sum((expected - stored).values())
     assert (doubled, missing) == (0, 0), f"{doubled} stored twice, {missing} never stored"
+    assert down_intervals(stack.db) == [], "coverage shows the feed down across the handovers"
     sim.set_faults()  # the exchange moves again
 
     # A Launchpad launch for prod without credentials fails before streaming; the stream goes on.
@@ -171,6 +172,14 @@ def test_rotation_hands_over_a_failed_launch_is_not_relaunched_a_dead_worker_is_
     )
     print(f"streaming again {time.time() - killed_at:.1f}s after the kill")
     assert replacement.config_yaml == first.config_yaml
+    crashes = [
+        iv
+        for iv in down_intervals(stack.db)
+        if iv.reason == "crash"
+        and iv.ended_at is not None
+        and iv.started_at.timestamp() < killed_at + 5 < iv.ended_at.timestamp() + 5
+    ]
+    assert crashes, f"no crash gap at the kill: {down_intervals(stack.db)}"
     assert stack.run(relaunched.run_id).status == "FAILURE"
     events = stack.graphql(LOGS_QUERY, runId=relaunched.run_id)["logsForRun"]["events"]
     assert any(

@@ -17,6 +17,7 @@ import pytest
 from kalshi_pipeline.stream.landing import list_segments
 from kalshi_pipeline.warehouse.paths import landing_folder
 from kalshi_pipeline_tests.helpers import (
+    down_intervals,
     feed_events,
     free_port,
     query,
@@ -90,6 +91,7 @@ def test_a_successor_takes_over_and_every_tick_is_stored_exactly_once(
     wait_for(lambda: _count(db) > before + 300, timeout=90, what="the successor storing")
 
     _exactly_once(sim, db)
+    assert down_intervals(db) == [], "coverage shows the feed down across the handover"
     code, err = _stop(second)
     assert code == 0, err
     events = feed_events(db)
