@@ -23,6 +23,7 @@ from kalshi_pipeline.kalshi.errors import (
     KalshiAuthError,
     KalshiError,
 )
+from kalshi_pipeline.kalshi.messages import ExchangeStatus
 from kalshi_pipeline.kalshi.rest import RawResponse, RestClient, RetryNotice
 from kalshi_pipeline.stream.config import Scope, StreamConfig
 from kalshi_pipeline.stream.events import FeedEvents
@@ -55,6 +56,25 @@ def scope_requests(scope: Scope) -> list[dict[str, Any]]:
     return reqs
 
 
+def _state_word(exchange_active: bool | None, trading_active: bool | None) -> str:
+    if exchange_active is False:
+        return "maintenance"
+    return "closed" if trading_active is False else "open"
+
+
+def describe_exchange(status: ExchangeStatus) -> str:
+    """`exchange=open shards=1:open,2:closed,3:open`: the words `open`, `closed` (no trading)
+    and `maintenance` (the exchange, or shard, inactive)."""
+    words = f"exchange={_state_word(status.exchange_active, status.trading_active)}"
+    shards = sorted(status.exchange_index_statuses or [], key=lambda s: s.exchange_index)
+    if shards:
+        listed = ",".join(
+            f"{s.exchange_index}:{_state_word(s.exchange_active, s.trading_active)}" for s in shards
+        )
+        words += f" shards={listed}"
+    return words
+
+
 class Poller:
     """Runs in its own thread. `polling` on: passes every interval; off: only reconciliations."""
 
@@ -82,6 +102,8 @@ class Poller:
         self._stretched = False
         self._retries_in_pass: list[RetryNotice] = []
         self._signed = True
+        self._exchange: str | None = None  # the exchange's state as last recorded
+        self._status_due = 0.0  # monotonic time of the next GET /exchange/status
         self.thread = threading.Thread(target=self._run, name="kalshi-poller", daemon=True)
         self.error: BaseException | None = None
 
@@ -123,12 +145,21 @@ class Poller:
                     while not self._stopping:
                         if self._reconcile_wanted:
                             break
-                        wait = next_start - time.monotonic()
+                        now = time.monotonic()
+                        if now >= self._status_due:
+                            break
+                        wait = min(self._status_due, next_start) - now
                         if self._polling and wait <= 0:
                             break
-                        self._cond.wait(timeout=wait if self._polling else None)
+                        self._cond.wait(timeout=wait if self._polling else self._status_due - now)
                     if self._stopping:
                         return
+                    status_due = time.monotonic() >= self._status_due
+                if status_due:
+                    self._check_exchange(client)
+                    self._status_due = time.monotonic() + self.config.exchange_status_every_s
+                    continue
+                with self._cond:
                     purpose = "reconcile" if self._reconcile_wanted else "poll"
                     self._reconcile_wanted = False
                     self._pass_id += 1
@@ -158,6 +189,19 @@ class Poller:
             requests_per_s=cfg.requests_per_s,
             on_retry=self._retries_in_pass.append,
         )
+
+    def _check_exchange(self, client: RestClient) -> None:
+        """Record the exchange's state (`exchange_status`) when it changed: with it, coverage tells
+        a quiet market (its shard closed, the exchange in maintenance) from a hole in the data."""
+        try:
+            status = client.get_exchange_status()
+        except (KalshiError, FrameDecodeError, ValueError) as exc:
+            log.debug("GET /exchange/status failed: %s", exc)
+            return
+        state = describe_exchange(status)
+        if state != self._exchange:
+            self._exchange = state
+            self.events.emit("http", "exchange_status", state)
 
     def _pages(self, client: RestClient) -> Iterator[RawResponse]:
         for filters in scope_requests(self.config.scope):

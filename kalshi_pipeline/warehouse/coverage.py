@@ -23,6 +23,12 @@ The model, per source (`websocket`, `http`) and channel (`ticker`):
   the successor's (the predecessor is subscribed). `run_id` is that of the engine owning the
   warehouse (its start's `label=run <id>`); a handover opens a new interval for the successor.
 
+The exchange itself has rows too (source `exchange`, channel `all` or `shard <n>`), from the
+`exchange_status` events the poller records when `GET /exchange/status` changes: `down` with
+reason `maintenance` (the exchange, or a shard, inactive) or `exchange_closed` (no trading), so a
+quiet market can be told from a hole in the data. They are not a feed: a gap of the feeds while
+the whole exchange was in maintenance or closed takes that reason.
+
 "Covered" is the union: a moment is covered when at least one source is live or degraded. A gap
 is a stretch with every source down.
 
@@ -69,7 +75,11 @@ REASONS = (
     "handover",
     "crash",
     "no_run",
+    "maintenance",
+    "exchange_closed",
 )
+EXCHANGE = "exchange"  # the source of the exchange's own rows
+_EXCHANGE_WORDS = {"maintenance": "maintenance", "closed": "exchange_closed"}
 TABLE_HOURS = 48  # how far back the table reaches
 
 LIVE, DEGRADED, DOWN = STATES
@@ -394,7 +404,62 @@ def intervals_from(
         fold.crash(None)
     out = list(fold.out)
     out.extend(fold.open.values())
+    out.extend(exchange_intervals(ordered, stream_alive=stream_alive))
     return sorted(out, key=lambda iv: (iv.started_at, iv.source))
+
+
+def _exchange_states(detail: str) -> dict[str, str]:
+    """`exchange=open shards=1:open,2:closed` -> {"all": "open", "shard 1": "open", ...}."""
+    states: dict[str, str] = {}
+    for part in detail.split():
+        key, _, value = part.partition("=")
+        if key == "exchange":
+            states["all"] = value
+        elif key == "shards":
+            for item in value.split(","):
+                index, _, word = item.partition(":")
+                if index and word:
+                    states[f"shard {index}"] = word
+    return states
+
+
+def exchange_intervals(events: Sequence[Event], *, stream_alive: bool) -> list[Interval]:
+    """The exchange's own `down` rows: while it, or a shard, was closed or in maintenance, as
+    the stream last saw it. Known only while an engine runs: a clean stop or the last event of
+    an engine that died ends them."""
+    out: list[Interval] = []
+    open_: dict[str, Interval] = {}
+
+    def close(key: str, at: datetime) -> None:
+        iv = open_.pop(key)
+        iv.ended_at = at
+        if iv.ended_at > iv.started_at:
+            out.append(iv)
+
+    last_at: datetime | None = None
+    for e in events:
+        last_at = e.at
+        if e.source == "engine" and e.kind == "stop":
+            if not e.detail.startswith((_HANDED_OVER, _SUPERSEDED)):
+                for key in list(open_):
+                    close(key, e.at)
+            continue
+        if not (e.source == "http" and e.kind == "exchange_status"):
+            continue
+        states = _exchange_states(e.detail)
+        for key in list(open_):
+            if _EXCHANGE_WORDS.get(states.get(key, "open")) != open_[key].reason:
+                close(key, e.at)
+        for key, word in states.items():
+            reason = _EXCHANGE_WORDS.get(word)
+            if reason is not None and key not in open_:
+                open_[key] = Interval(
+                    EXCHANGE, DOWN, reason, e.at, None, None, f"{key}: {word}", channel=key
+                )
+    if not stream_alive and last_at is not None:
+        for key in list(open_):
+            close(key, last_at)
+    return out + list(open_.values())
 
 
 # --------------------------------------------------------------------------- the warehouse
@@ -597,13 +662,23 @@ def _duration(seconds: float) -> str:
 
 def summarize(intervals: Sequence[Interval], start: datetime, end: datetime) -> Coverage:
     """Coverage of [start, end): the union of sources, the live share per source, the gaps."""
-    inside = [iv for iv in intervals if iv.seconds(start, end) > 0]
+    exchange = [
+        iv
+        for iv in intervals
+        if iv.source == EXCHANGE and iv.channel == "all" and iv.seconds(start, end) > 0
+    ]
+    inside = [iv for iv in intervals if iv.source in SOURCES and iv.seconds(start, end) > 0]
     if not inside:
         return Coverage(start, end, 0.0, None, {}, {}, [])
     known_from = max(start, min(iv.started_at for iv in inside))
     cuts = sorted(
         {known_from, end}
-        | {t for iv in inside for t in (iv.started_at, iv.ended_at) if t and known_from < t < end}
+        | {
+            t
+            for iv in [*inside, *exchange]
+            for t in (iv.started_at, iv.ended_at)
+            if t and known_from < t < end
+        }
     )
     covered = 0.0
     live = dict.fromkeys(SOURCES, 0.0)
@@ -619,7 +694,8 @@ def summarize(intervals: Sequence[Interval], start: datetime, end: datetime) -> 
             covered += span
             continue
         downs = sorted(here, key=lambda iv: SOURCES.index(iv.source))
-        reason = next((iv.reason for iv in downs if iv.reason), "no_run")
+        closed = [iv for iv in exchange if iv.started_at <= lo and (iv.ended_at or end) >= hi]
+        reason = next((iv.reason for iv in [*closed, *downs] if iv.reason), "no_run")
         down[reason] = down.get(reason, 0.0) + span
         sources = tuple(iv.source for iv in downs)
         last = gaps[-1] if gaps else None

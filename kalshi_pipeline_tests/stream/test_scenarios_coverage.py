@@ -70,3 +70,29 @@ def test_a_dropped_connection_is_a_disconnect_gap_and_the_rest_is_live(
     assert not stream_serving(db)
     rows = coverage_rows(db, alive=False)
     assert (rows[-1][1], rows[-1][2], rows[-1][4]) == ("down", "no_run", None)
+
+
+def test_a_paused_shard_is_recorded_and_shown_as_the_exchanges_not_the_feeds(
+    sim_factory, engines, tmp_path
+):
+    sim = sim_factory(markets=60, rate=30, with_ledger=False)
+    db = tmp_path / "k.duckdb"
+    engines(config_for(sim, db, exchange_status_every_s=0.5))
+
+    def status_events() -> list[str]:
+        return [e[3] for e in feed_events(db) if e[2] == "exchange_status"]
+
+    wait_for(lambda: status_events(), timeout=30, what="the exchange's state recorded")
+    sim.set_faults(paused_shards=[2])
+    wait_for(
+        lambda: any("2:closed" in d for d in status_events()),
+        timeout=30,
+        what="the paused shard recorded",
+    )
+    sim.clear_faults()
+    wait_for(lambda: "2:closed" not in status_events()[-1], timeout=30, what="the shard open again")
+    rows = coverage_rows(db, alive=True)
+    closed = [r for r in rows if r[0] == "exchange"]
+    assert [(r[1], r[2]) for r in closed] == [("down", "exchange_closed")]
+    assert closed[0][4] is not None  # it ended when the shard opened again
+    assert ("websocket", "live") in {(r[0], r[1]) for r in rows}  # the feed itself was fine

@@ -416,3 +416,44 @@ def test_coverage_of_an_empty_warehouse_is_unknown(tmp_path: Path) -> None:
         cov.headline("hour") == "No feed was recorded in the last hour, so its coverage is unknown."
     )
     assert types["started_at"] == "TIMESTAMP WITH TIME ZONE" and types["state"] == "VARCHAR"
+
+
+def test_a_closed_shard_and_the_exchanges_maintenance_are_told_from_a_hole(tmp_path: Path) -> None:
+    db = tmp_path / "k.duckdb"
+    write(
+        db,
+        [
+            *started(),
+            (2, "http", "exchange_status", "exchange=open shards=1:open,2:open"),
+            (10, "http", "exchange_status", "exchange=open shards=1:open,2:closed"),
+            (
+                20,
+                "http",
+                "exchange_status",
+                "exchange=maintenance shards=1:maintenance,2:maintenance",
+            ),
+            (21, "websocket", "disconnect", "closed by the server"),
+            (40, "http", "exchange_status", "exchange=open shards=1:open,2:open"),
+            (41, "websocket", "connect", "ws://x"),
+            (41.5, "websocket", "subscribe", "ticker (all markets)"),
+            (42, "http", "reconcile", "pass 2: 1 pages"),
+        ],
+    )
+    rows = coverage(db, 60)
+    exchange = [r for r in rows if r[0] == "exchange"]
+    assert exchange == [
+        ("exchange", "down", "exchange_closed", 10.0, 20.0),  # shard 2 only
+        ("exchange", "down", "maintenance", 20.0, 40.0),  # the whole exchange
+        ("exchange", "down", "maintenance", 20.0, 40.0),  # shard 1
+        ("exchange", "down", "maintenance", 20.0, 40.0),  # shard 2, closed before
+    ]
+    with connect(db) as con:
+        channels = con.execute(
+            "SELECT channel FROM feed_coverage WHERE source = 'exchange' ORDER BY started_at, "
+            "channel"
+        ).fetchall()
+        assert [c for (c,) in channels] == ["shard 2", "all", "shard 1", "shard 2"]
+        minute = coverage_over(con, 59, stream_alive=True, now=at(60))
+    # the feed was down 21 s to 41.5 s: while the exchange was in maintenance that is the
+    # reason, the rest is the disconnect's
+    assert minute.down_s == pytest.approx({"maintenance": 19.0, "disconnect": 1.5})
