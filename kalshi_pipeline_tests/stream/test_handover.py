@@ -69,6 +69,13 @@ class _Owner:
                 proc.wait()
 
 
+def _first(streams: _Owner, sim: Any, db: Path, ticks: int = 300) -> subprocess.Popen[str]:
+    """The stream that owns the database, once it has stored `ticks`."""
+    first = streams.start(sim, db)
+    wait_for(lambda: db.exists() and _count(db) > ticks, timeout=90, what="the first storing")
+    return first
+
+
 @pytest.fixture
 def streams() -> Any:
     owner = _Owner()
@@ -81,8 +88,7 @@ def test_a_successor_takes_over_and_every_tick_is_stored_exactly_once(
 ) -> None:
     sim = sim_factory(markets=300, rate=300)
     db = tmp_path / "k.duckdb"
-    first = streams.start(sim, db)
-    wait_for(lambda: db.exists() and _count(db) > 300, timeout=90, what="the first stream storing")
+    first = _first(streams, sim, db)
     second = streams.start(sim, db)
     code, err = _stop_when_done(first)
     assert code == 0, err
@@ -120,8 +126,7 @@ def test_a_successor_that_never_goes_live_leaves_the_running_stream_alone(
 ) -> None:
     sim = sim_factory(markets=200, rate=100, with_ledger=False)
     db = tmp_path / "k.duckdb"
-    first = streams.start(sim, db)
-    wait_for(lambda: db.exists() and _count(db) > 100, timeout=90, what="the first stream storing")
+    first = _first(streams, sim, db, ticks=100)
     nowhere = f"ws://127.0.0.1:{free_port()}/trade-api/ws/v2"
     second = streams.start(sim, db, "--handover-timeout", "8", "--max-retries", "1", ws_url=nowhere)
     code, err = _stop_when_done(second, timeout=90)
@@ -157,8 +162,7 @@ def test_two_successors_in_quick_succession_the_newest_takes_over(
 ) -> None:
     sim = sim_factory(markets=300, rate=300)
     db = tmp_path / "k.duckdb"
-    first = streams.start(sim, db)
-    wait_for(lambda: db.exists() and _count(db) > 300, timeout=90, what="the first stream storing")
+    first = _first(streams, sim, db)
     second = streams.start(sim, db)
     wait_for(lambda: _segment_bytes(db, second.pid) > 0, timeout=60, what="the second landing")
     third = streams.start(sim, db)
@@ -178,8 +182,7 @@ def test_sigkill_of_either_side_during_a_handover_loses_and_doubles_nothing(
 ) -> None:
     sim = sim_factory(markets=300, rate=300)
     db = tmp_path / "k.duckdb"
-    first = streams.start(sim, db)
-    wait_for(lambda: db.exists() and _count(db) > 300, timeout=90, what="the first stream storing")
+    first = _first(streams, sim, db)
     second = streams.start(sim, db)
     # killed while both receive: the successor has landed frames, the handover may be under way
     wait_for(lambda: _segment_bytes(db, second.pid) > 0, timeout=60, what="the second landing")
