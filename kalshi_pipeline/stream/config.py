@@ -117,6 +117,8 @@ class StreamConfig:
     websocket_max_message_bytes: int = 64 * 1024 * 1024  # Kalshi's message limit
     # a successor whose feed is not live this long after it started gives up (the owner streams on)
     handover_timeout_s: float = 120.0
+    # asked to hand over this long ago and the owner has not: it may not listen (`handover_stalled`)
+    handover_stall_s: float = 60.0
     # GET /exchange/status this often; changes are recorded (`exchange_status`) for coverage
     exchange_status_every_s: float = 60.0
     kalshi: KalshiSettings = field(default_factory=KalshiSettings)
@@ -141,6 +143,7 @@ class StreamConfig:
             (self.flush_rows >= 1, "flush_rows must be >= 1"),
             (self.retention_s >= 0, "retention_s must be >= 0"),
             (self.handover_timeout_s > 0, "handover_timeout_s must be > 0 (seconds)"),
+            (self.handover_stall_s > 0, "handover_stall_s must be > 0 (seconds)"),
             (self.exchange_status_every_s > 0, "exchange_status_every_s must be > 0 (seconds)"),
             (
                 self.requests_per_s is None or self.requests_per_s > 0,

@@ -57,9 +57,6 @@ class HandoverError(EngineError):
     """A successor could not take over: its feed was not live in time (the owner streams on)."""
 
 
-HANDOVER_STALLED_S = 60.0  # asked this long ago and the owner has not let go: it may not listen
-
-
 class Engine:
     def __init__(self, config: StreamConfig, label: str | None = None) -> None:
         self.config = config.validate()
@@ -69,6 +66,7 @@ class Engine:
         self.predecessor: int | None = None  # pid of the owner this engine waits to succeed
         self._waiting_since: float | None = None
         self._requested_at: float | None = None
+        self._stall_said = False
         self.stats = EngineStats()
         self.warehouse = Warehouse(config.database)
         self.owner = Owner(config.database)
@@ -225,7 +223,7 @@ class Engine:
         return (
             self._requested_at is not None
             and not self.owner.is_open
-            and time.monotonic() - self._requested_at > HANDOVER_STALLED_S
+            and time.monotonic() - self._requested_at > self.config.handover_stall_s
         )
 
     def _handover_cycle(self) -> None:
@@ -263,6 +261,16 @@ class Engine:
                 self.finished = f"superseded by pid {endpoint.pid}, which took over first"
                 return
             self.predecessor, self._requested_at = endpoint.pid, None
+        if self.handover_stalled and not self._stall_said:
+            self._stall_said = True
+            self.events.emit(
+                "engine",
+                "handover_stalled",
+                f"pid {self.predecessor} has not handed the warehouse over "
+                f"{self.config.handover_stall_s:g}s after {self.label} asked (an older version, "
+                "or a hung process); still receiving into the landing log meanwhile",
+            )
+            log.warning("pid %s does not answer the handover request", self.predecessor)
         if self.live:
             if self._requested_at is None:
                 handover.request(db, self.label, self.started_at)

@@ -24,6 +24,7 @@ from kalshi_pipeline_tests.helpers import (
     sent_indices,
     wait_for,
 )
+from kalshi_pipeline_tests.stream.conftest import config_for
 from kalshi_pipeline_tests.stream.support import settle_and_compare
 
 pytestmark = pytest.mark.timeout(300)
@@ -196,3 +197,44 @@ def test_sigkill_of_either_side_during_a_handover_loses_and_doubles_nothing(
     _exactly_once(sim, db)
     code, err = _stop(survivor)
     assert code == 0, err
+
+
+def test_an_owner_that_never_answers_is_reported_and_nothing_waits_on_it(
+    sim_factory: Any, tmp_path: Path, engines: Any
+) -> None:
+    # An owner that serves the database but knows nothing of handovers (an older version).
+    sim = sim_factory(markets=200, rate=200, with_ledger=False)
+    db = tmp_path / "k.duckdb"
+    hold = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from kalshi_pipeline.warehouse.owner import Owner\n"
+        "owner = Owner(Path(sys.argv[1]))\n"
+        "owner.connection(timeout_s=30)\n"
+        "print('serving', flush=True); sys.stdin.readline(); owner.close()\n"
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", hold, str(db)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "serving"
+        engine = engines(config_for(sim, db, handover_stall_s=2))
+        assert engine.predecessor == holder.pid
+        wait_for(lambda: engine.handover_stalled, timeout=60, what="the handover seen stalled")
+        wait_for(lambda: engine.stats.backlog_bytes > 10_000, timeout=60, what="a backlog")
+        assert engine.stats.ticks_stored == 0  # the owner holds the file: nothing stored yet
+        assert holder.stdin is not None
+        holder.stdin.write("\n")  # the old owner goes
+        holder.stdin.flush()
+        holder.wait(timeout=60)
+    finally:
+        holder.kill()
+    wait_for(lambda: engine.stats.ticks_stored > 0, timeout=60, what="the successor storing")
+
+    def kinds() -> set[str]:
+        return {kind for _at, _source, kind, _detail in feed_events(db)}
+
+    wait_for(lambda: {"handover_stalled", "handover"} <= kinds(), timeout=60, what="both recorded")
