@@ -11,13 +11,14 @@ database and landing log.
 Every `chaos_handover_every_s` a second engine process is started on the same database while the
 current one runs (make before break): it connects, subscribes, asks the running engine to hand
 over, and that one ends by itself with exit 0 ("handed over to ..."). When a handover is due, the
-fault in effect (if any) is cut short and none starts, and it begins once the engine streams;
-while it is under way no fault starts, and until `HANDOVER_AFTER_S` after it no kill is made, so
-its figures measure the handover alone. The successor is then "the engine" for later kills and
-handovers. A predecessor that has not exited within `chaos_handover_wait_s` of its successor's
-start, one that exits otherwise, or a successor that dies first is a failed handover, recorded
-with why; the run goes on with whichever engine still runs. A run however short makes at least
-one kill and one handover.
+fault in effect (if any) is cut short and none starts, and it begins once the engine streams (by
+a status line taken a second or more after the last fault changed); while it is under way no
+fault starts, and until `HANDOVER_AFTER_S` after it no kill is made, so its figures measure the
+handover alone. The successor is then "the engine" for later kills and handovers. A predecessor
+that has not exited within `chaos_handover_wait_s` of its successor's start, one that exits
+otherwise, or a successor that dies first is a failed handover, recorded with why; the run goes
+on with whichever engine still runs. A run however short makes at least one kill and one
+handover.
 
 At the end the engine is stopped cleanly and whatever the landing log still holds is loaded by
 the writer (what the next start would do). Then:
@@ -69,6 +70,7 @@ ENGINE_CONFIG = {
 }
 HANDOVER_AFTER_S = 5.0  # a handover's window runs this long past its end (or to the next fault);
 # no kill is made in it
+FAULT_SETTLE_MS = 1_000  # a handover starts on a status line this long after a fault's change
 AT_LEAST_ONE_S = 120.0  # a short run goes on this much longer for one kill and one handover
 INTERRUPTIONS = {"disconnect", "silence", "connect_failed", "auth_failed", "subscribe_failed"}
 
@@ -193,6 +195,12 @@ def run(ctx: Context) -> dict[str, Any]:
         def streaming(e: EngineProcess) -> bool:
             return bool(e.status.get("ws_connected")) and not e.status.get("polling")
 
+        def streams_since_faults(e: EngineProcess) -> bool:
+            """Streaming, by a status line taken a second or more after the last fault changed."""
+            changed = max((max(f["at_ms"], f.get("cut_ms", 0)) for f in faults), default=0)
+            seen_ms = int(e.status.get("t_ns", 0)) // 1_000_000
+            return e.alive() and streaming(e) and seen_ms >= changed + FAULT_SETTLE_MS
+
         sim.set_faults(malformed_rate=MALFORMED_RATE)
         engine = start()
         startup = ctx.settle(engine, plan.settle_s, "chaos")
@@ -236,9 +244,9 @@ def run(ctx: Context) -> dict[str, Any]:
                 next_fault = now + rng.uniform(*plan.chaos_fault_gap_s)
             if due and fault_until > now:
                 sim.set_faults(malformed_rate=MALFORMED_RATE)  # the spell ends early
-                faults[-1]["cut_short_for_handover_ms"] = now_ms()
+                faults[-1]["cut_ms"] = now_ms()  # for the handover
                 fault_until = now
-            if due and engine.alive() and streaming(engine):
+            if due and streams_since_faults(engine):
                 handover = Handover(engine, start(), now_ms(), now + plan.chaos_handover_wait_s)
                 handovers.append(handover)
                 next_handover = max(next_handover + plan.chaos_handover_every_s, now + 1.0)
