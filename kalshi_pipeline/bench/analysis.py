@@ -17,7 +17,7 @@ from typing import Any
 import duckdb
 
 from kalshi_pipeline.kalshi.errors import FrameDecodeError
-from kalshi_pipeline.kalshi.messages import decode_tick
+from kalshi_pipeline.kalshi.messages import Tick, decode_tick
 from kalshi_pipeline.stream.landing import Kind, list_segments, read_records
 from kalshi_pipeline.warehouse.reports import (
     frames_stored_twice,
@@ -288,14 +288,19 @@ def read_ledger_lines(path: Path, wanted: set[int]) -> dict[int, dict[str, Any]]
 
 
 def landing_frames_not_stored(con: duckdb.DuckDBPyConnection, landing: Path) -> dict[str, int]:
-    """Ticker frames in the landing log (so received) that decode but are not in `ticks`."""
+    """Ticker frames in the landing log (so received) that decode but are not in `ticks`.
+
+    A frame is stored when a tick points at its place in the log, or, when two engines received
+    the same feed during a handover, when a tick equal in every value (`ledger_key`) is stored
+    from the other engine's copy (`received_twice` counts those copies)."""
     stored = {
         (int(s), int(o))
         for s, o in con.execute(
             "SELECT landing_segment, landing_offset FROM ticks WHERE source = 'websocket'"
         ).fetchall()
     }
-    logged = missing = undecodable = 0
+    keys = stored_ws_keys(con)
+    logged = missing = undecodable = twice = 0
     for seg in list_segments(landing):
         pos = 0
         while True:
@@ -306,15 +311,39 @@ def landing_frames_not_stored(con: duckdb.DuckDBPyConnection, landing: Path) -> 
                 if r.kind != Kind.WS_FRAME or not r.payload.startswith(TICKER_PREFIX):
                     continue
                 try:
-                    decode_tick(r.payload)
+                    tick = decode_tick(r.payload)
                 except FrameDecodeError:
                     undecodable += 1
                     continue
                 logged += 1
-                if (seg.segment_id, r.offset) not in stored:
+                if (seg.segment_id, r.offset) in stored:
+                    continue
+                if tick_key(tick) in keys:
+                    twice += 1
+                else:
                     missing += 1
             pos = nxt
-    return {"logged": logged, "not_stored": missing, "undecodable": undecodable}
+    return {
+        "logged": logged,
+        "not_stored": missing,
+        "undecodable": undecodable,
+        "received_twice": twice,
+    }
+
+
+def tick_key(tick: Tick) -> tuple[Any, ...]:
+    """The same tuple as `ledger_key`, from a decoded frame."""
+    return (
+        tick.market_ticker,
+        tick.exchange_ts_ms,
+        tick.price,
+        tick.yes_bid,
+        tick.yes_ask,
+        tick.yes_bid_size,
+        tick.yes_ask_size,
+        tick.volume,
+        tick.open_interest,
+    )
 
 
 def duplicates(con: duckdb.DuckDBPyConnection) -> int:

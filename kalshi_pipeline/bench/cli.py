@@ -61,7 +61,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--chaos",
         action="store_true",
-        help="run the chaos scenario alone: random faults and SIGKILL every 90 s for 10 min",
+        help="run the chaos scenario alone: random faults, a SIGKILL and a handover every 90 s, "
+        "for 10 min",
     )
     parser.add_argument("--output", type=Path, metavar="PATH", help="the results JSON")
     parser.add_argument(

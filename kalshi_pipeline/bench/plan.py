@@ -19,7 +19,7 @@ SCENARIOS = (
     "analysts",  # five analyst clients query the live stream: does it keep its pace?
     "scaling",  # 1k, 10k, 100k markets: throughput, memory, HTTP pass time
     "compression",  # the firehose with permessage-deflate on and off: CPU and bytes per tick
-    "chaos",  # faults at random and SIGKILL every 90 s, checked against the ledger
+    "chaos",  # faults at random, SIGKILL and a handover every 90 s, checked against the ledger
 )
 
 
@@ -58,6 +58,8 @@ class Plan:
     compression_markets: int = 2_000
     chaos_s: float = 600.0
     chaos_kill_every_s: float = 90.0
+    chaos_handover_every_s: float = 90.0  # a successor started, half a period off the kills
+    chaos_handover_wait_s: float = 60.0  # for the predecessor to hand over and exit; not scaled
     chaos_fault_gap_s: tuple[float, float] = (8.0, 20.0)
     chaos_markets: int = 1_000
     chaos_rate: float = 200.0
@@ -105,6 +107,7 @@ class Plan:
             compression_markets=max(200, int(self.compression_markets * f)),
             chaos_s=max(8.0, self.chaos_s * f),
             chaos_kill_every_s=max(4.0, self.chaos_kill_every_s * f),
+            chaos_handover_every_s=max(4.0, self.chaos_handover_every_s * f),
             chaos_fault_gap_s=(
                 max(1.0, self.chaos_fault_gap_s[0] * f),
                 max(2.0, self.chaos_fault_gap_s[1] * f),
@@ -142,6 +145,7 @@ QUICK = Plan(
     chaos_markets=1_000,
     chaos_s=75.0,
     chaos_kill_every_s=25.0,
+    chaos_handover_every_s=25.0,
     chaos_fault_gap_s=(4.0, 10.0),
     settle_s=30.0,
     pause_s=1.0,

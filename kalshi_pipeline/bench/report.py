@@ -7,6 +7,7 @@ else in the README is touched.
 
 from __future__ import annotations
 
+import math
 import os
 import platform
 from collections.abc import Callable
@@ -199,6 +200,37 @@ TARGETS: tuple[Target, ...] = (
         None,
         lambda v, r: f"{v:,.0f} s; {r.get('chaos_recoveries') or 0:,.0f} recoveries",
     ),
+    Target(
+        "chaos_handover_gap_max_s",
+        "chaos: seconds without any live feed per handover (max; total); handovers done",
+        "0 s, none failed",
+        "s",
+        lambda v, r: v == 0 and r.get("chaos_handovers_failed") == 0,
+        lambda v, r: (
+            f"{v:,.1f} s ({r.get('chaos_handover_gap_total_s') or 0:,.1f} s in all); "
+            f"{r.get('chaos_handovers') or 0:,.0f} done, "
+            f"{r.get('chaos_handovers_failed') or 0:,.0f} failed"
+        ),
+    ),
+    Target(
+        "chaos_kill_gap_max_s",
+        "chaos: seconds without any live feed per SIGKILL, to the next live feed (max; total)",
+        "reported",
+        "s",
+        None,
+        lambda v, r: (
+            f"{v:,.1f} s ({r.get('chaos_kill_gap_total_s') or 0:,.1f} s in all over "
+            f"{r.get('chaos_kills') or 0:,.0f} kills)"
+        ),
+    ),
+    Target(
+        "chaos_coverage",
+        "chaos: coverage over the run (some feed live or degraded)",
+        "reported",
+        "share",
+        None,
+        lambda v, r: f"{math.floor(v * 10_000) / 100:.2f} %",  # rounded down: a gap shows
+    ),
 )
 KEYS = [t.key for t in TARGETS] + [
     "analysts_query_p99_ms",
@@ -219,6 +251,11 @@ KEYS = [t.key for t in TARGETS] + [
     "chaos_recoveries",
     "chaos_lost_at_kills",
     "chaos_lost_after_receipt",
+    "chaos_handovers",
+    "chaos_handovers_failed",
+    "chaos_handover_gap_total_s",
+    "chaos_kills",
+    "chaos_kill_gap_total_s",
     "scaling",
     "compression",
 ]

@@ -6,6 +6,10 @@
 JSON status line to stdout every `status_every_s` (counters only, no percentiles, so the status
 costs the engine next to nothing), one `target` line the moment the engine has stored
 `target_ws_ticks` WebSocket ticks, and stops cleanly on SIGTERM or SIGINT.
+
+Like `kalshi-pipeline stream`, it ends by itself (exit 0) when a successor started on the same
+database asks it to hand over: its `stop` feed event and its last line (`stopped`, with `ended`)
+say "handed over to ...", and so does `stream ended: ...` on stderr.
 """
 
 from __future__ import annotations
@@ -75,8 +79,12 @@ def run(spec: dict[str, Any]) -> int:
     target = spec.get("target_ws_ticks")
     deadline = time.monotonic() + float(spec.get("max_s", 3600.0))
     next_status = time.monotonic()
+    reason = "benchmark runner stopped"
     try:
         while not stop.is_set() and time.monotonic() < deadline:
+            if engine.finished is not None:  # a successor took over (a handover)
+                reason = engine.finished
+                break
             now = time.monotonic()
             if target is not None and engine.stats.ticks_stored_ws >= target:
                 emit(status(engine.stats, "target"))
@@ -86,9 +94,20 @@ def run(spec: dict[str, Any]) -> int:
                 next_status = now + every
                 engine.check()
             stop.wait(TARGET_POLL_S if target is not None else max(0.0, next_status - now))
+    except BaseException as exc:
+        reason = f"failed: {type(exc).__name__}: {exc}"
+        raise
     finally:
-        drained = engine.stop(reason="benchmark runner stopped")
-        emit({**status(engine.stats, "stopped"), "drained": drained, "summary": engine.summary()})
+        drained = engine.stop(reason=reason)
+        emit(
+            {
+                **status(engine.stats, "stopped"),
+                "drained": drained,
+                "ended": reason,
+                "summary": engine.summary(),
+            }
+        )
+        print(f"stream ended: {reason}", file=sys.stderr)
     return 0
 
 

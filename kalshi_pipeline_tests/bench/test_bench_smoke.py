@@ -1,7 +1,8 @@
 """`kalshi-pipeline bench` at a tiny scale: the command runs every scenario and writes its JSON.
 
-Only that the figures are there is checked, never their values: nothing in `make test` may
-depend on timing. The real measurements are `kalshi-pipeline bench` (and `--quick`).
+That the figures are there is checked, and that they are sane (chaos made a handover and a kill,
+a kill shows as a gap), never how good they are: nothing in `make test` may depend on timing. The
+real measurements are `kalshi-pipeline bench` (and `--quick`).
 """
 
 from __future__ import annotations
@@ -34,6 +35,14 @@ FIGURES = (
     "chaos_duplicates",
     "chaos_fallback_s",
     "chaos_recoveries",
+    "chaos_coverage",
+    "chaos_handovers",
+    "chaos_handovers_failed",
+    "chaos_handover_gap_max_s",
+    "chaos_handover_gap_total_s",
+    "chaos_kills",
+    "chaos_kill_gap_max_s",
+    "chaos_kill_gap_total_s",
 )
 
 
@@ -74,4 +83,16 @@ def test_bench_command_writes_every_figure(tmp_path: Path) -> None:
         for k in ("wire_bytes_per_tick", "client_cpu_us_per_tick", "engine_cpu_us_per_tick")
     )
     assert {"cpu", "cores", "ram_gb", "python", "duckdb"} <= set(results["machine"])
+    # chaos, however short, hands over at least once and kills at least once
+    chaos = results["details"]["chaos"]
+    assert results["chaos_handovers"] >= 1, chaos["handover_log"]
+    assert results["chaos_handovers"] + results["chaos_handovers_failed"] == len(
+        chaos["handover_log"]
+    )
+    assert all(h["outcome"] is not None for h in chaos["handover_log"])
+    assert 0 <= results["chaos_handover_gap_max_s"] <= results["chaos_handover_gap_total_s"]
+    assert results["chaos_kills"] >= 1
+    # a SIGKILLed engine leaves a gap until its restart is live again
+    assert 0 < results["chaos_kill_gap_max_s"] <= results["chaos_kill_gap_total_s"]
+    assert 0 < results["chaos_coverage"] < 1
     assert "kalshi-pipeline bench" in run.stdout  # the table was printed
