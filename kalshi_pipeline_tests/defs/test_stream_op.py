@@ -107,14 +107,12 @@ def test_run_rotates_with_success_after_rotate_after_s(
     instance: dg.DagsterInstance, sim: Any, db: Path
 ) -> None:
     job = defs.resolve_job_def("kalshi_ingest")
-    started = time.monotonic()
     result = job.execute_in_process(
         run_config=stream_run_config(sim, db, rotate_after_s=3, alive_every_s=1),
         instance=instance,
         raise_on_error=False,
     )
     assert result.success
-    assert time.monotonic() - started < 30
     messages = _messages(instance, result.run_id)
     assert any(m.startswith("alive: websocket mode") for m in messages), messages
     assert any("rotation due after 3s" in m for m in messages), messages
@@ -158,14 +156,12 @@ def test_missing_demo_credentials_fail_the_run_at_once_naming_the_variable(
     instance: dg.DagsterInstance, sim: Any, db: Path
 ) -> None:
     job = defs.resolve_job_def("kalshi_ingest")
-    started = time.monotonic()
     result = job.execute_in_process(
         run_config=stream_run_config(sim, db, feed={"environment": "demo"}),
         instance=instance,
         raise_on_error=False,
     )
     assert not result.success
-    assert time.monotonic() - started < 10
     failure = result.get_step_failure_events()[0].step_failure_data.user_failure_data
     assert failure is not None and "KALSHI_API_KEY_ID" in (failure.description or "")
     assert not db.exists(), "the engine started although it could not authenticate"

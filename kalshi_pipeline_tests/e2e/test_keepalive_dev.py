@@ -39,7 +39,7 @@ from kalshi_pipeline_tests.stream.support import settle_and_compare
 pytestmark = pytest.mark.e2e
 
 PROD_CONFIG = {"resources": {"kalshi_feed": {"config": {"environment": "prod"}}}}
-ROTATING_CONFIG = {"ops": {"stream_ticks": {"config": {"rotate_after_s": 20}}}}
+ROTATING_CONFIG = {"ops": {"stream_ticks": {"config": {"rotate_after_s": 10}}}}
 BACK_WITHIN_S = 60.0
 
 
@@ -72,6 +72,7 @@ def _successor_of(stack: Stack, run_id: str) -> Run | None:
     return None
 
 
+@pytest.mark.timeout(600)  # one stack for all of it: about 4 minutes on an idle machine
 def test_rotation_hands_over_a_failed_launch_is_not_relaunched_a_dead_worker_is_replaced(
     ledgered: tuple[Stack, Any],
 ) -> None:
@@ -92,7 +93,7 @@ def test_rotation_hands_over_a_failed_launch_is_not_relaunched_a_dead_worker_is_
         what="websocket ticks in DuckDB",
     )
 
-    # A run that rotates after 20 s takes over; at rotation the sensor starts its successor.
+    # A run that rotates after 10 s takes over; at rotation the sensor starts its successor.
     rotating = stack.launch(ROTATING_CONFIG)
     stack.handed_over(sensors_run.run_id, rotating)
     successor = wait_for(

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from kalshi_pipeline.stream.landing import list_segments
+from kalshi_pipeline.stream.landing import Kind, list_segments, read_records
 from kalshi_pipeline.warehouse.paths import landing_folder
 from kalshi_pipeline_tests.helpers import (
     down_intervals,
@@ -151,6 +151,16 @@ def _segment_bytes(db: Path, pid: int) -> int:
     return sum(s.path.stat().st_size for s in list_segments(folder) if s.pid == pid)
 
 
+def _ticker_frames(db: Path, pid: int) -> int:
+    segments = [s for s in list_segments(landing_folder(db)) if s.pid == pid]
+    return sum(
+        1
+        for seg in segments
+        for r in read_records(seg, 0, max_bytes=1 << 26)[0]
+        if r.kind == Kind.WS_FRAME and r.payload.startswith(b'{"type":"ticker"')
+    )
+
+
 def _exactly_once(sim: Any, db: Path) -> None:
     expected, stored = settle_and_compare(sim, db, None)
     doubled = sum(n - 1 for n in stored.values() if n > 1)
@@ -185,8 +195,9 @@ def test_sigkill_of_either_side_during_a_handover_loses_and_doubles_nothing(
     db = tmp_path / "k.duckdb"
     first = _first(streams, sim, db)
     second = streams.start(sim, db)
-    # killed while both receive: the successor has landed frames, the handover may be under way
-    wait_for(lambda: _segment_bytes(db, second.pid) > 0, timeout=60, what="the second landing")
+    # killed while both receive: the successor has landed ticker frames (so it was subscribed
+    # before anything still in flight to the victim was sent), the handover may be under way
+    wait_for(lambda: _ticker_frames(db, second.pid) > 0, timeout=60, what="the second receiving")
     killed, survivor = (first, second) if victim == "predecessor" else (second, first)
     killed.send_signal(signal.SIGKILL)
     killed.wait(timeout=30)

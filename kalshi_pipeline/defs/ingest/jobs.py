@@ -383,6 +383,7 @@ def _stream_ticks(
         while engine.finished is None:
             time.sleep(1.0)
             engine.check()
+            reporter.tick(engine.summary())
             now = time.monotonic()
             if rotation_due is None and now - reporter.started >= config.rotate_after_s:
                 rotation_due = now
@@ -405,7 +406,6 @@ def _stream_ticks(
                     "before this one"
                 )
                 take_over(context)
-            reporter.tick(engine.summary())
     except DagsterExecutionInterruptedError:
         _stop(context, engine, "dagster run terminated")
         raise
