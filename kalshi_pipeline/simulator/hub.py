@@ -203,15 +203,18 @@ class Hub:
         if not deltas:
             return
         self.book_deltas_published += len(deltas)
-        emitted = ts_us // 1000
-        line = self.book_ledger.append_line
-        plain = [delta_msg(m.ticker, m.market_id, d, ts_us, False) for d in deltas]
-        for msg in plain:
-            line(
-                b'{"type":"orderbook_delta","channel":"orderbook_delta","msg":%s,'
-                b'"emitted_at_ms":%d}\n' % (msg, emitted)
-            )
         subs = self._by_market[ORDERBOOK].get(m.ticker)
+        ledger = self.book_ledger
+        if not subs and not ledger.keeps_lines:
+            return  # nobody to tell: skip the encoding
+        plain = [delta_msg(m.ticker, m.market_id, d, ts_us, False) for d in deltas]
+        if ledger.keeps_lines:
+            emitted = ts_us // 1000
+            for msg in plain:
+                ledger.append_line(
+                    b'{"type":"orderbook_delta","channel":"orderbook_delta","msg":%s,'
+                    b'"emitted_at_ms":%d}\n' % (msg, emitted)
+                )
         if not subs:
             return
         yes_scale: list[bytes] | None = None

@@ -35,6 +35,11 @@ class Ledger:
             self._buffer.append(b'%s,"emitted_at_ms":%d}\n' % (msg[:-1], emitted_at_ms))
         return index
 
+    @property
+    def keeps_lines(self) -> bool:
+        """Whether lines go to a file (else only the counter runs)."""
+        return self._file is not None
+
     def append_line(self, line: bytes) -> None:
         """Record one whole line (ending in a newline), as the book ledger does."""
         self.count += 1
