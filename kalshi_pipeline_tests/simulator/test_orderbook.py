@@ -391,19 +391,46 @@ def test_update_subscription_and_its_errors_on_the_book_channel(
         assert again["msg"]["market_ticker"] == c and again["seq"] > snaps[-1]["seq"]
         frames = await answer(ws, upd(4, 1, "delete_markets", market_tickers=[a]))
         assert frames[-1]["msg"]["market_tickers"] == [b, c]
+        # a repeat subscribe: ok, then snapshots only for the markets it adds (one unknown)
+        frames = await answer(
+            ws,
+            {
+                "id": 9,
+                "cmd": "subscribe",
+                "params": {"channels": ["orderbook_delta"], "market_tickers": [b, "KXNOPE-1"]},
+            },
+        )
+        again_ok = frames[-1]
+        assert again_ok["type"] == "ok" and again_ok["msg"]["market_tickers"] == [b, c, "KXNOPE-1"]
+        unknown, between = await recv_until(ws, lambda f: f["type"] == "orderbook_snapshot", 10)
+        assert unknown["msg"] == {"market_ticker": "KXNOPE-1", "market_id": ""}
+        assert unknown["seq"] == again_ok["seq"] + 1 and not between
         # errors: ids (11), no tickers (14), over the per-subscription limit (26)
         assert error_code((await answer(ws, upd(5, 1, "get_snapshot")))[-1]) == 14
         ids = upd(6, 1, "add_markets", market_ids=["4ac7cb26-aacc-420e-860e-5e7f054d8aa8"])
         assert error_code((await answer(ws, ids))[-1]) == 11
         over = upd(7, 1, "add_markets", market_tickers=more)
         assert error_code((await answer(ws, over))[-1]) == 26
+        # unsubscribing takes the next seq too
+        await ws.send(json.dumps(upd(13, 1, "get_snapshot", market_tickers=[b])))
+        mark, _ = await recv_until(ws, lambda f: f["type"] == "orderbook_snapshot", 10)
+        frames = await answer(ws, {"id": 10, "cmd": "unsubscribe", "params": {"sids": [1]}})
+        numbered = [f["seq"] for f in frames if "seq" in f]
+        assert frames[-1]["type"] == "unsubscribed"
+        assert numbered == list(range(mark["seq"] + 1, mark["seq"] + 1 + len(numbered)))
+        await answer(
+            ws,
+            {
+                "id": 11,
+                "cmd": "subscribe",
+                "params": {"channels": ["orderbook_delta"], "market_tickers": [a]},
+            },
+        )
         # a buffer overflow ends the book subscription with error 25
         await asyncio.to_thread(sim.set_faults, buffer_overflow=True)
         end, _ = await recv_until(ws, lambda f: f["type"] == "error", 10, "error 25")
-        assert end["sid"] == 1 and error_code(end) == 25
-        # a later delta for the deleted market never arrives on this connection
-        rest = await answer(ws, {"id": 8, "cmd": "list_subscriptions"})
-        assert rest[-1]["msg"] == []
-        assert all(f.get("msg", {}).get("market_ticker") != a for f in rest if "seq" in f)
+        assert end["sid"] == 2 and error_code(end) == 25
+        listed = await answer(ws, {"id": 12, "cmd": "list_subscriptions"})
+        assert listed[-1]["msg"] == []
 
     run_ws(sim, signer, body)

@@ -145,3 +145,17 @@ def test_fault_parsing() -> None:
     for bad in ({"nope": 1}, {"silence_s": -1}, {"drop_connections": "yes"}, {"slow_ms": "x"}):
         with pytest.raises(FaultError):
             parse_faults(bad)
+    req = parse_faults({"drop_frames": {"channel": "orderbook_delta"}})
+    assert req.drop_frames == ("orderbook_delta", 1)
+    bad_frames: list[tuple[object, str]] = [
+        ({"channel": "ticker"}, "drop_frames.channel must be one of"),
+        ({"channel": "trade", "count": 0}, "drop_frames.count must be a whole number"),
+        ({"channel": "trade", "count": True}, "drop_frames.count must be a whole number"),
+        ({"channel": "trade", "every": 2}, "drop_frames must be an object like"),
+        ("orderbook_delta", "drop_frames must be an object like"),
+    ]
+    for value, message in bad_frames:
+        with pytest.raises(FaultError, match=re.escape(message)):
+            parse_faults({"drop_frames": value})
+    with pytest.raises(FaultError, match=re.escape("reorder_frames.channel")):
+        parse_faults({"reorder_frames": {"channel": "fill"}})
