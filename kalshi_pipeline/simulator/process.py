@@ -47,6 +47,7 @@ class SimulatorProcess:
         rate: float | None = None,
         seed: int | None = None,
         ledger: str | os.PathLike[str] | None = None,
+        book_ledger: str | os.PathLike[str] | None = None,
         firehose: int | None = None,
         market_lifetime: str | None = None,
         kalshi_home: str | os.PathLike[str] | None = None,
@@ -60,11 +61,13 @@ class SimulatorProcess:
     ) -> None:
         self.ledger_path = Path(ledger) if ledger is not None else None
         self.book_ledger_path = (
-            self.ledger_path.with_name(self.ledger_path.stem + ".books.jsonl")
+            Path(book_ledger)
+            if book_ledger is not None
+            else self.ledger_path.with_name(self.ledger_path.stem + ".books.jsonl")
             if self.ledger_path is not None
             else None
         )
-        """Where the simulator writes its book ledger (beside the ticker ledger)."""
+        """Where the simulator writes its book ledger (by default beside the ticker ledger)."""
         self.kalshi_home = Path(kalshi_home) if kalshi_home is not None else None
         self.start_timeout_s = start_timeout_s
         self.env = env
@@ -75,6 +78,7 @@ class SimulatorProcess:
             ("--rate", rate),
             ("--seed", seed),
             ("--ledger", self.ledger_path),
+            ("--book-ledger", Path(book_ledger) if book_ledger is not None else None),
             ("--firehose", firehose),
             ("--market-lifetime", market_lifetime),
             ("--kalshi-home", self.kalshi_home),
