@@ -97,6 +97,8 @@ class SimConfig:
     rate: float = 50.0
     seed: int | None = None
     ledger: Path | None = None
+    book_ledger: Path | None = None
+    book_depth_events: float = 1.5
     firehose: int = 0
     market_lifetime_s: int = 3600
     hourly_strikes: int | None = None
@@ -111,6 +113,15 @@ class SimConfig:
     max_commands_per_s: int = 100
     send_buffer_bytes: int = 16 * 1024 * 1024
     faults: FaultRequest = field(default_factory=FaultRequest)
+
+    def book_ledger_path(self) -> Path | None:
+        """The book ledger: `--book-ledger`, else beside the ticker ledger (`X.jsonl` ->
+        `X.books.jsonl`), else none."""
+        if self.book_ledger is not None:
+            return self.book_ledger
+        if self.ledger is None:
+            return None
+        return self.ledger.with_name(self.ledger.stem + ".books.jsonl")
 
     def strikes_per_hourly_event(self) -> int:
         if self.hourly_strikes is not None:
@@ -133,6 +144,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     a("--seed", type=int, default=None, help="seed for the market universe and its updates")
     a("--ledger", type=Path, default=None, help="JSON Lines file of every published ticker msg")
+    a(
+        "--book-ledger",
+        type=Path,
+        default=None,
+        help="JSON Lines file of every order-book change, trade, snapshot sent and faulted frame "
+        "(default: beside --ledger, X.jsonl -> X.books.jsonl)",
+    )
+    a(
+        "--book-depth-events",
+        type=float,
+        default=d.book_depth_events,
+        metavar="MEAN",
+        help="mean order-book changes away from the best levels per ticker update "
+        "(default %(default)s)",
+    )
     a(
         "--firehose",
         type=int,
@@ -263,6 +289,8 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
         rate=max(0.0, args.rate),
         seed=args.seed,
         ledger=args.ledger,
+        book_ledger=args.book_ledger,
+        book_depth_events=max(0.0, args.book_depth_events),
         firehose=max(0, args.firehose),
         market_lifetime_s=args.market_lifetime_s,
         hourly_strikes=args.hourly_strikes,

@@ -15,10 +15,13 @@ from typing import Any
 from aiohttp import web
 
 from kalshi_pipeline.simulator.faults import FaultError, FaultRequest, parse_faults
+from kalshi_pipeline.simulator.hub import ORDERBOOK, TICKER, TRADE
 from kalshi_pipeline.simulator.runtime import Runtime
 from kalshi_pipeline.simulator.wire import dumps
 
 FORBIDDEN = b'{"error":{"code":"forbidden","message":"the control endpoint answers loopback only"}}'
+BUFFERED_CHANNELS = (TICKER, TRADE, ORDERBOOK)
+"""The subscriptions the `buffer_overflow` fault ends with error 25 (the market-data streams)."""
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -55,7 +58,9 @@ def apply_faults(rt: Runtime, req: FaultRequest) -> dict[str, int]:
     if req.channel_error:
         applied["channel_error"] = sum(s.terminate(10) for s in sessions)
     if req.buffer_overflow:
-        applied["buffer_overflow"] = sum(s.terminate(25) for s in sessions)
+        applied["buffer_overflow"] = sum(
+            s.terminate(25, channels=BUFFERED_CHANNELS) for s in sessions
+        )
     if req.drop_connections:
         applied["drop_connections"] = drop_all(rt)
     return applied
@@ -96,6 +101,11 @@ async def get_stats(request: web.Request) -> web.Response:
         "ledger_lines": rt.ledger.count,
         "firehose_frames": len(rt.firehose),
         "trades": hub.trades_published,
+        "book_deltas": hub.book_deltas_published,
+        "book_frames_queued": hub.book_frames_queued,
+        "book_ledger_lines": hub.book_ledger.count,
+        "frames_dropped": hub.frames_dropped,
+        "frames_reordered": hub.frames_reordered,
         "lifecycle_messages": hub.lifecycle_published,
         "ticker_frames_queued": hub.ticker_frames_queued,
         "ticker_frames_sent": c.ticker_frames_sent,

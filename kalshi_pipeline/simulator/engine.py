@@ -1,7 +1,9 @@
 """The clock of the simulated exchange: Poisson ticker updates and the hourly rollover.
 
 Updates arrive as a Poisson process at `rate` per second over all live active markets
-(exponential gaps), processed in batches on each wake-up so thousands per second stay cheap. The
+(exponential gaps), processed in batches on each wake-up so thousands per second stay cheap. Each
+update is one step of the market's order book (book.py): its order-book deltas, then its ticker,
+then its trades are published, all stamped with the same time. The
 rollover follows kalshi-protocol.md §3.9: the next event is `created` shortly before the current
 one closes and opens at that close, so an hourly market is always open; `determined` and
 `settled` follow the close; no lifecycle event marks the scheduled open or close.
@@ -18,7 +20,7 @@ import time
 from collections.abc import Callable
 
 from kalshi_pipeline.simulator import lifecycle
-from kalshi_pipeline.simulator.book import initial_quote, step
+from kalshi_pipeline.simulator.book import diff, initial_quote, step
 from kalshi_pipeline.simulator.model import (
     ACTIVE,
     CLOSED,
@@ -97,6 +99,7 @@ class Engine:
         hub.publish_lifecycle(lifecycle.EVENT_LIFECYCLE, lifecycle.event_created(event))
         for m in event.markets:
             hub.publish_lifecycle(lifecycle.MARKET_LIFECYCLE, lifecycle.created(m))
+            hub.record_book(m, now // 1000)
         self._at(close - h.lifetime_us, lambda t: self._open(event, t))
         self._plan_close(event, close)
         self._at(close - h.lead_us, lambda t: self._create(close + h.lifetime_us, t))
@@ -113,8 +116,11 @@ class Engine:
         for m in event.markets:
             strike = m.floor_strike or 50.0
             fair = int(min(max(50 - (strike - 50) * 5, 3), 97))
+            before = m.quote.book
             m.quote = initial_quote(self.builder.rng, fair, traded=False)
             ex.set_status(m, ACTIVE, now)
+            # the opening orders arrive as deltas on an order book that was empty
+            self.rt.hub.publish_book(m, diff(before, m.quote.book), now)
             self._publish(m, now)
 
     def _close(self, event: Event, now: int) -> None:
@@ -159,9 +165,11 @@ class Engine:
         m = live[rng.randrange(len(live))]
         if m.exchange_index in self.rt.faults.paused_shards:
             return  # no trading on a paused shard, so nothing moves there
-        fill = step(m.quote, rng)
+        change = step(m.quote, rng, self.rt.config.book_depth_events)
+        hub = self.rt.hub
+        hub.publish_book(m, change.deltas, now)
         self._publish(m, now)
-        if fill is not None:
+        for fill in change.fills:
             trade = self.rt.tape.add(
                 new_market_id(rng.getrandbits(128)),
                 m.ticker,
@@ -170,7 +178,7 @@ class Engine:
                 fill.taker_bought_yes,
                 now,
             )
-            self.rt.hub.publish_trade(m.ticker, trade.ws_msg())
+            hub.publish_trade(m.ticker, trade.ws_msg(), now // 1000)
 
     async def run(self, rate: float) -> None:
         rng = self.rng

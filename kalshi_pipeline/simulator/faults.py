@@ -5,6 +5,12 @@ A POST replaces the whole state: keys left out are off, so `{}` clears everythin
 The one-shot actions (`drop_connections`, `channel_error`, `buffer_overflow`) are carried out by
 the server at once and are not part of the state. `paused_shards` pauses trading on some
 matching-engine shards, as a maintenance on one shard does on Kalshi.
+
+`drop_frames` and `reorder_frames` (`{"channel": C, "count": N}`) act on the next sequenced data
+frames of channel C (`orderbook_delta`, `trade`, `market_lifecycle_v2`), whichever subscription
+they are for: a dropped frame still takes its seq, so the client sees a gap; a reordered pair is
+one frame held back and sent right after the next frame of the same subscription. The state
+reports how many are still to come.
 """
 
 from __future__ import annotations
@@ -29,7 +35,10 @@ FAULT_KEYS = (
     "slow_ms",
     "pause_updates",
     "paused_shards",
+    "drop_frames",
+    "reorder_frames",
 )
+FRAME_FAULT_CHANNELS = ("orderbook_delta", "trade", "market_lifecycle_v2")
 HTTP_5XX_STATUSES = (500, 502, 503)
 
 
@@ -52,6 +61,27 @@ class FaultRequest:
     slow_ms: float = 0.0
     pause_updates: bool = False
     paused_shards: frozenset[int] = frozenset()
+    drop_frames: tuple[str, int] | None = None
+    reorder_frames: tuple[str, int] | None = None
+
+
+def _frames(key: str, value: object) -> tuple[str, int] | None:
+    """`{"channel": C, "count": N}` (count defaults to 1) -> (C, N)."""
+    if value is None:
+        return None
+    example = '{"channel": "orderbook_delta", "count": 1}'
+    if not isinstance(value, dict) or set(value) - {"channel", "count"}:
+        raise FaultError(f"{key} must be an object like {example}, got {value!r}")
+    channel = value.get("channel")
+    if channel not in FRAME_FAULT_CHANNELS:
+        raise FaultError(
+            f"{key}.channel must be one of {list(FRAME_FAULT_CHANNELS)} (the sequenced channels), "
+            f"got {channel!r}"
+        )
+    count = value.get("count", 1)
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        raise FaultError(f"{key}.count must be a whole number >= 1, got {count!r}")
+    return (channel, count)
 
 
 def _seconds(key: str, value: object) -> float | None:
@@ -111,6 +141,8 @@ def parse_faults(body: object) -> FaultRequest:
         slow_ms=slow,
         pause_updates=_flag("pause_updates", body.get("pause_updates")),
         paused_shards=_shards(body.get("paused_shards")),
+        drop_frames=_frames("drop_frames", body.get("drop_frames")),
+        reorder_frames=_frames("reorder_frames", body.get("reorder_frames")),
     )
 
 
@@ -134,6 +166,8 @@ class Faults:
         self.slow_ms = 0.0
         self.pause_updates = False  # tests freeze the market state to compare final states
         self.paused_shards: frozenset[int] = frozenset()
+        self.drop_frames: dict[str, int] = {}
+        self.reorder_frames: dict[str, int] = {}
         self._5xx_turn = 0
 
     def apply(self, req: FaultRequest) -> None:
@@ -150,6 +184,16 @@ class Faults:
         self.slow_ms = req.slow_ms
         self.pause_updates = req.pause_updates
         self.paused_shards = req.paused_shards
+        self.drop_frames = dict([req.drop_frames]) if req.drop_frames else {}
+        self.reorder_frames = dict([req.reorder_frames]) if req.reorder_frames else {}
+
+    def take_drop(self, channel: str) -> bool:
+        """True if the next frame of `channel` is to be dropped (and counts it)."""
+        return _take(self.drop_frames, channel)
+
+    def take_reorder(self, channel: str) -> bool:
+        """True if the next frame of `channel` is to be held back behind the one after it."""
+        return _take(self.reorder_frames, channel)
 
     def silenced(self, opened_at: float) -> bool:
         """Whether a socket opened at `opened_at` (monotonic) must send nothing right now."""
@@ -205,4 +249,23 @@ class Faults:
             "slow_ms": self.slow_ms,
             "pause_updates": self.pause_updates,
             "paused_shards": sorted(self.paused_shards),
+            "drop_frames": _pending(self.drop_frames),
+            "reorder_frames": _pending(self.reorder_frames),
         }
+
+
+def _take(pending: dict[str, int], channel: str) -> bool:
+    left = pending.get(channel)
+    if not left:
+        return False
+    if left == 1:
+        del pending[channel]
+    else:
+        pending[channel] = left - 1
+    return True
+
+
+def _pending(pending: dict[str, int]) -> dict[str, Any] | None:
+    for channel, count in pending.items():
+        return {"channel": channel, "count": count}
+    return None

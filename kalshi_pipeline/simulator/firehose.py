@@ -71,7 +71,7 @@ class Firehose:
         raw = self.raw
         for i in range(n):
             m = markets[i % len(markets)] if i < len(markets) else rng.choice(markets)
-            step(m.quote, rng)
+            step(m.quote, rng, deep_mean=0)  # ticker frames only: no deep-book changes
             msg = encode_ticker(m.market_id, m.ticker, m.quote, now_us - (n - 1 - i) * 1000)
             m.msg = msg
             m.msg_index = ledger.append(msg, emitted_ms)

@@ -1,5 +1,8 @@
-"""The ledger: one JSON line per published ticker update, the `msg` exactly as sent plus
-`emitted_at_ms` as its last key. Line numbers (0-based) are the indexes `/_sim/sessions` reports.
+"""The ledgers. The ticker ledger: one JSON line per published ticker update, the `msg` exactly as
+sent plus `emitted_at_ms` as its last key; line numbers (0-based) are the indexes `/_sim/sessions`
+reports. The book ledger (a second file, so ticker-only readers and those line numbers stay as
+they were): one line per order-book change, trade, snapshot sent and faulted frame, each with a
+`type`, a `channel` and `emitted_at_ms` (the README lists the line types).
 
 Lines are buffered and written at least every `flush_interval_s` (and on close), so a test can
 read the file while the simulator runs. Without a path only the counter is kept.
@@ -31,6 +34,17 @@ class Ledger:
         if self._file is not None:
             self._buffer.append(b'%s,"emitted_at_ms":%d}\n' % (msg[:-1], emitted_at_ms))
         return index
+
+    @property
+    def keeps_lines(self) -> bool:
+        """Whether lines go to a file (else only the counter runs)."""
+        return self._file is not None
+
+    def append_line(self, line: bytes) -> None:
+        """Record one whole line (ending in a newline), as the book ledger does."""
+        self.count += 1
+        if self._file is not None:
+            self._buffer.append(line)
 
     def flush(self) -> None:
         if self._file is None or not self._buffer:

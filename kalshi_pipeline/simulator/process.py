@@ -47,6 +47,7 @@ class SimulatorProcess:
         rate: float | None = None,
         seed: int | None = None,
         ledger: str | os.PathLike[str] | None = None,
+        book_ledger: str | os.PathLike[str] | None = None,
         firehose: int | None = None,
         market_lifetime: str | None = None,
         kalshi_home: str | os.PathLike[str] | None = None,
@@ -59,6 +60,14 @@ class SimulatorProcess:
         cwd: str | os.PathLike[str] | None = None,
     ) -> None:
         self.ledger_path = Path(ledger) if ledger is not None else None
+        self.book_ledger_path = (
+            Path(book_ledger)
+            if book_ledger is not None
+            else self.ledger_path.with_name(self.ledger_path.stem + ".books.jsonl")
+            if self.ledger_path is not None
+            else None
+        )
+        """Where the simulator writes its book ledger (by default beside the ticker ledger)."""
         self.kalshi_home = Path(kalshi_home) if kalshi_home is not None else None
         self.start_timeout_s = start_timeout_s
         self.env = env
@@ -69,6 +78,7 @@ class SimulatorProcess:
             ("--rate", rate),
             ("--seed", seed),
             ("--ledger", self.ledger_path),
+            ("--book-ledger", Path(book_ledger) if book_ledger is not None else None),
             ("--firehose", firehose),
             ("--market-lifetime", market_lifetime),
             ("--kalshi-home", self.kalshi_home),
@@ -244,13 +254,22 @@ class SimulatorProcess:
         return result
 
     def read_ledger(self) -> list[dict[str, Any]]:
-        """Every complete ledger line written so far."""
-        if self.ledger_path is None:
-            raise RuntimeError("this simulator was started without a ledger")
-        if not self.ledger_path.exists():
-            return []
-        data = self.ledger_path.read_bytes()
-        end = data.rfind(b"\n")
-        if end < 0:
-            return []
-        return [json.loads(line) for line in data[: end + 1].splitlines()]
+        """Every complete ticker-ledger line written so far."""
+        return _read_lines(self.ledger_path)
+
+    def read_book_ledger(self) -> list[dict[str, Any]]:
+        """Every complete book-ledger line written so far (order-book changes, trades, snapshots
+        sent, faulted frames)."""
+        return _read_lines(self.book_ledger_path)
+
+
+def _read_lines(path: Path | None) -> list[dict[str, Any]]:
+    if path is None:
+        raise RuntimeError("this simulator was started without a ledger")
+    if not path.exists():
+        return []
+    data = path.read_bytes()
+    end = data.rfind(b"\n")
+    if end < 0:
+        return []
+    return [json.loads(line) for line in data[: end + 1].splitlines()]

@@ -20,8 +20,9 @@ from aiohttp import web
 from kalshi_pipeline.simulator.auth import AuthFailure, has_auth_headers
 from kalshi_pipeline.simulator.config import READ_BUCKET_SECONDS
 from kalshi_pipeline.simulator.model import FILTER_STATUSES, SHARDS, Event, Market
+from kalshi_pipeline.simulator.orderbook import rest_book
 from kalshi_pipeline.simulator.runtime import Runtime
-from kalshi_pipeline.simulator.wire import DOLLARS, count_fp, dumps
+from kalshi_pipeline.simulator.wire import dumps
 
 API = "/trade-api/v2"
 TOO_MANY_REQUESTS = b'{"error": "too many requests"}'
@@ -268,23 +269,21 @@ async def get_market(request: web.Request) -> web.Response:
     return json_response({"market": m.to_json()})
 
 
-async def get_orderbook(request: web.Request) -> web.Response:
-    """The simulated book is one level deep on each side: the ticker's L1."""
-    rt: Runtime = request.app["runtime"]
-    depth = _int_param(request.query, "depth", "GetMarketOrderbook")
+def _depth(query: Any, endpoint: str) -> int:
+    depth = _int_param(query, "depth", endpoint)
     if depth is not None and not 0 <= depth <= 100:
-        raise _validation("GetMarketOrderbook", "Depth", "lte" if depth > 100 else "gte")
+        raise _validation(endpoint, "Depth", "lte" if depth > 100 else "gte")
+    return depth or 0
+
+
+async def get_orderbook(request: web.Request) -> web.Response:
+    """The market's whole book (or its `depth` best levels a side), as the WebSocket shows it."""
+    rt: Runtime = request.app["runtime"]
+    depth = _depth(request.query, "GetMarketOrderbook")
     m = rt.exchange.markets.get(request.match_info["ticker"])
     if m is None:
         return json_response(NOT_FOUND, 404)
-    return json_response({"orderbook_fp": _book(m)})
-
-
-def _book(m: Market) -> dict[str, list[list[str]]]:
-    q = m.quote
-    yes = [[DOLLARS[q.bid], count_fp(q.bid_size)]] if q.bid else []
-    no = [[DOLLARS[100 - q.ask], count_fp(q.ask_size)]] if q.ask < 100 else []
-    return {"yes_dollars": yes, "no_dollars": no}
+    return json_response({"orderbook_fp": rest_book(m.quote.book, depth)})
 
 
 ORDERBOOKS_MAX_TICKERS = 100
@@ -299,8 +298,13 @@ async def get_orderbooks(request: web.Request) -> web.Response:
         raise _validation("GetMarketOrderbooks", "Tickers", "min")
     if len(tickers) > ORDERBOOKS_MAX_TICKERS:
         raise _validation("GetMarketOrderbooks", "Tickers", "max")
+    depth = _depth(request.query, "GetMarketOrderbooks")
     markets = rt.exchange.markets
-    books = [{"orderbook_fp": _book(markets[t]), "ticker": t} for t in tickers if t in markets]
+    books = [
+        {"orderbook_fp": rest_book(markets[t].quote.book, depth), "ticker": t}
+        for t in tickers
+        if t in markets
+    ]
     return json_response({"orderbooks": books})
 
 

@@ -50,12 +50,13 @@ def build(config: SimConfig) -> tuple[Runtime, Engine]:
         raise ValueError("--rest-tokens-per-s must be positive")
     keys = KeyRegistry.for_config(config)
     ledger = Ledger(config.ledger)
+    book_ledger = Ledger(config.book_ledger_path())
     faults = Faults(seed=None if config.seed is None else config.seed + 2)
     faults.apply(config.faults)
     rt = Runtime(
         config=config,
         exchange=Exchange(),
-        hub=Hub(ledger),
+        hub=Hub(ledger, book_ledger, faults),
         ledger=ledger,
         faults=faults,
         keys=keys,
@@ -69,7 +70,10 @@ def build(config: SimConfig) -> tuple[Runtime, Engine]:
     firehose_markets = firehose_market_count(config.firehose, config.markets)
     engine.bootstrap(max(0, config.markets - strikes - firehose_markets), start)
     rt.firehose.build(builder, ledger, engine.rng, config.firehose, firehose_markets, start)
+    for m in rt.exchange.markets.values():
+        rt.hub.record_book(m, start // 1000)
     ledger.flush()
+    book_ledger.flush()
     return rt, engine
 
 
@@ -139,6 +143,7 @@ async def serve(
     tasks = [
         asyncio.create_task(engine.run(config.rate), name="engine"),
         asyncio.create_task(rt.ledger.run_flusher(), name="ledger"),
+        asyncio.create_task(rt.hub.book_ledger.run_flusher(), name="book-ledger"),
         asyncio.create_task(_fault_clock(rt), name="faults"),
     ]
     try:
@@ -156,6 +161,7 @@ async def serve(
                 await asyncio.wait_for(rt.no_sessions.wait(), SHUTDOWN_GRACE_S)
         await runner.cleanup()
         rt.ledger.close()
+        rt.hub.book_ledger.close()
 
 
 def main_from_args(args: argparse.Namespace) -> int:

@@ -29,6 +29,7 @@ from kalshi_pipeline.simulator.firehose import SID1_PREFIX, Firehose
 from kalshi_pipeline.simulator.hub import (
     MARKET_LIFECYCLE,
     MVE_LIFECYCLE,
+    ORDERBOOK,
     SEQUENCED,
     TICKER,
     TRADE,
@@ -63,6 +64,7 @@ FIREHOSE_CHUNK = 512
 K_TICKER, K_DATA, K_CTRL, K_SNAPSHOT, K_PING, K_PONG, K_FIREHOSE, K_CLOSE = range(8)
 _COUNTED = (K_TICKER, K_DATA)
 HEARTBEAT = b"heartbeat"
+DATA_CHANNELS = (TICKER, TRADE, ORDERBOOK, MARKET_LIFECYCLE, MVE_LIFECYCLE)
 SERVICE_UNAVAILABLE = (
     b'{"error":{"code":"service_unavailable","message":"service unavailable",'
     b'"details":"simulated handshake refusal"}}'
@@ -159,6 +161,10 @@ class Session:
 
     # Outlet for the hub.
 
+    @property
+    def conn_id(self) -> int:
+        return self.stats.conn_id
+
     def send_ticker(self, frame: bytes, index: int) -> None:
         self._push_counted(K_TICKER, frame, index)
 
@@ -202,7 +208,7 @@ class Session:
         self.queue.clear()
         self.queue.extend(kept)
         self.queued_bytes = 0
-        self.terminate(25, channels=(TICKER, TRADE, MARKET_LIFECYCLE, MVE_LIFECYCLE))
+        self.terminate(25, channels=DATA_CHANNELS)
         self.overflowed = False
 
     def terminate(self, code: int, channels: tuple[str, ...] = (TICKER,)) -> int:
@@ -417,8 +423,8 @@ class Session:
                     self._subscribe_markets(cmd.id, channel, sel, snapshot, skip_ack)
                 elif channel in (MARKET_LIFECYCLE, MVE_LIFECYCLE):
                     self._subscribe_lifecycle(cmd.id, channel)
-                elif channel == "orderbook_delta":
-                    raise CommandError(9 if sel.tickers else 14)
+                elif channel == ORDERBOOK:
+                    self._subscribe_book(cmd.id, sel, flag(p, "use_yes_price"), skip_ack)
                 elif channel in PRIVATE_CHANNELS:
                     raise CommandError(9)
                 elif channel in NOT_SIMULATED_CHANNELS:
@@ -480,6 +486,44 @@ class Session:
         if channel == TICKER and snapshot and added:
             self._snapshot(sub, added)
 
+    def _subscribe_book(
+        self, cid: int, sel: MarketSelection, use_yes_price: bool, skip_ack: bool
+    ) -> None:
+        """`orderbook_delta`: market tickers only (ids are code 11, none code 14); a snapshot per
+        new market, numbered from seq 1 on a new sid; a repeat subscribe acks with `ok` (taking
+        a seq) and sends snapshots only for the markets it adds (kalshi-protocol.md §3.8)."""
+        if sel.ids:
+            raise CommandError(11)
+        if not sel.tickers:
+            raise CommandError(14)
+        hub = self.rt.hub
+        sub = self.by_channel.get(ORDERBOOK)
+        if sub is None:
+            sub = Subscription(self, self.next_sid, ORDERBOOK)
+            self.next_sid += 1
+            sub.skip_ack = skip_ack
+            sub.all_markets = False
+            sub.use_yes_price = use_yes_price
+            sub.tickers = dict.fromkeys(sel.tickers)
+            self.subs[sub.sid] = sub
+            self.by_channel[ORDERBOOK] = sub
+            hub.add(sub)
+            self._subscribed(cid, sub)
+            self._book_snapshots(sub, sel.tickers)
+            return
+        added = [t for t in sel.tickers if t not in sub.tickers]
+        if len(sub.tickers) + len(added) > self.rt.config.max_markets_per_subscription:
+            raise CommandError(26, sub.sid)
+        sub.tickers.update(dict.fromkeys(added))
+        hub.add_markets(sub, added)
+        self._ok(cid, sub, skip_ack)
+        self._book_snapshots(sub, added)
+
+    def _book_snapshots(self, sub: Subscription, tickers: list[str]) -> None:
+        markets = self.rt.exchange.markets
+        for t in tickers:
+            self.rt.hub.send_snapshot(sub, t, markets.get(t))
+
     def _subscribe_lifecycle(self, cid: int, channel: str) -> None:
         sub = self.by_channel.get(channel)
         if sub is not None:
@@ -507,7 +551,7 @@ class Session:
         if sub.channel in SEQUENCED:
             body["seq"] = sub.next_seq()
         if (
-            sub.channel in (TICKER, TRADE)
+            sub.channel in (TICKER, TRADE, ORDERBOOK)
             and not (skip_ack or sub.skip_ack)
             and not sub.all_markets
         ):
@@ -552,6 +596,9 @@ class Session:
         sub = self.subs.get(sid)
         if sub is None:
             raise CommandError(7, sid)
+        if sub.channel == ORDERBOOK:
+            self._update_book(cmd, sub, action)
+            return
         if action == "get_snapshot" or sub.channel not in (TICKER, TRADE):
             raise CommandError(13, sid)
         sel = market_selection(p)
@@ -586,6 +633,39 @@ class Session:
                 sub.ids.pop(mid, None)
             hub.remove_markets(sub, gone)
             self._ok(cmd.id, sub, skip_ack)
+
+    def _update_book(self, cmd: Command, sub: Subscription, action: str) -> None:
+        """`add_markets` (ok, then snapshots of the new markets), `delete_markets` (ok) and
+        `get_snapshot` (snapshots only, no ok: the subscription does not change). The notes do
+        not say what `get_snapshot` does with tickers the subscription lacks: they are skipped,
+        and a request naming none of its markets is code 14."""
+        assert cmd.params is not None
+        sel = market_selection(cmd.params)
+        if sel.ids:
+            raise CommandError(11, sub.sid)
+        if not sel.tickers:
+            raise CommandError(14, sub.sid)
+        skip_ack = flag(cmd.params, "skip_ticker_ack")
+        hub = self.rt.hub
+        if action == "add_markets":
+            added = [t for t in sel.tickers if t not in sub.tickers]
+            if len(sub.tickers) + len(added) > self.rt.config.max_markets_per_subscription:
+                raise CommandError(26, sub.sid)
+            sub.tickers.update(dict.fromkeys(added))
+            hub.add_markets(sub, added)
+            self._ok(cmd.id, sub, skip_ack)
+            self._book_snapshots(sub, added)
+        elif action == "delete_markets":
+            gone = [t for t in sel.tickers if t in sub.tickers]
+            for t in gone:
+                del sub.tickers[t]
+            hub.remove_markets(sub, gone)
+            self._ok(cmd.id, sub, skip_ack)
+        else:
+            wanted = [t for t in sel.tickers if t in sub.tickers]
+            if not wanted:
+                raise CommandError(14, sub.sid)
+            self._book_snapshots(sub, wanted)
 
     def _list(self, cmd: Command) -> None:
         body: dict[str, Any] = {"type": "ok"}

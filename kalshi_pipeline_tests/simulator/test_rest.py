@@ -282,10 +282,16 @@ def test_series(sim: SimulatorProcess) -> None:
     assert get(sim, "/series/NOPE").status_code == 404
 
 
-def test_orderbook_is_the_l1(sim: SimulatorProcess) -> None:
+def test_orderbook_has_depth_and_refuses_a_bad_depth(sim: SimulatorProcess) -> None:
     m = get(sim, "/markets", status="open", limit=1).json()["markets"][0]
     book = get(sim, f"/markets/{m['ticker']}/orderbook").json()["orderbook_fp"]
     assert set(book) == {"yes_dollars", "no_dollars"}
+    assert len(book["yes_dollars"]) + len(book["no_dollars"]) > 2  # more than the L1
+    top = get(sim, f"/markets/{m['ticker']}/orderbook", depth=1).json()["orderbook_fp"]
+    assert len(top["yes_dollars"]) <= 1 and len(top["no_dollars"]) <= 1
+    for depth in (-1, 101):
+        resp = get(sim, f"/markets/{m['ticker']}/orderbook", depth=depth)
+        assert resp.status_code == 400 and "GetMarketOrderbookParams.Depth" in resp.json()["msg"]
 
 
 def test_orderbooks_of_several_markets_need_no_signature(sim: SimulatorProcess) -> None:

@@ -22,23 +22,36 @@ from kalshi_pipeline.simulator.wire import count_fp, rfc3339
 
 @settings(max_examples=200, deadline=None)
 @given(seed=st.integers(0, 2**32), fair=st.integers(1, 99), traded=st.booleans())
-def test_every_step_keeps_the_book_valid_and_changes_something(
+def test_every_step_keeps_the_book_valid_and_its_deltas_replay_it(
     seed: int, fair: int, traded: bool
 ) -> None:
     rng = random.Random(seed)
     q = initial_quote(rng, fair, traded)
+    replayed = q.book.copy()
     for _ in range(300):
         before = q.copy()
-        fill = step(q, rng)
+        change = step(q, rng)
+        for side, price, d in change.deltas:
+            levels = replayed.side(side)
+            levels[price] = levels.get(price, 0) + d
+            assert d != 0 and levels[price] >= 0
+            if not levels[price]:
+                del levels[price]
+        assert replayed == q.book
+        assert all(1 <= p <= 99 and s > 0 for p, s in [*q.book.yes.items(), *q.book.no.items()])
+        # the L1 is the book's best: YES bid, and the ask from the best NO bid
+        best_no = max(q.book.no, default=0)
+        assert q.bid == max(q.book.yes, default=0) and q.ask == 100 - best_no
+        assert q.bid_size == q.book.yes.get(q.bid, 0) and q.ask_size == q.book.no.get(best_no, 0)
         assert 0 <= q.bid < q.ask <= 100
-        assert (q.bid == 0) == (q.bid_size == 0)
-        assert (q.ask == 100) == (q.ask_size == 0)
-        assert q.bid_size >= 0 and q.ask_size >= 0
-        assert q.volume >= before.volume and q.oi >= before.oi
-        assert q != before
-        if fill is not None:
-            assert q.volume == before.volume + fill.size > before.volume
-            assert q.last == fill.price and q.last_size == fill.size
+        traded_now = sum(f.size for f in change.fills)
+        assert q.volume == before.volume + traded_now
+        assert abs(q.oi - before.oi) <= traded_now and q.oi >= 0
+        assert q.l1() != before.l1() or traded_now  # every step is a ticker update
+        if change.fills:
+            last = change.fills[-1]
+            assert q.last == last.price and q.last_size == last.size
+            assert len({f.taker_bought_yes for f in change.fills}) == 1
 
 
 def test_ticker_msg_encoding() -> None:
@@ -132,3 +145,17 @@ def test_fault_parsing() -> None:
     for bad in ({"nope": 1}, {"silence_s": -1}, {"drop_connections": "yes"}, {"slow_ms": "x"}):
         with pytest.raises(FaultError):
             parse_faults(bad)
+    req = parse_faults({"drop_frames": {"channel": "orderbook_delta"}})
+    assert req.drop_frames == ("orderbook_delta", 1)
+    bad_frames: list[tuple[object, str]] = [
+        ({"channel": "ticker"}, "drop_frames.channel must be one of"),
+        ({"channel": "trade", "count": 0}, "drop_frames.count must be a whole number"),
+        ({"channel": "trade", "count": True}, "drop_frames.count must be a whole number"),
+        ({"channel": "trade", "every": 2}, "drop_frames must be an object like"),
+        ("orderbook_delta", "drop_frames must be an object like"),
+    ]
+    for value, message in bad_frames:
+        with pytest.raises(FaultError, match=re.escape(message)):
+            parse_faults({"drop_frames": value})
+    with pytest.raises(FaultError, match=re.escape("reorder_frames.channel")):
+        parse_faults({"reorder_frames": {"channel": "fill"}})

@@ -64,7 +64,16 @@ ERROR_CASES: list[tuple[str, Any, int]] = [
     ("ticker_v2 was retired", sub(["ticker_v2"], 7), 8),
     ("private fill channel", sub(["fill"], 7), 9),
     ("private user_orders channel", sub(["user_orders"], 7), 9),
-    ("orderbook with markets", sub(["orderbook_delta"], 7, market_ticker="X-1"), 9),
+    (
+        "orderbook by market id",
+        sub(["orderbook_delta"], 7, market_id="4ac7cb26-aacc-420e-860e-5e7f054d8aa8"),
+        11,
+    ),
+    (
+        "use_yes_price not bool",
+        sub(["orderbook_delta"], 7, market_ticker="X-1", use_yes_price="yes"),
+        11,
+    ),
     ("market_tickers not strings", sub(["ticker"], 7, market_tickers=[1, 2]), 11),
     ("market_tickers not a list", sub(["ticker"], 7, market_tickers="A,B"), 11),
     ("malformed market_id", sub(["ticker"], 7, market_id="not-a-uuid"), 11),
