@@ -249,3 +249,28 @@ def test_an_owner_that_never_answers_is_reported_and_nothing_waits_on_it(
         return {kind for _at, _source, kind, _detail in feed_events(db)}
 
     wait_for(lambda: {"handover_stalled", "handover"} <= kinds(), timeout=60, what="both recorded")
+
+
+def test_a_handover_from_a_stream_in_fallback_keeps_polling_until_the_successor_is_live(
+    sim_factory: Any, tmp_path: Path, streams: _Owner
+) -> None:
+    sim = sim_factory(markets=200, rate=200)
+    db = tmp_path / "k.duckdb"
+    nowhere = f"ws://127.0.0.1:{free_port()}/trade-api/ws/v2"
+    first = streams.start(sim, db, "--max-retries", "1", ws_url=nowhere)  # its socket never works
+    wait_for(
+        lambda: db.exists() and "fallback_start" in {e[2] for e in feed_events(db)},
+        timeout=90,
+        what="the first stream polling in fallback",
+    )
+    polled = int(query(db, "SELECT count(*) FROM ticks WHERE source = 'http'")[0][0])
+    second = streams.start(sim, db)
+    code, err = _stop_when_done(first)
+    assert code == 0 and "stream ended: handed over to pid" in err, err
+    before = _count(db)
+    wait_for(lambda: _count(db) > before + 200, timeout=90, what="the successor storing")
+    assert int(query(db, "SELECT count(*) FROM ticks WHERE source = 'http'")[0][0]) >= polled
+    _exactly_once(sim, db)  # every frame sent on the successor's socket, once
+    assert down_intervals(db, since_kind="fallback_start") == [], "a gap at the handover"
+    code, err = _stop(second)
+    assert code == 0, err
