@@ -6,14 +6,14 @@ missing or older; unless KALSHI_ENV is demo or prod the simulator listens on 127
 on 127.0.0.1:3000 (`--port`). The keep-alive sensor is RUNNING by default, so the stream begins
 on its own. Each child runs in its own process group with SIGINT at its default: a `dagster dev`
 started from a background job would otherwise inherit SIGINT as ignored and, since Dagster maps
-SIGTERM onto the SIGINT handler, ignore SIGTERM too (dagster-notes.md §1.3).
+SIGTERM onto the SIGINT handler, ignore SIGTERM too.
 
 While up: when the code location's server dies (killed with a run worker's process tree, say),
 `dagster dev` does not restart it, and without it no sensor runs; `dev` notices within
 `LOCATION_CHECK_EVERY_S` and reloads the location, so the keep-alive sensor can replace the dead
 run.
 
-Stop (Ctrl-C or SIGTERM), in the order that leaves nothing behind (dagster-notes.md §1.3):
+Stop (Ctrl-C or SIGTERM), in the order that leaves nothing behind:
 1. the keep-alive sensor is turned off (GraphQL `stopSensor`), so it relaunches nothing; a marker
    in DAGSTER_HOME says so, and the next `dev` turns it back on (a sensor the operator turned off
    in the UI stays off);

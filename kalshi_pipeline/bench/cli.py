@@ -1,4 +1,4 @@
-"""`kalshi-pipeline bench`: measure the figures of design.md §5 against their targets.
+"""`kalshi-pipeline bench`: measure the project's target figures.
 
     kalshi-pipeline bench                 # the full run (about 21 min, chaos included)
     kalshi-pipeline bench --quick         # every scenario but chaos, short (under 2 min)

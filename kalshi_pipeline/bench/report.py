@@ -1,4 +1,4 @@
-"""The figures against design.md §5's targets: the terminal table, the JSON and the README section.
+"""The figures against their targets: the terminal table, the JSON and the README section.
 
 `TARGETS` is the one list of what is measured, its target and how to judge it. The README section
 between `<!-- bench:start -->` and `<!-- bench:end -->` is rewritten from a results JSON; nothing

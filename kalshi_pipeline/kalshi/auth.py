@@ -1,5 +1,5 @@
-"""Request signing as Kalshi does it: Ed25519 or RSA-PSS, whichever the key is (kalshi-protocol.md
-§2; Ed25519 keys since September 2026, Kalshi's default for new keys since October 1).
+"""Request signing as Kalshi does it: Ed25519 or RSA-PSS, whichever the key is (Ed25519 keys
+since September 2026, Kalshi's default for new keys since October 1).
 
 The message is `timestamp_ms + METHOD + path`, the path taken from the root with no host and no
 query string. An Ed25519 key signs those bytes directly (a 64-byte signature); an RSA key signs

@@ -108,7 +108,7 @@ def auth_hint(reason: str, key_id: str | None = None, key_file: object | None = 
     return KalshiAuthError.HINTS.get(reason, KalshiAuthError.HINTS["unknown"])
 
 
-# error bodies (kalshi-protocol.md §4.7): nested, flat, bare, and the 429 one
+# error bodies: nested, flat, bare, and the 429 one
 
 
 def auth_reason(code: str | None, details: str | None) -> str:
@@ -196,7 +196,7 @@ class ConnectionClosedError(KalshiWebSocketError):
 
 
 class SubscriptionError(KalshiWebSocketError):
-    """An `error` frame from the server. Subclasses name each code of kalshi-protocol.md §3.4."""
+    """An `error` frame from the server. Subclasses name each of Kalshi's documented codes."""
 
     code: ClassVar[int] = 0
     name: ClassVar[str] = "Unknown error"

@@ -667,7 +667,7 @@ def decode_tick(raw: bytes) -> Tick:
 
 
 class Market(msgspec.Struct, frozen=True):
-    """A REST market object (kalshi-protocol.md §4.2), its L1 normalised like a `Tick`."""
+    """A REST market object, its L1 normalised like a `Tick`."""
 
     ticker: str
     event_ticker: str | None = None

@@ -1,7 +1,7 @@
 """A token bucket, and Kalshi's rate-limit tiers: the client's request limiter and the
 simulator's rate limit share the bucket; the tier (KALSHI_RATE_TIER) sizes the client's.
 
-Kalshi counts read tokens, 10 a request by default (kalshi-protocol.md §4.8). Since September
+Kalshi counts read tokens, 10 a request by default. Since September
 2026 Basic still has 200 read tokens/s (20 reads/s), Premier and above have 20% more than
 before, and the Basic and Advanced read buckets hold 3 s of budget; higher tiers hold 1 s.
 """

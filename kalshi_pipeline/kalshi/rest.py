@@ -4,7 +4,7 @@ Every call has connect and read timeouts; 429 and 5xx (and network errors) are r
 capped exponential backoff and full jitter inside a token-bucket limit sized by the account's
 rate-limit tier (KALSHI_RATE_TIER; Basic: 20 reads/s, 3 s of burst). No Accept-Language is sent.
 Kalshi's 429 carries no Retry-After, so the backoff is ours. Error bodies come in three shapes
-(kalshi-protocol.md §4.7) plus the 429 one; all become one exception hierarchy.
+plus the 429 one; all become one exception hierarchy.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Where to connect and with which key: environments `local` (the simulator), `demo`, `prod`.
 
-Read from the environment (design.md §3.7, §4); `.env` in the working directory is read by the
-CLI and by `dagster dev` before this runs. Hosts are Kalshi's current ones (kalshi-protocol.md
-§1.1); `KALSHI_REST_URL` and `KALSHI_WS_URL` override them. `KALSHI_RATE_TIER` sizes the REST
+Read from the environment; `.env` in the working directory is read by the CLI and by `dagster dev`
+before this runs. Hosts are Kalshi's current ones; `KALSHI_REST_URL` and `KALSHI_WS_URL` override
+them. `KALSHI_RATE_TIER` sizes the REST
 limiter; `KALSHI_DEV_KEY_TYPE` chooses the type of a `local` dev key made on first use.
 """
 

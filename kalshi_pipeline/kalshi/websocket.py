@@ -55,7 +55,7 @@ RETIRED_CHANNELS = {
     ),
 }
 UPDATE_ACTIONS = ("add_markets", "delete_markets", "get_snapshot")
-# Kalshi's message limit (kalshi-changes-2026-autumn: "the message limit stays 64 MiB"): a
+# Kalshi's message limit (it stays 64 MiB as of October 2026): a
 # frame, decompressed, up to this size is accepted, so no real message is ever refused.
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 _TICKER_PREFIX = b'{"type":"ticker"'

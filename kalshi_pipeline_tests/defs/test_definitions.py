@@ -1,4 +1,4 @@
-"""The definitions load with the names operators, tests and the UI rely on (design.md §4)."""
+"""The definitions load with the names operators, tests and the UI rely on."""
 
 from __future__ import annotations
 

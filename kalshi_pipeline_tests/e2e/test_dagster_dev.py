@@ -294,7 +294,7 @@ def run_stack(tmp_path: Path, sim: Any = None) -> Iterator[Stack]:
     cmd += ["--dagster-home", str(home)]
     with log.open("wb") as out:
         # Started the way `make run &` from a script starts it: with SIGINT ignored, which every
-        # child would inherit unless `dev` resets it (dagster-notes.md §1.3).
+        # child would inherit unless `dev` resets it.
         proc = subprocess.Popen(
             cmd,
             cwd=ROOT,

@@ -1,5 +1,5 @@
 """Helpers for the protocol layer's simulator tests: waiting with deadlines, and real signers
-that make the mistakes clients make in the wild (kalshi-protocol.md §5.5)."""
+that make the mistakes clients make in the wild."""
 
 from __future__ import annotations
 
@@ -66,7 +66,7 @@ class HeaderDroppingSigner:
 
 
 class QueryStringSigner:
-    """A signer with pitfall 1 of kalshi-protocol.md §5.5: the query string is signed too."""
+    """A signer with the commonest signing mistake: the query string is signed too."""
 
     def __init__(self, signer: Signer) -> None:
         self.signer = signer

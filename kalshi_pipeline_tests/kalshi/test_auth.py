@@ -1,4 +1,4 @@
-"""Request signing and key loading (kalshi-protocol.md §2), for Ed25519 and RSA keys alike."""
+"""Request signing and key loading, for Ed25519 and RSA keys alike."""
 
 from __future__ import annotations
 

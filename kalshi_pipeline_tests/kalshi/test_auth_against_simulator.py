@@ -38,7 +38,7 @@ from kalshi_pipeline_tests.kalshi.support import (
 )
 from kalshi_pipeline_tests.keys import KEY_TYPES, new_private_key, pem_of, write_key
 
-# 401 bodies of kalshi-protocol.md §2.7, as Kalshi's demo service sent them
+# 401 bodies as Kalshi's demo service sent them
 BAD_SIGNATURE = (
     b'{"error":{"code":"authentication_error","message":"authentication_error",'
     b'"details":"INCORRECT_API_KEY_SIGNATURE"}}'

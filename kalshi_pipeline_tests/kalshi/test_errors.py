@@ -1,4 +1,4 @@
-"""Error bodies (kalshi-protocol.md §4.7, §4.8) become typed exceptions users can act on."""
+"""Error bodies become typed exceptions users can act on."""
 
 from __future__ import annotations
 

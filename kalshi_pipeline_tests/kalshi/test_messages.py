@@ -1,4 +1,4 @@
-"""Decoding WebSocket frames into typed records (kalshi-protocol.md §3.3, §3.6, §3.9)."""
+"""Decoding WebSocket frames into typed records."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ from kalshi_pipeline.kalshi.messages import (
     parse_rfc3339_ms,
 )
 
-# verbatim prod frame of kalshi-protocol.md §3.6
+# a verbatim prod ticker frame
 CURRENT_TICKER = (
     b'{"type":"ticker","sid":6,"msg":{"market_id":"4ac7cb26-aacc-420e-860e-5e7f054d8aa8",'
     b'"market_ticker":"KXCRYPTOLEAD15M-26SEP210100-XRP","price_dollars":"0.0100",'
@@ -108,7 +108,7 @@ def test_exchange_time_falls_back_to_seconds_then_to_rfc3339_time() -> None:
     ],
 )
 def test_rfc3339_nano_time_of_a_ticker_frame_decodes_to_milliseconds(time: str) -> None:
-    # `time` is formatted like Go's RFC3339Nano (kalshi-protocol.md §3.6): up to 9 digits
+    # `time` is formatted like Go's RFC3339Nano: up to 9 digits
     assert parse_rfc3339_ms(time) == 1784475900544
     assert decode_frame(ticker_frame(time=time)).exchange_ts_ms == 1784475900544
 
@@ -721,8 +721,8 @@ def test_rest_bodies_that_do_not_decode_raise_frame_decode_error(
     assert caught.value.raw == body
 
 
-# Real data breaks the spec (kalshi-changes-2026-autumn: negative sizes on determined markets,
-# up to 6 decimals); one odd market must never cost the rest of its page.
+# Real data breaks the spec (negative sizes on determined markets, up to 6 decimals); one
+# odd market must never cost the rest of its page.
 
 CURRENT_MARKET = {
     **MARKET,

@@ -1,4 +1,4 @@
-"""The REST limiter per rate-limit tier (kalshi-changes Sep 2026: Basic 20 reads/s, Basic and
+"""The REST limiter per rate-limit tier (since September 2026: Basic 20 reads/s, Basic and
 Advanced buckets hold 3 s of budget), driven by a fake clock so time never decides a pass."""
 
 from __future__ import annotations

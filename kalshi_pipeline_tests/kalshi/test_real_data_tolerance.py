@@ -26,9 +26,9 @@ from kalshi_pipeline.kalshi.messages import (
     decode_tick,
 )
 
-# Fortuna `markets__single.json` (demo, 2026-06), as kalshi-protocol.md §4.2 quotes it, with
+# Fortuna `markets__single.json` (demo, 2026-06), as Kalshi's documentation quotes it, with
 # today's fields: `settlement_bounds_type` and `exchange_index` added, `liquidity_dollars`,
-# `response_price_units` and `fractional_trading_enabled` gone (kalshi-changes-2026-autumn §2).
+# `response_price_units` and `fractional_trading_enabled` gone.
 REAL_MARKET: dict[str, Any] = {
     "can_close_early": True,
     "close_time": "2026-06-25T16:00:00Z",
@@ -66,7 +66,7 @@ REAL_MARKET: dict[str, Any] = {
     "yes_sub_title": "Jimenez",
 }
 
-# the verbatim prod frame of kalshi-protocol.md §3.6, with October's envelope key
+# a verbatim prod ticker frame, with October's envelope key
 REAL_TICKER: dict[str, Any] = {
     "type": "ticker",
     "sid": 6,

@@ -1,4 +1,4 @@
-"""Which environment, which URLs and which key (design.md §4, kalshi-protocol.md §1.1)."""
+"""Which environment, which URLs and which key."""
 
 from __future__ import annotations
 

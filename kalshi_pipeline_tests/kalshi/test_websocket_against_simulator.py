@@ -1,5 +1,5 @@
 """`KalshiWebSocket` against the simulator: commands, every error code, the retired channel,
-and how a connection ends (kalshi-protocol.md §3.2-§3.4, §3.7, §3.10)."""
+and how a connection ends."""
 
 from __future__ import annotations
 

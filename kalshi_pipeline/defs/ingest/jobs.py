@@ -1,6 +1,6 @@
 """Job `kalshi_ingest`: one op that runs the stream engine until the run is terminated.
 
-How it behaves, and why (dagster-notes.md §1):
+How it behaves, and why:
 - `in_process_executor`: the op runs in the run worker itself, so killing the worker leaves no
   orphan writer behind (the multiprocess executor would).
 - The main thread only waits (`time.sleep(1)`, then `engine.check()`); the engine reads and writes

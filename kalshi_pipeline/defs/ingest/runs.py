@@ -1,6 +1,6 @@
 """Facts about `kalshi_ingest` runs shared by the op, the sensors, `status` and `dev`.
 
-Names other code relies on (design.md §4), the statuses that count as "not finished", and how old
+Names other code relies on, the statuses that count as "not finished", and how old
 a run's newest event may be before the run is taken for dead: the op logs an alive line every
 `alive_every_s` (op config), so silence for several of those means the worker is gone.
 """
@@ -43,7 +43,7 @@ ROTATION_DUE = "due"
 SUCCESSOR_OF_TAG = "kalshi/successor_of"
 
 # Listed explicitly: IN_PROGRESS_RUN_STATUSES leaves out QUEUED and NOT_STARTED, and a keep-alive
-# built on it launches a second run while the first waits in the queue (dagster-notes.md §2.1).
+# built on it launches a second run while the first waits in the queue.
 UNFINISHED_NAMES = ("QUEUED", "NOT_STARTED", "STARTING", "STARTED", "CANCELING")
 
 
