@@ -2,8 +2,8 @@
 
 Read from the environment; `.env` in the working directory is read by the CLI and by `dagster dev`
 before this runs. Hosts are Kalshi's current ones; `KALSHI_REST_URL` and `KALSHI_WS_URL` override
-them. `KALSHI_RATE_TIER` sizes the REST
-limiter; `KALSHI_DEV_KEY_TYPE` chooses the type of a `local` dev key made on first use.
+them. `KALSHI_RATE_TIER` sizes the REST limiter; `KALSHI_DEV_KEY_TYPE` chooses the type of a
+`local` dev key made on first use.
 """
 
 from __future__ import annotations
