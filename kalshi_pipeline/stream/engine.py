@@ -163,7 +163,7 @@ class Engine:
             self.landing.sync()
             loaded = self.writer.load_once()
             self.supervisor.tick()
-            if loaded and self.stats.backlog_bytes > 0:
+            if loaded >= self.writer.batch_rows:
                 continue  # catching up: no pause
             self._stop.wait(max(0.0, interval - (time.monotonic() - started)))
 
