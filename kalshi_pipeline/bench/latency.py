@@ -1,10 +1,10 @@
 """Latency at 1,000 ticks/s: tick to stored, and tick to visible to a separate reader process.
 
 The simulator publishes Poisson updates and writes each to its ledger with `emitted_at_ms`. The
-engine runs in its own process with its default flush interval; a reader process polls the
-database with short read-only connections (as an analyst would) and notes when each row first
-became visible. Afterwards each ledger line of the measured window is joined to its `ticks` row
-on market, exchange time and every value.
+engine runs in its own process with its default settings; a reader process polls through the
+warehouse API every `reader_interval_ms` (one client kept for the run, as an analyst's notebook
+would) and notes when each row first became visible. Afterwards each ledger line of the
+measured window is joined to its `ticks` row on market, exchange time and every value.
 """
 
 from __future__ import annotations

@@ -22,9 +22,11 @@ from pathlib import Path
 
 from kalshi_pipeline.warehouse import Client, WarehouseError, connect
 
+# `stored_at >= <constant>` (not `epoch_us(stored_at) >= ?`) lets DuckDB skip the row groups
+# stored before the last poll by their min/max: the poll reads the new rows, not the whole table.
 QUERY = (
     "SELECT landing_segment, landing_offset, market_ticker, epoch_us(stored_at) FROM ticks "
-    "WHERE source = 'websocket' AND epoch_us(stored_at) >= ?"
+    "WHERE source = 'websocket' AND stored_at >= to_timestamp(? / 1000000)"
 )
 
 

@@ -251,6 +251,7 @@ class Writer:
         self._skipped_seen: set[str] = set()  # unreadable objects already recorded
         self._busy_reported = False
         self._positions_known = False
+        self._positions_of: duckdb.DuckDBPyConnection | None = None
         self._pending: _Batch | None = None
         self._cycle = threading.Lock()
         self._closed = False
@@ -288,9 +289,12 @@ class Writer:
             return 0
         batch: _Batch | None = None
         try:
-            self.committed = dict(
-                con.execute("SELECT segment, position FROM landing_positions").fetchall()
-            )
+            if con is not self._positions_of:
+                # read once per owned connection: while it owns the file, nobody else writes them
+                self.committed = dict(
+                    con.execute("SELECT segment, position FROM landing_positions").fetchall()
+                )
+                self._positions_of = con
             self._positions_known = True
             # a batch that failed to commit is committed as it was: decoding again would find
             # the HTTP markets "unchanged" (the change detector has seen them) and drop them
