@@ -46,6 +46,7 @@ from kalshi_pipeline.stream.landing import (
     Record,
     SegmentFile,
     Source,
+    archive_segment,
     list_segments,
     read_records,
 )
@@ -182,6 +183,7 @@ class Writer:
         landing: LandingLog | None = None,
         batch_rows: int = 50_000,
         retention_s: float = 24 * 3600.0,
+        keep_landing: bool = False,
         busy_timeout_s: float = 0.5,
     ) -> None:
         self.owner = owner
@@ -190,6 +192,7 @@ class Writer:
         self.landing = landing
         self.batch_rows = batch_rows
         self.retention_s = retention_s
+        self.keep_landing = keep_landing
         self.busy_timeout_s = busy_timeout_s
         self.committed: dict[str, int] = {}
         self._last_http: dict[str, tuple[Decimal | None, ...]] = {}
@@ -551,8 +554,10 @@ class Writer:
         self.cleanup()
 
     def cleanup(self) -> int:
-        """Remove closed segments that are fully loaded and older than the retention."""
-        removed = 0
+        """Closed segments fully loaded and older than the retention are removed, or with
+        `keep_landing` archived (compressed, kept; one per call, so a cycle never waits for more
+        than one). Returns how many were removed or archived."""
+        done = 0
         now = time.time()
         for seg in self._segments():
             if seg.open:
@@ -565,7 +570,16 @@ class Writer:
                 continue
             if now - st.st_mtime < self.retention_s:
                 continue
+            if self.keep_landing:
+                try:
+                    archive_segment(seg)
+                except FileNotFoundError:
+                    continue  # another writer archived or removed it first
+                except OSError as exc:  # a full disk: the segment stays as it is, loaded
+                    log.warning("cannot archive landing segment %s: %s", seg.path, exc)
+                    return done
+                return done + 1
             with contextlib.suppress(FileNotFoundError):
                 seg.path.unlink()
-                removed += 1
-        return removed
+                done += 1
+        return done
