@@ -161,6 +161,21 @@ def archive_segment(seg: SegmentFile) -> Path:
     return target
 
 
+def remove_stale_archive_files(folder: Path) -> int:
+    """Remove half-written archives (`<name>.seg.zst.<pid>.tmp`) of processes that are gone."""
+    removed = 0
+    for path in folder.glob(f"*{ARCHIVE_SUFFIX}.*.tmp"):
+        try:
+            pid = int(path.name.rsplit(".", 2)[1])
+        except ValueError:
+            continue
+        if pid != os.getpid() and not _pid_alive(pid):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+                removed += 1
+    return removed
+
+
 def _read_at(seg: SegmentFile, start: int, max_bytes: int) -> tuple[bytes, bool]:
     """Up to `max_bytes` from `start` of the segment as written, and whether more follows."""
     if not seg.archived:

@@ -279,7 +279,9 @@ def replay(
                         summary.vanished.append(str(listed.path))
                         break
                     batch = _Batch()
-                    records, nxt, problem = read_records(seg, pos, max_bytes=READ_BYTES)
+                    # an archive is decompressed from its start on every read: read it whole
+                    chunk = sizes[listed.name] + 1 if seg.archived else READ_BYTES
+                    records, nxt, problem = read_records(seg, pos, max_bytes=chunk)
                     end = pos
                     for rec in records:
                         summary.records += 1

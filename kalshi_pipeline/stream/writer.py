@@ -49,6 +49,7 @@ from kalshi_pipeline.stream.landing import (
     archive_segment,
     list_segments,
     read_records,
+    remove_stale_archive_files,
 )
 from kalshi_pipeline.stream.overlap import Engines, Window, in_any
 from kalshi_pipeline.stream.stats import EngineStats
@@ -559,6 +560,8 @@ class Writer:
         than one). Returns how many were removed or archived."""
         done = 0
         now = time.time()
+        if self.keep_landing:
+            remove_stale_archive_files(self.landing_dir)  # left by a crash while archiving
         for seg in self._segments():
             if seg.open:
                 continue

@@ -7,6 +7,8 @@ segments replay the same; bad input is refused naming the input and the fix."""
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,7 @@ from kalshi_pipeline.stream.landing import (
     Kind,
     LandingLog,
     Source,
+    archive_segment,
     list_segments,
 )
 from kalshi_pipeline.stream.replay import ReplayError, replay
@@ -277,3 +280,32 @@ def test_the_feed_resource_and_the_command_line_set_retention_and_keep(tmp_path:
     )
     config = cli.stream_config_from_args(args)
     assert (config.retention_s, config.keep_landing) == (1800, True)
+
+
+def test_a_crash_while_archiving_loses_nothing_and_leaves_no_litter(tmp_path: Path) -> None:
+    landing = tmp_path / "landing"
+    write_log(landing, 120, rotate_bytes=20_000).close()
+    first, second = list_segments(landing)[:2]
+    kept = first.path.read_bytes()
+    archive_segment(first)
+    (landing / first.path.name).write_bytes(kept)  # died after the rename, before the unlink
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        text=True,
+        capture_output=True,
+        check=True,
+    ).stdout.strip()
+    stale = landing / f"{second.name}{ARCHIVE_SUFFIX}.{dead}.tmp"
+    stale.write_bytes(b"half an archive")  # died while compressing
+    listed = list_segments(landing, archived=True)
+    assert [s.name for s in listed].count(first.name) == 1
+    db = tmp_path / "r.duckdb"
+    assert replay(landing, db).ticks == 120
+    with Owner(db) as owner:
+        writer = Writer(owner, landing, retention_s=0, keep_landing=True)
+        writer.committed = {s.name: s.path.stat().st_size for s in list_segments(landing)}
+        while writer.cleanup():
+            pass
+    assert not stale.exists()
+    assert list_segments(landing) == []
+    assert replay(landing, tmp_path / "again.duckdb").ticks == 120
