@@ -309,3 +309,27 @@ def test_a_crash_while_archiving_loses_nothing_and_leaves_no_litter(tmp_path: Pa
     assert not stale.exists()
     assert list_segments(landing) == []
     assert replay(landing, tmp_path / "again.duckdb").ticks == 120
+
+
+def test_replaying_the_folder_of_a_running_stream_leaves_it_undisturbed(
+    sim_factory: Any, engines: Any, tmp_path: Path
+) -> None:
+    sim = sim_factory(markets=100, rate=100)
+    live_db = tmp_path / "live" / "k.duckdb"
+    config = config_for(sim, live_db)
+    engine = engines(config)
+    wait_for(lambda: engine.stats.ticks_stored_ws >= 300, timeout=60, what="300 ticks stored")
+    db = tmp_path / "r.duckdb"
+    first = replay(config.landing, db)
+    assert first.ticks_websocket >= 300 and len(first.still_open) == 1
+    before = engine.stats.ticks_stored_ws
+    wait_for(
+        lambda: engine.stats.ticks_stored_ws >= before + 300,
+        timeout=60,
+        what="the stream storing on after the replay",
+    )
+    assert engine.stop()
+    assert engine.stats.parse_errors == 0
+    rest = replay(config.landing, db, resume=True)
+    assert rest.ticks_websocket >= 300 and not rest.still_open
+    assert rows(db) == rows(live_db)
