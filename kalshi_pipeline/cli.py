@@ -346,6 +346,13 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     except (ReplayError, WarehouseError) as exc:
         print(f"kalshi-pipeline replay: {exc}", file=sys.stderr)
         code = 2
+    except KeyboardInterrupt:
+        print(
+            f"\nkalshi-pipeline replay: interrupted; what was stored stays in {args.database}, "
+            "and the same command with --resume continues",
+            file=sys.stderr,
+        )
+        code = 130
     else:
         if tty and not args.quiet:
             print(file=sys.stderr)

@@ -35,6 +35,7 @@ from kalshi_pipeline.stream.writer import Writer, _Batch
 from kalshi_pipeline.warehouse import WarehouseBusyError
 from kalshi_pipeline.warehouse.loads import commit
 from kalshi_pipeline.warehouse.owner import Owner
+from kalshi_pipeline.warehouse.paths import check_database_path
 from kalshi_pipeline.warehouse.replayed import landing_positions, rows_held
 
 READ_BYTES = 8 * 1024 * 1024
@@ -250,6 +251,7 @@ def replay(
         raise ReplayError(
             f"--database {database} is inside the landing folder {landing}; put it elsewhere"
         )
+    check_database_path(database)  # a folder, /proc, no write access: refused, with the fix
     owner = _open_database(database, resume)
     summary = ReplaySummary()
     stats = EngineStats()

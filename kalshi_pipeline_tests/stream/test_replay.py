@@ -28,7 +28,7 @@ from kalshi_pipeline.stream.landing import (
     archive_segment,
     list_segments,
 )
-from kalshi_pipeline.stream.replay import ReplayError, replay
+from kalshi_pipeline.stream.replay import Progress, ReplayError, replay
 from kalshi_pipeline.stream.writer import Writer
 from kalshi_pipeline.warehouse.owner import Owner
 from kalshi_pipeline_tests.helpers import wait_for
@@ -333,3 +333,27 @@ def test_replaying_the_folder_of_a_running_stream_leaves_it_undisturbed(
     rest = replay(config.landing, db, resume=True)
     assert rest.ticks_websocket >= 300 and not rest.still_open
     assert rows(db) == rows(live_db)
+
+
+def test_an_interrupted_replay_keeps_what_it_stored_and_resume_completes_it(
+    tmp_path: Path,
+) -> None:
+    landing = tmp_path / "landing"
+    write_log(landing, 3000, rotate_bytes=100_000).close()
+    db = tmp_path / "r.duckdb"
+
+    def interrupt(progress: Progress) -> None:
+        assert 0 < progress.percent < 100 and progress.records > 0
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        replay(landing, db, batch_rows=500, on_progress=interrupt)
+    stored = ticks(db)  # the owner closed the file; the first batch stays stored
+    assert 0 < stored <= 500
+    assert replay(landing, db, resume=True).ticks == 3000 - stored
+    con = duckdb.connect(str(db), read_only=True)
+    distinct = con.execute(
+        "SELECT count(DISTINCT (landing_segment, landing_offset)) FROM ticks"
+    ).fetchone()
+    con.close()
+    assert distinct == (3000,)
