@@ -316,8 +316,9 @@ def test_replaying_the_folder_of_a_running_stream_leaves_it_undisturbed(
 ) -> None:
     sim = sim_factory(markets=100, rate=100)
     live_db = tmp_path / "live" / "k.duckdb"
-    config = config_for(sim, live_db)
+    config = config_for(sim, live_db, keep_landing=True)
     engine = engines(config)
+    assert engine.writer.keep_landing  # the setting reaches the stream's writer
     wait_for(lambda: engine.stats.ticks_stored_ws >= 300, timeout=60, what="300 ticks stored")
     db = tmp_path / "r.duckdb"
     first = replay(config.landing, db)
