@@ -154,7 +154,7 @@ def archive_segment(seg: SegmentFile) -> Path:
         os.utime(tmp, ns=(st.st_atime_ns, st.st_mtime_ns))
         os.replace(tmp, target)
     except BaseException:
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(OSError):
             tmp.unlink()
         raise
     seg.path.unlink(missing_ok=True)

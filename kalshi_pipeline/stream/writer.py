@@ -194,6 +194,7 @@ class Writer:
         self.batch_rows = batch_rows
         self.retention_s = retention_s
         self.keep_landing = keep_landing
+        self._archive_retry_at = 0.0  # after a failed archive (a full disk), wait a minute
         self.busy_timeout_s = busy_timeout_s
         self.committed: dict[str, int] = {}
         self._last_http: dict[str, tuple[Decimal | None, ...]] = {}
@@ -574,12 +575,17 @@ class Writer:
             if now - st.st_mtime < self.retention_s:
                 continue
             if self.keep_landing:
+                if time.monotonic() < self._archive_retry_at:
+                    return done
                 try:
                     archive_segment(seg)
                 except FileNotFoundError:
                     continue  # another writer archived or removed it first
                 except OSError as exc:  # a full disk: the segment stays as it is, loaded
-                    log.warning("cannot archive landing segment %s: %s", seg.path, exc)
+                    log.warning(
+                        "cannot archive landing segment %s (kept as it is): %s", seg.path, exc
+                    )
+                    self._archive_retry_at = time.monotonic() + 60.0
                     return done
                 return done + 1
             with contextlib.suppress(FileNotFoundError):

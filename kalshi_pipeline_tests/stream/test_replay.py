@@ -7,6 +7,7 @@ segments replay the same; bad input is refused naming the input and the fix."""
 from __future__ import annotations
 
 import math
+import os
 import subprocess
 import sys
 from collections import Counter
@@ -358,3 +359,19 @@ def test_an_interrupted_replay_keeps_what_it_stored_and_resume_completes_it(
     ).fetchone()
     con.close()
     assert distinct == (3000,)
+
+
+def test_a_segment_that_cannot_be_archived_stays_as_it_is_and_replays(tmp_path: Path) -> None:
+    landing = tmp_path / "landing"
+    write_log(landing, 100).close()
+    (seg,) = list_segments(landing)
+    # the archive cannot be written (as on a full disk): its temporary name is taken by a folder
+    (landing / f"{seg.name}{ARCHIVE_SUFFIX}.{os.getpid()}.tmp").mkdir()
+    with Owner(tmp_path / "live.duckdb") as owner:
+        writer = Writer(owner, landing, retention_s=0, keep_landing=True)
+        writer.committed = {seg.name: seg.path.stat().st_size}
+        assert writer.cleanup() == 0
+        assert writer.cleanup() == 0  # not tried again at once
+    assert list_segments(landing) == [seg]
+    assert list_segments(landing, archived=True) == [seg]
+    assert replay(landing, tmp_path / "r.duckdb").ticks == 100
