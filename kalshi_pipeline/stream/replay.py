@@ -57,7 +57,8 @@ class Progress:
 
     @property
     def percent(self) -> float:
-        return 100.0 * self.bytes_done / self.bytes_total if self.bytes_total else 100.0
+        # a live segment grows while it is read: never more than 100
+        return min(100.0, 100.0 * self.bytes_done / self.bytes_total) if self.bytes_total else 100.0
 
     @property
     def records_per_s(self) -> float:
