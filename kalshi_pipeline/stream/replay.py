@@ -7,7 +7,10 @@ first, with a decoder of its own, as each run had its own writer. Rows are decod
 `Writer._decode` and stored by the same `warehouse.loads.commit`, with the landing positions, so
 the tables equal the live run's except for the times of storing (`stored_at`, `updated_at` of
 events, `wire_traffic`) and the few feed events the writer makes at load time (`landing_damaged`,
-a batch's count of parse errors beyond the first 200).
+a batch's count of parse errors beyond the first 200). One difference can remain: the tail a
+crashed run left unloaded was loaded live by its successor's writer, with a fresh decoder, and is
+replayed with the crashed run's, so polled observations just before a crash may be stored
+differently (the HTTP change detector's state differs).
 
 The log is only read: a stream still landing into the folder is not disturbed; its open
 segments are read up to their last whole record, and the summary says so.
