@@ -18,8 +18,8 @@ segments are read up to their last whole record, and the summary says so.
 
 from __future__ import annotations
 
+import contextlib
 import math
-import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -39,7 +39,7 @@ from kalshi_pipeline.warehouse import WarehouseBusyError
 from kalshi_pipeline.warehouse.loads import commit
 from kalshi_pipeline.warehouse.owner import Owner
 from kalshi_pipeline.warehouse.paths import check_database_path
-from kalshi_pipeline.warehouse.replayed import landing_positions, rows_held
+from kalshi_pipeline.warehouse.replayed import held, landing_positions, rows_held
 
 READ_BYTES = 8 * 1024 * 1024
 BATCH_ROWS = 50_000
@@ -172,12 +172,6 @@ def _current(seg: SegmentFile) -> SegmentFile | None:
     return None
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _check_landing(landing: Path) -> list[SegmentFile]:
     if not landing.exists():
         raise ReplayError(
@@ -204,26 +198,13 @@ def _in_range(seg: SegmentFile, from_ns: int | None, to_ns: int | None) -> bool:
     return not (from_ns is not None and _mtime_ns(seg) < from_ns)
 
 
-def _open_database(database: Path, resume: bool) -> Owner:
-    owner = Owner(database, port=_free_port())
-    try:
-        con = owner.connection(timeout_s=2.0)
-    except WarehouseBusyError:
-        raise ReplayError(
-            f"the database {database} is held by another process (a running stream?); replay "
-            "into a new file: give --database a path that does not exist yet"
-        ) from None
-    if not resume:
-        held = rows_held(con)
-        if held:
-            owner.close()
-            what = ", ".join(f"{n:,} rows in {t}" for t, n in held.items())
-            raise ReplayError(
-                f"the database {database} is not empty ({what}); replay writes into a fresh "
-                "database: give --database a new path, or add --resume to continue a replay of "
-                "this log that stopped (records it holds already are skipped)"
-            )
-    return owner
+def _refuse_held(database: Path, held_rows: dict[str, int]) -> None:
+    what = ", ".join(f"{n:,} rows in {t}" for t, n in held_rows.items())
+    raise ReplayError(
+        f"the database {database} is not empty ({what}); replay writes into a fresh "
+        "database: give --database a new path, or add --resume to continue a replay of "
+        "this log that stopped (records it holds already are skipped)"
+    )
 
 
 def replay(
@@ -256,12 +237,20 @@ def replay(
             f"--database {database} is inside the landing folder {landing}; put it elsewhere"
         )
     check_database_path(database)  # a folder, /proc, no write access: refused, with the fix
-    owner = _open_database(database, resume)
     summary = ReplaySummary()
     stats = EngineStats()
     started = time.perf_counter()
-    try:
-        con = owner.connection()
+    with contextlib.ExitStack() as stack:
+        try:
+            con = stack.enter_context(held(database))
+        except WarehouseBusyError:
+            raise ReplayError(
+                f"the database {database} is held by another process (a running stream?); "
+                "replay into a new file: give --database a path that does not exist yet"
+            ) from None
+        stack.callback(lambda: setattr(summary, "seconds", time.perf_counter() - started))
+        if not resume and (held_rows := rows_held(con)):
+            _refuse_held(database, held_rows)
         committed = landing_positions(con)
         windows = Engines().windows(every)  # as the live writer saw them: no engine alive
         sizes = {s.name: segment_size(s) for s in chosen}
@@ -270,7 +259,10 @@ def replay(
         runs = runs_of(chosen)
         summary.runs = len(runs)
         for run in runs:
-            decoder = Writer(owner, landing, stats, batch_rows=batch_rows, retention_s=math.inf)
+            # the decoder never opens its owner: this function stores what it decodes
+            decoder = Writer(
+                Owner(database), landing, stats, batch_rows=batch_rows, retention_s=math.inf
+            )
             decoder._windows = windows
             for listed in run:
                 summary.segments += 1
@@ -326,9 +318,6 @@ def replay(
                             Progress(done, total, summary.records, time.perf_counter() - started)
                         )
         summary.parse_errors = stats.parse_errors
-    finally:
-        summary.seconds = time.perf_counter() - started
-        owner.close()
     return summary
 
 

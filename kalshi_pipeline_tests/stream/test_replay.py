@@ -375,3 +375,28 @@ def test_a_segment_that_cannot_be_archived_stays_as_it_is_and_replays(tmp_path: 
     assert list_segments(landing) == [seg]
     assert list_segments(landing, archived=True) == [seg]
     assert replay(landing, tmp_path / "r.duckdb").ticks == 100
+
+
+def test_a_database_another_process_holds_is_refused(tmp_path: Path) -> None:
+    landing = tmp_path / "landing"
+    write_log(landing, 10).close()
+    db = tmp_path / "held.duckdb"
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from pathlib import Path; "
+            "from kalshi_pipeline.warehouse.replayed import held\n"
+            "with held(Path(sys.argv[1])):\n    print('held', flush=True); time.sleep(120)",
+            str(db),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        with pytest.raises(ReplayError, match=r"held\.duckdb is held by another process"):
+            replay(landing, db)
+    finally:
+        holder.kill()
+        holder.wait()
