@@ -138,6 +138,7 @@ class Engine:
             landing=self.landing,
             batch_rows=cfg.flush_rows,
             retention_s=cfg.retention_s,
+            keep_landing=cfg.keep_landing,
         )
         self.poller = Poller(cfg, self.landing, self.stats, self.events)
         self.supervisor = Supervisor(
