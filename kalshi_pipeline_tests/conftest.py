@@ -105,17 +105,3 @@ def sim_factory(kalshi_home: Path, tmp_path: Path) -> Iterator[Callable[..., Any
     for sim in started:
         sim.__exit__(None, None, None)
 
-
-# Files in the order they should start: `make test` runs them on 3 workers, one file per worker at
-# a time (`--dist loadfile`), handed out in collection order (`--no-loadscope-reorder`). The
-# minutes-long files (a real `dagster dev` each, the bench at a tiny scale, the stream scenarios)
-# start first, one per worker, so none of them is left to run alone at the end.
-_FIRST = ("e2e", "bench", "stream", "simulator", "reports", "kalshi", "warehouse", "defs")
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    def rank(item: pytest.Item) -> int:
-        folder = item.path.parent.name
-        return _FIRST.index(folder) if folder in _FIRST else len(_FIRST)
-
-    items.sort(key=rank)  # stable: each file keeps its own order

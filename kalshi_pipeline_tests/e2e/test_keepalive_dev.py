@@ -1,6 +1,9 @@
 """End to end: the keep-alive sensor under a real `kalshi-pipeline dev`, driven through GraphQL.
 
-A Launchpad launch that fails before streaming (`environment: prod` without credentials) is not
+A Launchpad run with a short `rotate_after_s` takes over from the sensor's run, then rotates: the
+sensor starts its successor and it hands over, each old run ending SUCCESS; every tick the
+simulator sent on any connection is stored exactly once (the simulator's ledger). Then a
+Launchpad launch that fails before streaming (`environment: prod` without credentials) is not
 what the sensor relaunches when the working stream is later terminated: the stream comes back in
 the mode that worked within 60 s. Then the run worker is SIGKILLed together with the code server
 that launched it (nothing is left that could report the run failed): `dev` reloads the code
@@ -15,22 +18,28 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
 
-from kalshi_pipeline_tests.e2e.test_dagster_dev import (  # noqa: F401 (the fixture)
+from kalshi_pipeline_tests.e2e.test_dagster_dev import (
     LOGS_QUERY,
     ROOT,
+    Run,
     Stack,
     _tail,
-    stack,
+    run_stack,
 )
 from kalshi_pipeline_tests.helpers import down_intervals, query, wait_for
+from kalshi_pipeline_tests.stream.support import settle_and_compare
 
 pytestmark = pytest.mark.e2e
 
 PROD_CONFIG = {"resources": {"kalshi_feed": {"config": {"environment": "prod"}}}}
+ROTATING_CONFIG = {"ops": {"stream_ticks": {"config": {"rotate_after_s": 10}}}}
 BACK_WITHIN_S = 60.0
 
 
@@ -48,9 +57,26 @@ def _run_failed_rows(dev: Stack) -> list[str]:
     ]
 
 
-def test_a_failed_launch_is_not_relaunched_and_a_dead_worker_tree_is_replaced(
-    stack: Stack,  # noqa: F811 (the fixture imported above)
+@pytest.fixture
+def ledgered(tmp_path: Path, sim_factory: Any) -> Iterator[tuple[Stack, Any]]:
+    """`kalshi-pipeline dev` streaming from a simulator that keeps a ledger of what it sent."""
+    sim = sim_factory(markets=200, rate=100)
+    with run_stack(tmp_path, sim) as stack:
+        yield stack, sim
+
+
+def _successor_of(stack: Stack, run_id: str) -> Run | None:
+    for run in stack.runs():
+        if run.tags.get("kalshi/successor_of") == run_id and run.status == "STARTED":
+            return run
+    return None
+
+
+@pytest.mark.timeout(600)  # one stack for all of it: about 4 minutes on an idle machine
+def test_rotation_hands_over_a_failed_launch_is_not_relaunched_a_dead_worker_is_replaced(
+    ledgered: tuple[Stack, Any],
 ) -> None:
+    stack, sim = ledgered
     wait_for(
         lambda: (
             "kalshi_pipeline is up" in stack.log.read_text(errors="replace")
@@ -60,12 +86,33 @@ def test_a_failed_launch_is_not_relaunched_and_a_dead_worker_tree_is_replaced(
         what="kalshi-pipeline dev to be up",
     )
     assert stack.proc.poll() is None, _tail(stack.log)
-    first = stack.wait_sensor_run(None, timeout=150)
+    sensors_run = stack.wait_sensor_run(None, timeout=150)
     wait_for(
         lambda: stack.db.exists() and stack.ticks_since("websocket", 0) > 0,
         timeout=60,
         what="websocket ticks in DuckDB",
     )
+
+    # A run that rotates after 10 s takes over; at rotation the sensor starts its successor.
+    rotating = stack.launch(ROTATING_CONFIG)
+    stack.handed_over(sensors_run.run_id, rotating)
+    successor = wait_for(
+        lambda: _successor_of(stack, rotating), timeout=120, what=f"the successor of {rotating}"
+    )
+    assert "kalshi/shard" not in successor.tags
+    stack.handed_over(rotating, successor.run_id, timeout=120)
+    overlap = stack.overlap_s("websocket", successor.run_id, time.time() - 120)
+    assert overlap > 0, f"a gap of {-overlap:.1f}s at rotation"
+    # back to the default config (a takeover too) before the successor's own rotation is due
+    first = stack.run(stack.launch({}))
+    stack.handed_over(successor.run_id, first.run_id)
+    # every tick the simulator sent, on any of the four runs' connections, stored exactly once
+    expected, stored = settle_and_compare(sim, stack.db, None)
+    doubled = sum(n - 1 for n in stored.values() if n > 1)
+    missing = sum((expected - stored).values())
+    assert (doubled, missing) == (0, 0), f"{doubled} stored twice, {missing} never stored"
+    assert down_intervals(stack.db) == [], "coverage shows the feed down across the handovers"
+    sim.set_faults()  # the exchange moves again
 
     # A Launchpad launch for prod without credentials fails before streaming; the stream goes on.
     prod_id = stack.client.submit_job_execution(
