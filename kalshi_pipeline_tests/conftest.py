@@ -104,4 +104,3 @@ def sim_factory(kalshi_home: Path, tmp_path: Path) -> Iterator[Callable[..., Any
     yield start
     for sim in started:
         sim.__exit__(None, None, None)
-
