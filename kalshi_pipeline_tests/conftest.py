@@ -96,6 +96,9 @@ def sim_factory(kalshi_home: Path, tmp_path: Path) -> Iterator[Callable[..., Any
         kwargs.setdefault("seed", 7)
         if kwargs.pop("with_ledger", True):
             kwargs.setdefault("ledger", tmp_path / f"ledger-{len(started)}.jsonl")
+        # the book's changes away from the top, which the ticker tests never see, kept few: the
+        # whole suite shares two cores (the order-book tests set their own depth)
+        kwargs.setdefault("extra_args", ["--book-depth-events", "0.3"])
         sim = SimulatorProcess(**kwargs)
         sim.__enter__()
         started.append(sim)

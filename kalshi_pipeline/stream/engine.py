@@ -72,7 +72,7 @@ class Engine:
         self.predecessor: int | None = None  # pid of the owner this engine waits to succeed
         self._waiting_since: float | None = None
         self._requested_at: float | None = None
-        self._stall_said = False
+        self.stall_reported = False  # `handover_stalled` recorded
         self.stats = EngineStats()
         self.warehouse = Warehouse(config.database)
         self.owner = Owner(config.database)
@@ -295,8 +295,8 @@ class Engine:
                 self.finished = f"superseded by pid {endpoint.pid}, which took over first"
                 return
             self.predecessor, self._requested_at = endpoint.pid, None
-        if self.handover_stalled and not self._stall_said:
-            self._stall_said = True
+        if self.handover_stalled and not self.stall_reported:
+            self.stall_reported = True
             self.events.emit(
                 "engine",
                 "handover_stalled",
