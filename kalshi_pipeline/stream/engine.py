@@ -275,14 +275,14 @@ class Engine:
                     f"took over the warehouse from pid {self.predecessor} after {waited:.1f}s "
                     "of receiving side by side",
                 )
-            req = handover.pending_for(db, self.started_at)
+            req = handover.newer_than(db, self.started_at)
             if req is not None:
                 self.finished = f"handed over to {req.describe()}"
                 log.info("%s asks for the warehouse: handing over", req.describe())
             return
         if self._waiting_since is None:
             return  # not a successor: the file is held by someone else (the writer retries)
-        newer = handover.superseded_by(db, self.started_at)
+        newer = handover.newer_than(db, self.started_at)
         if newer is not None:
             self.finished = f"superseded by {newer.describe()} before taking over"
             return

@@ -17,6 +17,7 @@ import pytest
 from kalshi_pipeline.stream.landing import Kind, list_segments, read_records
 from kalshi_pipeline.warehouse.paths import landing_folder
 from kalshi_pipeline_tests.helpers import (
+    Holder,
     down_intervals,
     feed_events,
     free_port,
@@ -224,25 +225,14 @@ def test_an_owner_that_never_answers_is_reported_and_nothing_waits_on_it(
         "owner.connection(timeout_s=30)\n"
         "print('serving', flush=True); sys.stdin.readline(); owner.close()\n"
     )
-    holder = subprocess.Popen(
-        [sys.executable, "-c", hold, str(db)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert holder.stdout is not None and holder.stdout.readline().strip() == "serving"
+    with Holder(hold, db) as holder:
+        assert holder.ready == "serving"
         engine = engines(config_for(sim, db, handover_stall_s=2))
         assert engine.predecessor == holder.pid
         wait_for(lambda: engine.stall_reported, timeout=60, what="the stalled handover recorded")
         wait_for(lambda: engine.stats.backlog_bytes > 10_000, timeout=60, what="a backlog")
         assert engine.stats.ticks_stored == 0  # the owner holds the file: nothing stored yet
-        assert holder.stdin is not None
-        holder.stdin.write("\n")  # the old owner goes
-        holder.stdin.flush()
-        holder.wait(timeout=60)
-    finally:
-        holder.kill()
+        holder.release()  # the old owner goes
     wait_for(lambda: engine.stats.ticks_stored > 0, timeout=60, what="the successor storing")
 
     def kinds() -> set[str]:
