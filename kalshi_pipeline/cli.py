@@ -61,7 +61,21 @@ def _add_stream(sub: Any) -> None:
     p.add_argument("--env", choices=["local", "demo", "prod"], help="Kalshi environment")
     p.add_argument("--rest-url", help="override KALSHI_REST_URL")
     p.add_argument("--ws-url", help="override KALSHI_WS_URL")
-    p.add_argument("--retention-hours", type=float, help="keep loaded landing segments (24)")
+    p.add_argument(
+        "--retention-hours",
+        type=float,
+        metavar="H",
+        help="loaded landing segments older than H hours are removed (24), or archived with "
+        "--keep-landing",
+    )
+    p.add_argument(
+        "--keep-landing",
+        dest="keep_landing",
+        action="store_true",
+        default=None,
+        help="archive loaded landing segments (zstd, .seg.zst) after the retention instead of "
+        "removing them; `kalshi-pipeline replay` reads them",
+    )
     p.add_argument(
         "--handover-timeout",
         dest="handover_timeout_s",
@@ -94,6 +108,7 @@ def stream_config_from_args(args: argparse.Namespace) -> Any:
         flush_interval_ms=args.flush_interval_ms,
         requests_per_s=args.requests_per_s,
         retention_s=args.retention_hours * 3600 if args.retention_hours is not None else None,
+        keep_landing=getattr(args, "keep_landing", None),
         handover_timeout_s=getattr(args, "handover_timeout_s", None),
         scope=Scope.of(_split(args.series), _split(args.events), _split(args.tickers)),
         kalshi=kalshi,
@@ -277,6 +292,79 @@ def _cmd_shell(args: argparse.Namespace) -> int:
         return 2
 
 
+def _add_replay(sub: Any) -> None:
+    p = sub.add_parser(
+        "replay",
+        help="load a recorded landing log into a fresh database, through the same decoder",
+        description="Feed a recorded landing log (or the records of it received between --from "
+        "and --to) through the stream's decoder into a fresh DuckDB file: the same ticks, "
+        "markets, events, feed events and polling passes the live run stored. The log is only "
+        "read; a stream still writing it is not disturbed.",
+    )
+    p.add_argument("--landing", type=Path, required=True, help="the landing folder to replay")
+    p.add_argument("--database", type=Path, required=True, help="the DuckDB file to fill (new)")
+    p.add_argument("--from", dest="from_time", metavar="TIME", help="received at or after (UTC)")
+    p.add_argument("--to", dest="to_time", metavar="TIME", help="received before (ISO 8601, UTC)")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue a replay into this database that stopped (what it holds is skipped)",
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress line")
+    p.set_defaults(func=_cmd_replay)
+
+
+def _cmd_replay(args: argparse.Namespace) -> int:
+    from kalshi_pipeline.stream.replay import Progress, ReplayError, parse_time, replay
+    from kalshi_pipeline.warehouse import WarehouseError
+
+    tty = sys.stderr.isatty()
+    last = {"t": 0.0}
+
+    def progress(p: Progress) -> None:
+        now = time.monotonic()
+        if args.quiet or (not tty and now - last["t"] < 10):
+            return
+        last["t"] = now
+        line = (
+            f"{p.percent:5.1f} % of {p.bytes_total / 2**20:,.1f} MiB | "
+            f"{p.records:>11,} records | {p.records_per_s:9,.0f} records/s"
+        )
+        print(("\r" + line) if tty else line, end="" if tty else "\n", file=sys.stderr, flush=True)
+
+    try:
+        from_ns = parse_time(args.from_time, "--from") if args.from_time else None
+        to_ns = parse_time(args.to_time, "--to") if args.to_time else None
+        summary = replay(
+            args.landing,
+            args.database,
+            from_ns=from_ns,
+            to_ns=to_ns,
+            resume=args.resume,
+            on_progress=progress,
+        )
+    except (ReplayError, WarehouseError) as exc:
+        print(f"kalshi-pipeline replay: {exc}", file=sys.stderr)
+        code = 2
+    except KeyboardInterrupt:
+        print(
+            f"\nkalshi-pipeline replay: interrupted; what was stored stays in {args.database}, "
+            "and the same command with --resume continues",
+            file=sys.stderr,
+        )
+        code = 130
+    else:
+        if tty and not args.quiet:
+            print(file=sys.stderr)
+        for line in summary.lines():
+            print(line, file=sys.stderr)
+        print(f"into {args.database}", file=sys.stderr)
+        code = 1 if summary.damaged else 0
+    if getattr(args, "own_process", False):
+        exit_without_teardown(code)  # the replay's owner served Quack: skip DuckDB's teardown
+    return code
+
+
 def _add_delegated(sub: Any, name: str, module: str, help_text: str) -> None:
     """A subcommand whose flags and body live in their own module (imported when used)."""
     import importlib
@@ -310,6 +398,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_sql(sub)
     _add_shell(sub)
+    _add_replay(sub)
     _add_delegated(
         sub,
         "bench",

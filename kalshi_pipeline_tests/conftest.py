@@ -96,6 +96,9 @@ def sim_factory(kalshi_home: Path, tmp_path: Path) -> Iterator[Callable[..., Any
         kwargs.setdefault("seed", 7)
         if kwargs.pop("with_ledger", True):
             kwargs.setdefault("ledger", tmp_path / f"ledger-{len(started)}.jsonl")
+        # the book's changes away from the top, which the ticker tests never see, kept few: the
+        # whole suite shares two cores (the order-book tests set their own depth)
+        kwargs.setdefault("extra_args", ["--book-depth-events", "0.3"])
         sim = SimulatorProcess(**kwargs)
         sim.__enter__()
         started.append(sim)
@@ -104,3 +107,19 @@ def sim_factory(kalshi_home: Path, tmp_path: Path) -> Iterator[Callable[..., Any
     yield start
     for sim in started:
         sim.__exit__(None, None, None)
+
+
+# Files in the order they start: `make test` runs them on 3 workers, one file per worker at a
+# time (`--dist loadfile`), handed out in collection order (`--no-loadscope-reorder`; by default
+# xdist starts files with the most tests first, which left the minutes-long single-test files, a
+# real `dagster dev` each, to run alone at the end). Those start first, beside the quick unit
+# tests; the stream scenarios, many and each a few seconds, fill the end evenly.
+_ORDER = ("e2e", "bench", "kalshi", "defs", "warehouse", "reports", "simulator", "stream")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        folder = item.path.parent.name
+        return _ORDER.index(folder) if folder in _ORDER else len(_ORDER)
+
+    items.sort(key=rank)  # stable: each file keeps its own order

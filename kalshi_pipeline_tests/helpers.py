@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -89,3 +91,36 @@ def down_intervals(db: Path, since_kind: str = "subscribe") -> list[Any]:
         assert since is not None, f"no {since_kind} event"
         intervals = coverage_intervals(con, since=since, stream_alive=stream_serving(db))
     return [iv for iv in intervals if iv.state == "down"]
+
+
+class Holder:
+    """Another process that holds `db` (its Python `code` prints one line once it does) until
+    `release()`: an analyst's plain DuckDB, an owner of an older version."""
+
+    def __init__(self, code: str, db: Path) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", code, str(db)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.proc.stdout is not None
+        self.ready = self.proc.stdout.readline().strip()
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def release(self) -> None:
+        """Tell it to let go, and wait until it has."""
+        assert self.proc.stdin is not None
+        self.proc.stdin.write("\n")
+        self.proc.stdin.flush()
+        self.proc.wait(timeout=60)
+
+    def __enter__(self) -> Holder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.proc.kill()
+        self.proc.wait(timeout=60)

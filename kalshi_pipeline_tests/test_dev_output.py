@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
-import dagster as dg
-import pytest
-
-from kalshi_pipeline.definitions import defs
 from kalshi_pipeline.dev_output import FOLDED, fold_stack_traces, pump
 from kalshi_pipeline_tests.defs.conftest import stream_run_config
 
@@ -21,26 +18,45 @@ def _fold(text: str) -> str:
     return b"".join(fold_stack_traces(io.BytesIO(text.encode()).readlines())).decode()
 
 
+# A failed run, in a process of its own: its stderr is what `dagster dev` shows, with nothing
+# from other tests' threads mixed in.
+_FAILED_RUN = """
+import json, sys
+import dagster as dg
+from kalshi_pipeline.definitions import defs
+with dg.instance_for_test() as instance:
+    result = defs.resolve_job_def("kalshi_ingest").execute_in_process(
+        run_config=json.loads(sys.argv[1]), instance=instance, raise_on_error=False
+    )
+sys.exit(0 if not result.success else 3)
+"""
+
+
 def test_a_failed_runs_output_keeps_its_reason_and_drops_its_stack(
-    sim_factory: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: Any
+    sim_factory: Any, tmp_path: Path
 ) -> None:
-    for var in list(os.environ):  # no key, key file or URL from elsewhere: demo has no credentials
-        if var.startswith("KALSHI_") and var not in ("KALSHI_HOME", "KALSHI_WAREHOUSE_PORT"):
-            monkeypatch.delenv(var)
+    # no key, key file or URL from elsewhere: demo has no credentials
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("KALSHI_") or k in ("KALSHI_HOME", "KALSHI_WAREHOUSE_PORT")
+    }
     sim = sim_factory(markets=20, rate=5, with_ledger=False)
-    with dg.instance_for_test() as instance:
-        result = defs.resolve_job_def("kalshi_ingest").execute_in_process(
-            run_config=stream_run_config(sim, tmp_path / "k.duckdb", feed={"environment": "demo"}),
-            instance=instance,
-            raise_on_error=False,
-        )
-    assert not result.success
-    raw = capfd.readouterr().err
-    assert "Stack Trace:" in raw  # what Dagster prints for every failure event
+    config = stream_run_config(sim, tmp_path / "k.duckdb", feed={"environment": "demo"})
+    run = subprocess.run(
+        [sys.executable, "-c", _FAILED_RUN, json.dumps(config)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]  # the run failed, as it should
+    raw = run.stderr
+    assert "Stack Trace:" in raw, raw[-3000:]  # what Dagster prints for every failure event
     shown = _fold(raw)
-    assert "Stack Trace:" not in shown and '  File "' not in shown
-    assert "STEP_FAILURE" in shown and "RUN_FAILURE" in shown
-    assert "KALSHI_ENV=demo needs credentials" in shown  # the error's own message stays
+    assert "Stack Trace:" not in shown and '  File "' not in shown, shown[-3000:]
+    assert "STEP_FAILURE" in shown and "RUN_FAILURE" in shown, shown[-3000:]
+    assert "KALSHI_ENV=demo needs credentials" in shown, shown[-3000:]  # the message stays
     assert FOLDED.decode() in shown
     assert len(shown.splitlines()) < len(raw.splitlines()) - 20
 

@@ -26,5 +26,5 @@ def test_cli_lists_its_commands() -> None:
     exe = Path(sys.executable).with_name("kalshi-pipeline")
     result = subprocess.run([str(exe), "--help"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0
-    for command in ("dev", "simulate", "stream", "status", "sql", "bench"):
+    for command in ("dev", "simulate", "stream", "status", "sql", "replay", "bench"):
         assert command in result.stdout

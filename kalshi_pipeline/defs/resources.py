@@ -100,6 +100,18 @@ class KalshiFeedResource(dg.ConfigurableResource):
         "once its feed is live; not live after this many seconds (more than 0), it fails and the "
         "running one streams on",
     )
+    landing_retention_hours: float = Field(
+        default=_BUILTIN.retention_s / 3600,
+        ge=0,
+        description="hours a loaded landing-log segment stays as written; after that it is "
+        "removed, or archived with keep_landing (0 or more)",
+    )
+    keep_landing: bool = Field(
+        default=_BUILTIN.keep_landing,
+        description="archive loaded landing segments (zstd, <name>.seg.zst, about 15x smaller) "
+        "after landing_retention_hours instead of removing them, and keep them: "
+        "`kalshi-pipeline replay` loads them into a fresh database",
+    )
     scope: FeedScope = Field(default=FeedScope(), description="markets to follow (default all)")
     environment: EnvironmentName = Field(
         default="local",
@@ -185,6 +197,8 @@ class KalshiFeedResource(dg.ConfigurableResource):
             flush_interval_ms=self.flush_interval_ms,
             websocket_compression=self.websocket_compression,
             handover_timeout_s=self.handover_timeout_s,
+            retention_s=self.landing_retention_hours * 3600,
+            keep_landing=self.keep_landing,
             scope=Scope.of(self.scope.series, self.scope.events, self.scope.tickers),
             database=Path(database),
             kalshi=self.kalshi_settings(),

@@ -105,7 +105,8 @@ class StreamConfig:
     scope: Scope = field(default_factory=Scope)
     database: Path = Path("data/kalshi.duckdb")
     landing_dir: Path | None = None  # default: beside the database, data/kalshi.landing/
-    retention_s: float = 24 * 3600.0
+    retention_s: float = 24 * 3600.0  # loaded landing segments older than this are removed,
+    keep_landing: bool = False  # ... or, with this, compressed and kept (`replay` reads them)
     requests_per_s: float | None = None  # None: the rate tier's (kalshi.rate_tier)
     healthy_after_s: float = 60.0  # a connection this old resets the reconnect backoff
     backoff_base_s: float = 0.5

@@ -72,7 +72,7 @@ class Engine:
         self.predecessor: int | None = None  # pid of the owner this engine waits to succeed
         self._waiting_since: float | None = None
         self._requested_at: float | None = None
-        self._stall_said = False
+        self.stall_reported = False  # `handover_stalled` recorded
         self.stats = EngineStats()
         self.warehouse = Warehouse(config.database)
         self.owner = Owner(config.database)
@@ -138,6 +138,7 @@ class Engine:
             landing=self.landing,
             batch_rows=cfg.flush_rows,
             retention_s=cfg.retention_s,
+            keep_landing=cfg.keep_landing,
         )
         self.poller = Poller(cfg, self.landing, self.stats, self.events)
         self.supervisor = Supervisor(
@@ -274,14 +275,14 @@ class Engine:
                     f"took over the warehouse from pid {self.predecessor} after {waited:.1f}s "
                     "of receiving side by side",
                 )
-            req = handover.pending_for(db, self.started_at)
+            req = handover.newer_than(db, self.started_at)
             if req is not None:
                 self.finished = f"handed over to {req.describe()}"
                 log.info("%s asks for the warehouse: handing over", req.describe())
             return
         if self._waiting_since is None:
             return  # not a successor: the file is held by someone else (the writer retries)
-        newer = handover.superseded_by(db, self.started_at)
+        newer = handover.newer_than(db, self.started_at)
         if newer is not None:
             self.finished = f"superseded by {newer.describe()} before taking over"
             return
@@ -294,8 +295,8 @@ class Engine:
                 self.finished = f"superseded by pid {endpoint.pid}, which took over first"
                 return
             self.predecessor, self._requested_at = endpoint.pid, None
-        if self.handover_stalled and not self._stall_said:
-            self._stall_said = True
+        if self.handover_stalled and not self.stall_reported:
+            self.stall_reported = True
             self.events.emit(
                 "engine",
                 "handover_stalled",

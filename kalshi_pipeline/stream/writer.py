@@ -49,8 +49,10 @@ from kalshi_pipeline.stream.landing import (
     Record,
     SegmentFile,
     Source,
+    archive_segment,
     list_segments,
     read_records,
+    remove_stale_archive_files,
 )
 from kalshi_pipeline.stream.overlap import Engines, Window, in_any
 from kalshi_pipeline.stream.stats import EngineStats
@@ -234,6 +236,7 @@ class Writer:
         landing: LandingLog | None = None,
         batch_rows: int = 50_000,
         retention_s: float = 24 * 3600.0,
+        keep_landing: bool = False,
         busy_timeout_s: float = 0.5,
     ) -> None:
         self.owner = owner
@@ -242,6 +245,8 @@ class Writer:
         self.landing = landing
         self.batch_rows = batch_rows
         self.retention_s = retention_s
+        self.keep_landing = keep_landing
+        self._archive_retry_at = 0.0  # after a failed archive (a full disk), wait a minute
         self.busy_timeout_s = busy_timeout_s
         self.committed: dict[str, int] = {}
         self._last_http: dict[str, tuple[Decimal | None, ...]] = {}
@@ -616,9 +621,13 @@ class Writer:
         self.cleanup()
 
     def cleanup(self) -> int:
-        """Remove closed segments that are fully loaded and older than the retention."""
-        removed = 0
+        """Closed segments fully loaded and older than the retention are removed, or with
+        `keep_landing` archived (compressed, kept; one per call, so a cycle never waits for more
+        than one). Returns how many were removed or archived."""
+        done = 0
         now = time.time()
+        if self.keep_landing:
+            remove_stale_archive_files(self.landing_dir)  # left by a crash while archiving
         for seg in self._segments():
             if seg.open:
                 continue
@@ -630,7 +639,21 @@ class Writer:
                 continue
             if now - st.st_mtime < self.retention_s:
                 continue
+            if self.keep_landing:
+                if time.monotonic() < self._archive_retry_at:
+                    return done
+                try:
+                    archive_segment(seg)
+                except FileNotFoundError:
+                    continue  # another writer archived or removed it first
+                except OSError as exc:  # a full disk: the segment stays as it is, loaded
+                    log.warning(
+                        "cannot archive landing segment %s (kept as it is): %s", seg.path, exc
+                    )
+                    self._archive_retry_at = time.monotonic() + 60.0
+                    return done
+                return done + 1
             with contextlib.suppress(FileNotFoundError):
                 seg.path.unlink()
-                removed += 1
-        return removed
+                done += 1
+        return done

@@ -10,7 +10,7 @@ next cycle and stores what it landed meanwhile (the frames both received are sto
 
 Only a newer engine (started later than the owner) can ask; a request from a process that is gone
 is ignored. Two successors in quick succession: the newer one's request replaces the older one's,
-and the older successor, seeing it, ends without taking over (`superseded_by`).
+and the older successor, seeing it, ends without taking over.
 """
 
 from __future__ import annotations
@@ -59,16 +59,9 @@ def request(database: Path, label: str, started_at: float) -> HandoverRequest:
     return req
 
 
-def pending_for(database: Path, owner_started_at: float) -> HandoverRequest | None:
-    """A live request from an engine newer than the owner (started after it), or None."""
-    req = read(database)
-    if req is None or req.pid == os.getpid() or req.started_at <= owner_started_at:
-        return None
-    return req
-
-
-def superseded_by(database: Path, started_at: float) -> HandoverRequest | None:
-    """For a waiting successor: a live request from an even newer engine, or None."""
+def newer_than(database: Path, started_at: float) -> HandoverRequest | None:
+    """A live request from another engine started after `started_at`, or None: for the owner,
+    a successor to hand over to; for a waiting successor, a newer one that supersedes it."""
     req = read(database)
     if req is None or req.pid == os.getpid() or req.started_at <= started_at:
         return None

@@ -387,7 +387,7 @@ def test_generated_valid_frames_decode_to_their_record_type(doc: dict[str, Any])
         assert message.market_ticker == doc["msg"]["market_ticker"]
 
 
-@settings(FUZZ, max_examples=4_000)
+@settings(FUZZ, max_examples=800)
 @given(data=broken(valid_frames()))
 def test_mutated_frames_only_ever_raise_frame_decode_error(data: bytes) -> None:
     refuses_only_with_frame_decode_error(decode_frame, data)
@@ -406,7 +406,7 @@ NUMERIC_TICKER_FIELDS = [
 ]
 
 
-@settings(FUZZ, max_examples=1_000)
+@settings(FUZZ, max_examples=500)
 @given(
     msg=current_ticker_msgs(),
     field=st.sampled_from(NUMERIC_TICKER_FIELDS),
@@ -422,7 +422,7 @@ def test_any_decimal_string_in_a_ticker_field_only_raises_frame_decode_error(
     refuses_only_with_frame_decode_error(decode_market, json.dumps({"market": market}).encode())
 
 
-@settings(FUZZ, max_examples=1_000)
+@settings(FUZZ, max_examples=500)
 @given(data=deeply_nested(valid_frames()))
 def test_deeply_nested_frames_only_ever_raise_frame_decode_error(data: bytes) -> None:
     refuses_only_with_frame_decode_error(decode_frame, data)
@@ -447,7 +447,7 @@ def test_generated_valid_rest_bodies_decode(doc: dict[str, Any]) -> None:
 REST_DECODERS = (decode_markets_page, decode_market, decode_events_page)
 
 
-@settings(FUZZ, max_examples=2_000)
+@settings(FUZZ, max_examples=800)
 @given(data=broken(valid_rest_bodies()))
 def test_mutated_rest_bodies_only_ever_raise_frame_decode_error(data: bytes) -> None:
     for decode in REST_DECODERS:

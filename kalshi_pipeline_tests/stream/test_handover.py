@@ -17,6 +17,7 @@ import pytest
 from kalshi_pipeline.stream.landing import Kind, list_segments, read_records
 from kalshi_pipeline.warehouse.paths import landing_folder
 from kalshi_pipeline_tests.helpers import (
+    Holder,
     down_intervals,
     feed_events,
     free_port,
@@ -70,7 +71,7 @@ class _Owner:
                 proc.wait()
 
 
-def _first(streams: _Owner, sim: Any, db: Path, ticks: int = 300) -> subprocess.Popen[str]:
+def _first(streams: _Owner, sim: Any, db: Path, ticks: int = 100) -> subprocess.Popen[str]:
     """The stream that owns the database, once it has stored `ticks`."""
     first = streams.start(sim, db)
     wait_for(lambda: db.exists() and _count(db) > ticks, timeout=90, what="the first storing")
@@ -87,7 +88,7 @@ def streams() -> Any:
 def test_a_successor_takes_over_and_every_tick_is_stored_exactly_once(
     sim_factory: Any, tmp_path: Path, streams: _Owner
 ) -> None:
-    sim = sim_factory(markets=300, rate=300)
+    sim = sim_factory(markets=100, rate=100)
     db = tmp_path / "k.duckdb"
     first = _first(streams, sim, db)
     second = streams.start(sim, db)
@@ -95,7 +96,7 @@ def test_a_successor_takes_over_and_every_tick_is_stored_exactly_once(
     assert code == 0, err
     assert "stream ended: handed over to pid" in err, err
     before = _count(db)
-    wait_for(lambda: _count(db) > before + 300, timeout=90, what="the successor storing")
+    wait_for(lambda: _count(db) > before + 100, timeout=90, what="the successor storing")
 
     _exactly_once(sim, db)
     assert down_intervals(db) == [], "coverage shows the feed down across the handover"
@@ -171,7 +172,7 @@ def _exactly_once(sim: Any, db: Path) -> None:
 def test_two_successors_in_quick_succession_the_newest_takes_over(
     sim_factory: Any, tmp_path: Path, streams: _Owner
 ) -> None:
-    sim = sim_factory(markets=300, rate=300)
+    sim = sim_factory(markets=100, rate=100)
     db = tmp_path / "k.duckdb"
     first = _first(streams, sim, db)
     second = streams.start(sim, db)
@@ -191,7 +192,7 @@ def test_two_successors_in_quick_succession_the_newest_takes_over(
 def test_sigkill_of_either_side_during_a_handover_loses_and_doubles_nothing(
     sim_factory: Any, tmp_path: Path, streams: _Owner, victim: str
 ) -> None:
-    sim = sim_factory(markets=300, rate=300)
+    sim = sim_factory(markets=100, rate=100)
     db = tmp_path / "k.duckdb"
     first = _first(streams, sim, db)
     second = streams.start(sim, db)
@@ -224,25 +225,14 @@ def test_an_owner_that_never_answers_is_reported_and_nothing_waits_on_it(
         "owner.connection(timeout_s=30)\n"
         "print('serving', flush=True); sys.stdin.readline(); owner.close()\n"
     )
-    holder = subprocess.Popen(
-        [sys.executable, "-c", hold, str(db)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert holder.stdout is not None and holder.stdout.readline().strip() == "serving"
+    with Holder(hold, db) as holder:
+        assert holder.ready == "serving"
         engine = engines(config_for(sim, db, handover_stall_s=2))
         assert engine.predecessor == holder.pid
-        wait_for(lambda: engine.handover_stalled, timeout=60, what="the handover seen stalled")
+        wait_for(lambda: engine.stall_reported, timeout=60, what="the stalled handover recorded")
         wait_for(lambda: engine.stats.backlog_bytes > 10_000, timeout=60, what="a backlog")
         assert engine.stats.ticks_stored == 0  # the owner holds the file: nothing stored yet
-        assert holder.stdin is not None
-        holder.stdin.write("\n")  # the old owner goes
-        holder.stdin.flush()
-        holder.wait(timeout=60)
-    finally:
-        holder.kill()
+        holder.release()  # the old owner goes
     wait_for(lambda: engine.stats.ticks_stored > 0, timeout=60, what="the successor storing")
 
     def kinds() -> set[str]:

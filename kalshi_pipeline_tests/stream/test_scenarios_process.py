@@ -16,6 +16,7 @@ from kalshi_pipeline.warehouse import Warehouse, connect
 from kalshi_pipeline.warehouse.coverage import build_feed_coverage
 from kalshi_pipeline.warehouse.paths import landing_folder
 from kalshi_pipeline_tests.helpers import (
+    Holder,
     feed_events,
     query,
     wait_for,
@@ -92,14 +93,8 @@ def test_a_database_held_before_the_stream_starts_loses_nothing(sim_factory, eng
         "con = duckdb.connect(sys.argv[1])\n"
         "print('held', flush=True); sys.stdin.readline()\n"
     )
-    holder = subprocess.Popen(
-        [sys.executable, "-c", hold, str(db)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+    with Holder(hold, db) as holder:
+        assert holder.ready == "held"
         rss_before = psutil.Process().memory_info().rss
         engine = engines(config_for(sim, db))
         wait_for(
@@ -110,12 +105,7 @@ def test_a_database_held_before_the_stream_starts_loses_nothing(sim_factory, eng
         )
         assert engine.stats.ticks_stored == 0
         peak = psutil.Process().memory_info().rss
-        assert holder.stdin is not None
-        holder.stdin.write("\n")
-        holder.stdin.flush()
-        holder.wait(timeout=60)
-    finally:
-        holder.kill()
+        holder.release()
     # drained: back to what arrives between two flushes (never exactly 0 while ticks keep
     # coming, on a loaded machine); settle_and_compare then checks every frame was stored
     wait_for(lambda: engine.stats.backlog_bytes < 200_000, timeout=120, what="backlog drained")

@@ -44,21 +44,21 @@ def test_dropped_connections_lose_nothing_sent_while_connected(sim_factory, engi
     db = tmp_path / "k.duckdb"
     engine = engines(config_for(sim, db))
     wait_for(lambda: engine.stats.ticks_stored_ws > 0, timeout=30, what="first ticks")
-    sim.set_faults(drop_every_s=5)
+    sim.set_faults(drop_every_s=2)
     wait_for(
-        lambda: len(sim.sessions()) >= 12,
+        lambda: len(sim.sessions()) >= 8,
         timeout=120,
         interval=1,
-        what="a minute of connections dropped every 5 s",
+        what="connections dropped every 2 s, seven times",
     )
     sim.set_faults(drop_every_s=0)
     expected, stored = settle_and_compare(sim, db, engine)
     assert stored == expected
     events = kinds(db)
     closed_sessions = [s for s in sim.sessions() if s.get("closed_at_ms")]
-    assert events.count("disconnect") >= len(closed_sessions) - 1 >= 10
-    assert events.count("subscribe") >= 12
-    assert events.count("reconcile") >= 11  # one after every reconnect
+    assert events.count("disconnect") >= len(closed_sessions) - 1 >= 6
+    assert events.count("subscribe") >= 8
+    assert events.count("reconcile") >= 7  # one after every reconnect
 
 
 def test_malformed_frames_are_counted_and_never_stop_the_stream(sim_factory, engines, tmp_path):

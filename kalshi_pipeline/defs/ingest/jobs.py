@@ -143,17 +143,27 @@ def _preflight(cfg: StreamConfig) -> None:
         raise dg.Failure(description=str(exc), allow_retries=False) from None
 
 
-def cancel_older_queued(context: dg.OpExecutionContext) -> None:
-    """Cancel older kalshi_ingest runs still waiting in the queue: they never streamed."""
+def _older_runs(
+    context: dg.OpExecutionContext, statuses: list[dg.DagsterRunStatus]
+) -> list[dg.DagsterRun]:
+    """Other kalshi_ingest runs in `statuses` created before this one (a newer run takes over
+    from us, not the other way round)."""
     instance = context.instance
     mine = instance.get_run_records(dg.RunsFilter(run_ids=[context.run_id]), limit=1)
     my_created = mine[0].create_timestamp if mine else None
-    for record in instance.get_run_records(
-        dg.RunsFilter(job_name=JOB_NAME, statuses=[dg.DagsterRunStatus.QUEUED])
-    ):
-        if my_created is not None and record.create_timestamp > my_created:
-            continue
-        run_id = record.dagster_run.run_id
+    return [
+        record.dagster_run
+        for record in instance.get_run_records(dg.RunsFilter(job_name=JOB_NAME, statuses=statuses))
+        if record.dagster_run.run_id != context.run_id
+        and (my_created is None or record.create_timestamp <= my_created)
+    ]
+
+
+def cancel_older_queued(context: dg.OpExecutionContext) -> None:
+    """Cancel older kalshi_ingest runs still waiting in the queue: they never streamed."""
+    instance = context.instance
+    for run in _older_runs(context, [dg.DagsterRunStatus.QUEUED]):
+        run_id = run.run_id
         try:
             instance.run_coordinator.cancel_run(run_id)
             context.log.info(f"cancelled queued run {run_id}: this run streams instead")
@@ -165,15 +175,8 @@ def take_over(context: dg.OpExecutionContext) -> list[str]:
     """Terminate every other unfinished kalshi_ingest run created before this one (when a
     running run does not answer a handover request)."""
     instance = context.instance
-    mine = instance.get_run_records(dg.RunsFilter(run_ids=[context.run_id]), limit=1)
-    my_created = mine[0].create_timestamp if mine else None
     stopped = []
-    for record in instance.get_run_records(dg.RunsFilter(job_name=JOB_NAME, statuses=unfinished())):
-        run = record.dagster_run
-        if run.run_id == context.run_id:
-            continue
-        if my_created is not None and record.create_timestamp > my_created:
-            continue  # a newer run: it takes over from us, not the other way round
+    for run in _older_runs(context, unfinished()):
         context.log.info(
             f"taking over from run {run.run_id} ({run.status.value}): terminating it; it flushes "
             "and ends CANCELED"
