@@ -184,6 +184,63 @@ class ErrorMessage(msgspec.Struct, frozen=True):
         return subscription_error(self.code, self.text, cmd_id=self.cmd_id, sid=self.sid, raw=raw)
 
 
+Level = tuple[Decimal, Decimal]  # (price in dollars, resting count)
+BOOK_SIDES = frozenset({"yes", "no"})
+
+
+class BookSnapshot(msgspec.Struct, frozen=True):
+    """An `orderbook_snapshot` msg: every resting bid of one market, both sides.
+
+    `yes` are YES bids; `no` are NO bids, at NO-leg prices unless the subscription asked for
+    `use_yes_price` (then on the YES scale: a NO bid at p is a YES offer at 1 - p). Levels are in
+    the order Kalshi sent them. An empty side is an empty tuple."""
+
+    market_ticker: str
+    market_id: str | None = None
+    yes: tuple[Level, ...] = ()
+    no: tuple[Level, ...] = ()
+    sid: int | None = None
+    seq: int | None = None
+    sent_ts_ms: int | None = None
+    notes: tuple[str, ...] = ()
+
+
+class BookDelta(msgspec.Struct, frozen=True):
+    """An `orderbook_delta` msg: the resting count at one price of one side changed by `delta`
+    (signed)."""
+
+    market_ticker: str
+    side: str  # 'yes' or 'no'
+    price: Decimal | None
+    delta: Decimal | None
+    market_id: str | None = None
+    exchange_ts_ms: int | None = None
+    client_order_id: str | None = None
+    sid: int | None = None
+    seq: int | None = None
+    sent_ts_ms: int | None = None
+    notes: tuple[str, ...] = ()
+
+
+class Trade(msgspec.Struct, frozen=True):
+    """A `trade` msg (or a `GET /markets/trades` object): one execution."""
+
+    trade_id: str
+    market_ticker: str
+    yes_price: Decimal | None = None
+    no_price: Decimal | None = None
+    count: Decimal | None = None
+    taker_side: str | None = None  # deprecated by Kalshi in favour of the two below
+    taker_outcome_side: str | None = None
+    taker_book_side: str | None = None
+    is_block_trade: bool | None = None
+    exchange_ts_ms: int | None = None
+    sid: int | None = None
+    seq: int | None = None
+    sent_ts_ms: int | None = None
+    notes: tuple[str, ...] = ()
+
+
 class UnknownMessage(msgspec.Struct, frozen=True):
     type: str
     raw: bytes
@@ -191,6 +248,9 @@ class UnknownMessage(msgspec.Struct, frozen=True):
 
 Message = (
     Tick
+    | BookSnapshot
+    | BookDelta
+    | Trade
     | MarketLifecycle
     | EventLifecycle
     | Subscribed
@@ -227,6 +287,48 @@ class _TickerMsg(msgspec.Struct):
     open_interest: int | None = None
 
 
+class _SnapshotMsg(msgspec.Struct):
+    market_ticker: str
+    market_id: str | None = None
+    yes_dollars_fp: list[tuple[str, str]] | None = None
+    no_dollars_fp: list[tuple[str, str]] | None = None
+    # legacy (before 2026-03-12): integer cents and counts, and dollar strings with int counts
+    yes: list[tuple[int, int]] | None = None
+    no: list[tuple[int, int]] | None = None
+
+
+class _DeltaMsg(msgspec.Struct):
+    market_ticker: str
+    side: str
+    market_id: str | None = None
+    price_dollars: str | None = None
+    delta_fp: str | None = None
+    ts: str | None = None  # RFC3339 with microseconds (deprecated)
+    ts_ms: int | None = None
+    client_order_id: str | None = None
+    # legacy
+    price: int | None = None
+    delta: int | None = None
+
+
+class _TradeMsg(msgspec.Struct):
+    trade_id: str
+    market_ticker: str
+    yes_price_dollars: str | None = None
+    no_price_dollars: str | None = None
+    count_fp: str | None = None
+    taker_side: str | None = None
+    taker_outcome_side: str | None = None
+    taker_book_side: str | None = None
+    is_block_trade: bool | None = None
+    ts: int | None = None  # seconds
+    ts_ms: int | None = None
+    # legacy
+    yes_price: int | None = None
+    no_price: int | None = None
+    count: int | None = None
+
+
 class _DataEnvelope(msgspec.Struct):
     """The envelope keys of a data frame besides `type` and `msg` (others are ignored)."""
 
@@ -237,6 +339,27 @@ class _DataEnvelope(msgspec.Struct):
 
 class _TickerFrame(msgspec.Struct, tag_field="type", tag="ticker"):
     msg: _TickerMsg
+    sid: int | None = None
+    seq: int | None = None
+    sending_ts_ms: int | None = None
+
+
+class _SnapshotFrame(msgspec.Struct, tag_field="type", tag="orderbook_snapshot"):
+    msg: _SnapshotMsg
+    sid: int | None = None
+    seq: int | None = None
+    sending_ts_ms: int | None = None
+
+
+class _DeltaFrame(msgspec.Struct, tag_field="type", tag="orderbook_delta"):
+    msg: _DeltaMsg
+    sid: int | None = None
+    seq: int | None = None
+    sending_ts_ms: int | None = None
+
+
+class _TradeFrame(msgspec.Struct, tag_field="type", tag="trade"):
+    msg: _TradeMsg
     sid: int | None = None
     seq: int | None = None
     sending_ts_ms: int | None = None
@@ -302,6 +425,9 @@ class _Envelope(msgspec.Struct):
 
 _FRAME_DECODER = msgspec.json.Decoder(
     _TickerFrame
+    | _SnapshotFrame
+    | _DeltaFrame
+    | _TradeFrame
     | _LifecycleFrame
     | _EventLifecycleFrame
     | _SubscribedFrame
@@ -314,6 +440,9 @@ _ENVELOPE_DECODER = msgspec.json.Decoder(_Envelope)
 KNOWN_TYPES = frozenset(
     {
         "ticker",
+        "orderbook_snapshot",
+        "orderbook_delta",
+        "trade",
         "market_lifecycle_v2",
         "event_lifecycle",
         "subscribed",
@@ -325,6 +454,9 @@ KNOWN_TYPES = frozenset(
 
 _DATA_FRAMES: dict[str, tuple[type[Any], type[Any]]] = {
     "ticker": (_TickerFrame, _TickerMsg),
+    "orderbook_snapshot": (_SnapshotFrame, _SnapshotMsg),
+    "orderbook_delta": (_DeltaFrame, _DeltaMsg),
+    "trade": (_TradeFrame, _TradeMsg),
     "market_lifecycle_v2": (_LifecycleFrame, MarketLifecycle),
     "event_lifecycle": (_EventLifecycleFrame, EventLifecycle),
 }
@@ -566,6 +698,12 @@ def _convert(frame: Any, raw: bytes, notes: list[str] | None = None) -> Message:
     match frame:
         case _TickerFrame(msg=m, sid=sid, sending_ts_ms=sent):
             return _tick(m, sid, sent, notes)
+        case _SnapshotFrame(msg=m, sid=sid, seq=seq, sending_ts_ms=sent):
+            return _strict_then_tolerant(_snapshot, m, sid, seq, sent, notes)
+        case _DeltaFrame(msg=m, sid=sid, seq=seq, sending_ts_ms=sent):
+            return _strict_then_tolerant(_delta, m, sid, seq, sent, notes)
+        case _TradeFrame(msg=m, sid=sid, seq=seq, sending_ts_ms=sent):
+            return _strict_then_tolerant(trade_from_wire, m, sid, seq, sent, notes)
         case (
             _LifecycleFrame(msg=m, sid=sid, seq=seq, sending_ts_ms=sent)
             | _EventLifecycleFrame(msg=m, sid=sid, seq=seq, sending_ts_ms=sent)
@@ -594,6 +732,138 @@ def _convert(frame: Any, raw: bytes, notes: list[str] | None = None) -> Message:
         case _ErrorFrame(msg=m, id=cmd_id, sid=sid, seq=seq):
             return ErrorMessage(cmd_id=cmd_id, code=m.code, text=m.msg, sid=sid, seq=seq)
     raise FrameDecodeError("unexpected frame", raw)  # pragma: no cover - union is exhaustive
+
+
+def _signed(value: str | None, field: str, notes: Notes) -> Decimal | None:
+    """A signed count change (an order book delta): negative is normal here."""
+    if value is None or value == "":
+        return None
+    body = value.strip()
+    if body.startswith("-"):
+        d = _decimal(body[1:], field, notes)
+        return None if d is None else -d
+    return _decimal(body, field, notes)
+
+
+def _levels(
+    dollars: list[tuple[str, str]] | None,
+    legacy: list[tuple[int, int]] | None,
+    name: str,
+    notes: Notes,
+) -> tuple[Level, ...]:
+    out: list[Level] = []
+    if dollars is not None:
+        for price_s, count_s in dollars:
+            price = _price(price_s, f"{name}_dollars_fp price", notes)
+            count = _decimal(count_s, f"{name}_dollars_fp count", notes)
+            if price is not None and count is not None:
+                out.append((price, count))
+    elif legacy is not None:
+        for cents, count_i in legacy:
+            price = _cents(cents, f"{name} price", notes)
+            count = _count(count_i, f"{name} count", notes)
+            if price is not None and count is not None:
+                out.append((price, count))
+    return tuple(out)
+
+
+def _snapshot(
+    m: _SnapshotMsg, sid: int | None, seq: int | None, sent: int | None, notes: Notes
+) -> BookSnapshot:
+    if not m.market_ticker:
+        raise ValueError("market_ticker is empty")
+    return BookSnapshot(
+        market_ticker=m.market_ticker,
+        market_id=m.market_id or None,
+        yes=_levels(m.yes_dollars_fp, m.yes, "yes", notes),
+        no=_levels(m.no_dollars_fp, m.no, "no", notes),
+        sid=sid,
+        seq=seq,
+        sent_ts_ms=_ms(sent, "sending_ts_ms", notes),
+        notes=tuple(notes) if notes else (),
+    )
+
+
+def _delta(
+    m: _DeltaMsg, sid: int | None, seq: int | None, sent: int | None, notes: Notes
+) -> BookDelta:
+    if not m.market_ticker:
+        raise ValueError("market_ticker is empty")
+    if m.side not in BOOK_SIDES:
+        raise ValueError(f"side={m.side!r} is neither yes nor no")
+    if m.ts_ms is not None:
+        ts = _ms(m.ts_ms, "ts_ms", notes)
+    elif m.ts:
+        try:
+            ts = _ms(parse_rfc3339_ms(m.ts), "ts", notes)
+        except ValueError as exc:
+            ts = _odd(notes, f"{exc}; stored as NULL", None)
+    else:
+        ts = None
+    delta = (
+        _signed(m.delta_fp, "delta_fp", notes)
+        if m.delta_fp is not None
+        else (None if m.delta is None else Decimal(m.delta))
+    )
+    return BookDelta(
+        market_ticker=m.market_ticker,
+        side=m.side,
+        price=_dollars_or_cents(m.price_dollars, m.price, "price", notes),
+        delta=delta,
+        market_id=m.market_id or None,
+        exchange_ts_ms=ts,
+        client_order_id=m.client_order_id,
+        sid=sid,
+        seq=seq,
+        sent_ts_ms=_ms(sent, "sending_ts_ms", notes),
+        notes=tuple(notes) if notes else (),
+    )
+
+
+TAKER_SIDES = frozenset({"yes", "no"})
+TAKER_BOOK_SIDES = frozenset({"bid", "ask"})
+
+
+def trade_from_wire(
+    m: _TradeMsg,
+    sid: int | None = None,
+    seq: int | None = None,
+    sent: int | None = None,
+    notes: Notes = None,
+) -> Trade:
+    if not m.trade_id or not m.market_ticker:
+        raise ValueError("trade_id or market_ticker is empty")
+    if m.ts_ms is not None:
+        ts = _ms(m.ts_ms, "ts_ms", notes)
+    elif m.ts is not None:
+        ts = _ms(m.ts * 1000, "ts", notes)
+    else:
+        ts = None
+    return Trade(
+        trade_id=m.trade_id,
+        market_ticker=m.market_ticker,
+        yes_price=_dollars_or_cents(m.yes_price_dollars, m.yes_price, "yes_price", notes),
+        no_price=_dollars_or_cents(m.no_price_dollars, m.no_price, "no_price", notes),
+        count=_fp_or_count(m.count_fp, m.count, "count", notes),
+        taker_side=_enum(m.taker_side, "taker_side", TAKER_SIDES, notes),
+        taker_outcome_side=_enum(m.taker_outcome_side, "taker_outcome_side", TAKER_SIDES, notes),
+        taker_book_side=_enum(m.taker_book_side, "taker_book_side", TAKER_BOOK_SIDES, notes),
+        is_block_trade=m.is_block_trade,
+        exchange_ts_ms=ts,
+        sid=sid,
+        seq=seq,
+        sent_ts_ms=_ms(sent, "sending_ts_ms", notes),
+        notes=tuple(notes) if notes else (),
+    )
+
+
+def _strict_then_tolerant(build: Any, m: Any, sid: Any, seq: Any, sent: Any, notes: Any) -> Any:
+    if notes is None:
+        try:
+            return build(m, sid, seq, sent, None)
+        except (ValueError, ArithmeticError):
+            notes = []
+    return build(m, sid, seq, sent, list(notes))
 
 
 def _decode_data_frame_leniently(data: bytes, kind: str) -> Message:

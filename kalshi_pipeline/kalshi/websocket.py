@@ -403,8 +403,12 @@ class KalshiWebSocket:
         market_ids: Sequence[str] | None = None,
         send_initial_snapshot: bool = False,
         skip_ticker_ack: bool = False,
+        use_yes_price: bool | None = None,
     ) -> list[Subscribed | Ok]:
-        """Subscribe; returns one `Subscribed` (new) or `Ok` (repeat) per channel."""
+        """Subscribe; returns one `Subscribed` (new) or `Ok` (repeat) per channel.
+
+        `use_yes_price` (order books only) is sent when given: Kalshi's default is to change, so
+        a recorder says which scale its NO levels are on."""
         if isinstance(channels, str):
             channels = [channels]
         for channel in channels:
@@ -419,6 +423,8 @@ class KalshiWebSocket:
             params["send_initial_snapshot"] = True
         if skip_ticker_ack:
             params["skip_ticker_ack"] = True
+        if use_yes_price is not None:
+            params["use_yes_price"] = use_yes_price
         responses = await self.command("subscribe", params, expected=len(channels))
         self._raise_errors(responses)
         return [r for r in responses if isinstance(r, Subscribed | Ok)]

@@ -30,10 +30,13 @@ import msgspec
 
 from kalshi_pipeline.kalshi.errors import FrameDecodeError
 from kalshi_pipeline.kalshi.messages import (
+    BookDelta,
+    BookSnapshot,
     ErrorMessage,
     EventLifecycle,
     MarketLifecycle,
     Tick,
+    Trade,
     UnknownMessage,
     decode_frame,
     decode_markets_page,
@@ -149,6 +152,55 @@ class _Batch(Batch):
         c["last_trade_size"].append(t.last_trade_size)
         c["volume"].append(t.volume)
         c["open_interest"].append(t.open_interest)
+        c["landing_segment"].append(segment_id)
+        c["landing_offset"].append(rec.offset)
+
+    def add_snapshot(self, snap: BookSnapshot, rec: Record, segment_id: int) -> None:
+        levels = [("yes", p, n) for p, n in snap.yes] + [("no", p, n) for p, n in snap.no]
+        c = self.snapshots
+        for side, price, size in levels or [(None, None, None)]:  # an empty book: one row
+            c["market_ticker"].append(snap.market_ticker)
+            c["sid"].append(snap.sid)
+            c["seq"].append(snap.seq)
+            c["side"].append(side)
+            c["price"].append(price)
+            c["size"].append(size)
+            c["received_at"].append(rec.received_ns)
+            c["sent_at"].append(snap.sent_ts_ms)
+            c["landing_segment"].append(segment_id)
+            c["landing_offset"].append(rec.offset)
+
+    def add_delta(self, d: BookDelta, rec: Record, segment_id: int) -> None:
+        c = self.deltas
+        c["market_ticker"].append(d.market_ticker)
+        c["sid"].append(d.sid)
+        c["seq"].append(d.seq)
+        c["side"].append(d.side)
+        c["price"].append(d.price)
+        c["delta"].append(d.delta)
+        c["exchange_ts"].append(d.exchange_ts_ms)
+        c["received_at"].append(rec.received_ns)
+        c["sent_at"].append(d.sent_ts_ms)
+        c["landing_segment"].append(segment_id)
+        c["landing_offset"].append(rec.offset)
+
+    def add_trade(self, t: Trade, source: str, rec: Record, segment_id: int) -> None:
+        c = self.trades
+        c["trade_id"].append(t.trade_id)
+        c["market_ticker"].append(t.market_ticker)
+        c["source"].append(source)
+        c["yes_price"].append(t.yes_price)
+        c["no_price"].append(t.no_price)
+        c["count"].append(t.count)
+        c["taker_side"].append(t.taker_side)
+        c["taker_outcome_side"].append(t.taker_outcome_side)
+        c["taker_book_side"].append(t.taker_book_side)
+        c["is_block_trade"].append(t.is_block_trade)
+        c["exchange_ts"].append(t.exchange_ts_ms)
+        c["received_at"].append(rec.received_ns)
+        c["sent_at"].append(t.sent_ts_ms)
+        c["sid"].append(t.sid)
+        c["seq"].append(t.seq)
         c["landing_segment"].append(segment_id)
         c["landing_offset"].append(rec.offset)
 
@@ -270,7 +322,7 @@ class Writer:
         self.committed.update(batch.positions)
         self.stats.backlog_bytes = self._backlog()
         self._after_commit(batch)
-        return batch.rows + len(batch.markets) + len(batch.feed_events) + len(batch.passes)
+        return batch.size + len(batch.markets) + len(batch.feed_events) + len(batch.passes)
 
     def drain(self, deadline_s: float) -> bool:
         """Load until nothing is left or the deadline passes; True when fully drained."""
@@ -329,7 +381,7 @@ class Writer:
             for rec in records:
                 self._decode(rec, seg, batch)
                 end = rec.end
-                if batch.rows >= self.batch_rows:
+                if batch.size >= self.batch_rows:
                     break
             if problem and end == _next:
                 # a closed segment whose rest will never become whole: record it and skip it
@@ -337,7 +389,7 @@ class Writer:
                 end = size
             if end > start:
                 batch.positions[seg.name] = end
-            if batch.rows >= self.batch_rows:
+            if batch.size >= self.batch_rows:
                 break
         if batch.errors_dropped:
             batch.event(
@@ -403,6 +455,15 @@ class Writer:
         if isinstance(msg, Tick):
             batch.add_tick(msg, "websocket", rec, seg.segment_id, self._overlap(rec))
             self._flag(rec, batch, msg.market_ticker, msg.notes)
+        elif isinstance(msg, BookDelta):
+            batch.add_delta(msg, rec, seg.segment_id)
+            self._flag(rec, batch, msg.market_ticker, msg.notes)
+        elif isinstance(msg, BookSnapshot):
+            batch.add_snapshot(msg, rec, seg.segment_id)
+            self._flag(rec, batch, msg.market_ticker, msg.notes)
+        elif isinstance(msg, Trade):
+            batch.add_trade(msg, "websocket", rec, seg.segment_id)
+            self._flag(rec, batch, msg.trade_id, msg.notes)
         elif isinstance(msg, MarketLifecycle):
             self._lifecycle(msg, rec, batch)
         elif isinstance(msg, EventLifecycle):

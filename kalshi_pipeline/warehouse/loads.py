@@ -46,6 +46,56 @@ TICK_SCHEMA = pa.schema(
         ("landing_offset", pa.int32()),
     ]
 )
+SNAPSHOT_SCHEMA = pa.schema(
+    [
+        ("market_ticker", pa.string()),
+        ("sid", pa.int32()),
+        ("seq", pa.int64()),
+        ("side", pa.string()),
+        ("price", PRICE),
+        ("size", COUNT),
+        ("received_at", pa.timestamp("ns", tz="UTC")),
+        ("sent_at", pa.timestamp("ms", tz="UTC")),
+        ("landing_segment", pa.int64()),
+        ("landing_offset", pa.int32()),
+    ]
+)
+DELTA_SCHEMA = pa.schema(
+    [
+        ("market_ticker", pa.string()),
+        ("sid", pa.int32()),
+        ("seq", pa.int64()),
+        ("side", pa.string()),
+        ("price", PRICE),
+        ("delta", COUNT),
+        ("exchange_ts", pa.timestamp("ms", tz="UTC")),
+        ("received_at", pa.timestamp("ns", tz="UTC")),
+        ("sent_at", pa.timestamp("ms", tz="UTC")),
+        ("landing_segment", pa.int64()),
+        ("landing_offset", pa.int32()),
+    ]
+)
+TRADE_SCHEMA = pa.schema(
+    [
+        ("trade_id", pa.string()),
+        ("market_ticker", pa.string()),
+        ("source", pa.string()),
+        ("yes_price", PRICE),
+        ("no_price", PRICE),
+        ("count", COUNT),
+        ("taker_side", pa.string()),
+        ("taker_outcome_side", pa.string()),
+        ("taker_book_side", pa.string()),
+        ("is_block_trade", pa.bool_()),
+        ("exchange_ts", pa.timestamp("ms", tz="UTC")),
+        ("received_at", pa.timestamp("ns", tz="UTC")),
+        ("sent_at", pa.timestamp("ms", tz="UTC")),
+        ("sid", pa.int32()),
+        ("seq", pa.int64()),
+        ("landing_segment", pa.int64()),
+        ("landing_offset", pa.int32()),
+    ]
+)
 MARKET_SCHEMA = pa.schema(
     [
         ("market_ticker", pa.string()),
@@ -98,12 +148,27 @@ class Batch:
     passes: list[dict[str, Any]] = field(default_factory=list)
     traffic: dict[str, list[int]] = field(default_factory=dict)
     positions: dict[str, int] = field(default_factory=dict)
+    snapshots: dict[str, list[Any]] = field(
+        default_factory=lambda: {f.name: [] for f in SNAPSHOT_SCHEMA}
+    )
+    deltas: dict[str, list[Any]] = field(default_factory=lambda: {f.name: [] for f in DELTA_SCHEMA})
+    trades: dict[str, list[Any]] = field(default_factory=lambda: {f.name: [] for f in TRADE_SCHEMA})
     overlap: list[int] = field(default_factory=list)  # tick rows received by two engines at once
     dropped: dict[str, int] = field(default_factory=dict)  # by source: already stored (commit)
 
     @property
     def rows(self) -> int:
         return len(self.cols["market_ticker"])
+
+    @property
+    def size(self) -> int:
+        """Rows of every per-frame table (ticks, book levels and deltas, trades)."""
+        return (
+            self.rows
+            + len(self.snapshots["market_ticker"])
+            + len(self.deltas["market_ticker"])
+            + len(self.trades["trade_id"])
+        )
 
 
 def commit(con: duckdb.DuckDBPyConnection, batch: Batch) -> None:
@@ -122,6 +187,21 @@ def commit(con: duckdb.DuckDBPyConnection, batch: Batch) -> None:
             if batch.overlap:
                 _kp_ticks = _without_duplicates(con, _kp_ticks, batch)
             con.execute("INSERT INTO ticks BY NAME SELECT *, now() AS stored_at FROM _kp_ticks")
+        # replacement scans of local names, as for the ticks (no register/unregister statements)
+        if batch.snapshots["market_ticker"]:
+            _kp_snapshots = pa.Table.from_pydict(batch.snapshots, schema=SNAPSHOT_SCHEMA)
+            con.execute("INSERT INTO book_snapshots BY NAME SELECT * FROM _kp_snapshots")
+        if batch.deltas["market_ticker"]:
+            _kp_deltas = pa.Table.from_pydict(batch.deltas, schema=DELTA_SCHEMA)
+            con.execute("INSERT INTO book_deltas BY NAME SELECT * FROM _kp_deltas")
+        if batch.trades["trade_id"]:
+            # a trade Kalshi sent twice (a resubscription, a REST backfill of a gap) is stored once
+            _kp_trades = pa.Table.from_pydict(batch.trades, schema=TRADE_SCHEMA)
+            con.execute(
+                "INSERT INTO trades BY NAME SELECT * FROM _kp_trades t "
+                "WHERE NOT EXISTS (SELECT 1 FROM trades s WHERE s.trade_id = t.trade_id) "
+                "QUALIFY row_number() OVER (PARTITION BY trade_id ORDER BY received_at) = 1"
+            )
         if batch.markets:
             _upsert_markets(con, batch)
         if batch.events:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import duckdb
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _V1 = [
     """
@@ -99,9 +99,66 @@ _V2 = [
     "ALTER TABLE events ADD COLUMN IF NOT EXISTS exchange_index INTEGER",
 ]
 
+# Full-depth order books and trades, stored as received: a snapshot is one row per level (an empty
+# book, one row with side NULL), a delta one row; NO levels at NO-leg prices (the stream subscribes
+# with use_yes_price false, explicitly). `seq` is the subscription's (`sid`) counter.
+_V3 = [
+    """
+    CREATE TABLE IF NOT EXISTS book_snapshots (
+        market_ticker   VARCHAR NOT NULL,
+        sid             INTEGER,
+        seq             BIGINT,
+        side            VARCHAR,                   -- 'yes' | 'no'; NULL: the book was empty
+        price           DECIMAL(10,4),
+        size            DECIMAL(18,2),
+        received_at     TIMESTAMPTZ NOT NULL,
+        sent_at         TIMESTAMPTZ,
+        landing_segment BIGINT NOT NULL,
+        landing_offset  INTEGER NOT NULL
+    )
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS book_deltas (
+        market_ticker   VARCHAR NOT NULL,
+        sid             INTEGER,
+        seq             BIGINT,
+        side            VARCHAR NOT NULL,
+        price           DECIMAL(10,4),
+        delta           DECIMAL(18,2),             -- signed change of the resting count
+        exchange_ts     TIMESTAMPTZ,               -- ts_ms
+        received_at     TIMESTAMPTZ NOT NULL,
+        sent_at         TIMESTAMPTZ,
+        landing_segment BIGINT NOT NULL,
+        landing_offset  INTEGER NOT NULL
+    )
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS trades (
+        trade_id           VARCHAR NOT NULL,
+        market_ticker      VARCHAR NOT NULL,
+        source             VARCHAR NOT NULL,       -- 'websocket' | 'http' (a backfill)
+        yes_price          DECIMAL(10,4),
+        no_price           DECIMAL(10,4),
+        count              DECIMAL(18,2),
+        taker_side         VARCHAR,
+        taker_outcome_side VARCHAR,
+        taker_book_side    VARCHAR,
+        is_block_trade     BOOLEAN,
+        exchange_ts        TIMESTAMPTZ,
+        received_at        TIMESTAMPTZ NOT NULL,
+        sent_at            TIMESTAMPTZ,
+        sid                INTEGER,
+        seq                BIGINT,
+        landing_segment    BIGINT NOT NULL,
+        landing_offset     INTEGER NOT NULL
+    )
+    """,
+]
+
 MIGRATIONS: list[tuple[int, str, list[str]]] = [
     (1, "initial schema", _V1),
     (2, "Kalshi OpenAPI 3.34.0: sent_at, settlement bounds, exchange_index", _V2),
+    (3, "order books and trades", _V3),
 ]
 
 

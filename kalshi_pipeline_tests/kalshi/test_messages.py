@@ -371,9 +371,9 @@ def test_event_lifecycle_frame_decodes() -> None:
 
 
 def test_well_formed_frame_of_an_unmodelled_type_is_an_unknown_message() -> None:
-    raw = b'{"type":"orderbook_delta","sid":1,"seq":2,"msg":{"market_ticker":"M"}}\n'
+    raw = b'{"type":"fill","sid":1,"seq":2,"msg":{"market_ticker":"M"}}\n'
     message = decode_frame(raw)
-    assert message == UnknownMessage(type="orderbook_delta", raw=raw)
+    assert message == UnknownMessage(type="fill", raw=raw)
 
 
 @pytest.mark.parametrize(
