@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
@@ -112,7 +112,7 @@ class TradeBackfill:
     # ------------------------------------------------------------------ control
 
     def on_trade_gap(
-        self, since_ms: int, until_ms: int, tickers: Sequence[str] | None = None
+        self, since_ms: int, until_ms: int, tickers: Iterable[str] | None = None
     ) -> Future[BackfillResult]:
         """Queue a backfill of [since_ms, until_ms] (of `tickers`, or every market when None)
         and return at once; the future tells the outcome. Safe to call from an asyncio loop;
@@ -138,7 +138,7 @@ class TradeBackfill:
 
     @staticmethod
     def _checked(
-        since_ms: int, until_ms: int, tickers: Sequence[str] | None
+        since_ms: int, until_ms: int, tickers: Iterable[str] | None
     ) -> tuple[int, int, tuple[str, ...] | None]:
         if since_ms > until_ms:
             raise ValueError(
@@ -151,7 +151,7 @@ class TradeBackfill:
         return since_ms, until_ms, tuple(dict.fromkeys(tickers)) if tickers is not None else None
 
     def backfill(
-        self, since_ms: int, until_ms: int, tickers: Sequence[str] | None = None
+        self, since_ms: int, until_ms: int, tickers: Iterable[str] | None = None
     ) -> BackfillResult:
         """Backfill one window in the calling thread; a REST failure is recorded as
         `backfill_failed` and returned, never raised."""
