@@ -279,3 +279,29 @@ def test_an_unreadable_trades_page_is_recorded_and_costs_nothing_else(tmp_path: 
     assert _events(db, "trades_backfilled") == [
         "trade: 1 trades (1 new) between 1970-01-01T00:00:00.000Z and 1970-01-01T00:00:02.000Z"
     ]
+
+
+def test_a_backfill_asked_for_from_the_event_loop_runs_beside_it(
+    sim_factory: Callable[..., Any], tmp_path: Path
+) -> None:
+    sim = sim_factory(markets=4, rate=10)
+    landing = LandingLog(tmp_path / "k.landing")
+    backfill = TradeBackfill(_settings(sim), landing, FeedEvents(landing, EngineStats()))
+    until = time.time_ns() // 1_000_000
+    sim.set_faults(slow_ms=1500)  # every REST answer takes 1.5 s
+
+    async def feed() -> tuple[int, Any]:
+        future = asyncio.wrap_future(backfill.on_trade_gap(until - 60_000, until))
+        turns = 0
+        while not future.done():  # the loop keeps running while the backfill waits on HTTP
+            await asyncio.sleep(0.05)
+            turns += 1
+        return turns, future.result()
+
+    try:
+        turns, result = asyncio.run(asyncio.wait_for(feed(), timeout=60))
+    finally:
+        backfill.close()
+        landing.close()
+    assert result.ok and result.pages == 1
+    assert turns >= 5
