@@ -149,7 +149,8 @@ class Engine:
             "engine",
             "start",
             f"mode={cfg.mode.value} fallback_to_http={cfg.fallback_to_http} "
-            f"scope={cfg.scope.describe()} env={cfg.kalshi.env.value} database={cfg.database} "
+            f"scope={cfg.scope.describe()} channels={','.join(cfg.channels)} "
+            f"env={cfg.kalshi.env.value} database={cfg.database} "
             f"pid={os.getpid()} label={self.label}"
             + (f" successor_of=pid {self.predecessor}" if self.predecessor else ""),
         )
