@@ -68,14 +68,6 @@ class _TradeFrame(msgspec.Struct):
     seq: int | None = None
 
 
-class _Numbered(msgspec.Struct):
-    """Any frame's envelope: the sid and seq an `ok`, `unsubscribed` or `error` may carry."""
-
-    type: str = ""
-    sid: int | None = None
-    seq: int | None = None
-
-
 _DELTA = msgspec.json.Decoder(_DeltaFrame)
 _TRADE = msgspec.json.Decoder(_TradeFrame)
 _UNREADABLE = (msgspec.DecodeError, ValueError, ArithmeticError, InvalidOperation, RecursionError)
@@ -270,15 +262,6 @@ class Sequencer:
             self.invalidate(sid, markets)
         self.found.append(SequenceGap(state.channel, sid, expected, seq, kind, markets))
         return code
-
-    def control(self, data: bytes) -> None:
-        """An `ok`, `unsubscribed` or `error` frame: it may take a number on a sequenced sid."""
-        try:
-            env = msgspec.json.decode(data, type=_Numbered)
-        except _UNREADABLE:
-            return
-        if env.seq is not None:
-            self.number(env.sid, env.seq)
 
     def snapshot(self, data: bytes) -> BookSnapshot | None:
         """An `orderbook_snapshot`: the market's book starts afresh from it, unless it came

@@ -466,10 +466,10 @@ class WebSocketFeed:
         ) as client:
             books = client.get_orderbooks(tickers)
         out: dict[str, dict[tuple[str, Decimal], Decimal]] = {}
-        for b in books:
+        for ticker, b in books.items():
             levels = {("yes", p): s for p, s in b.yes if s > 0}
             levels.update({("no", p): s for p, s in b.no if s > 0})
-            out[b.market_ticker] = levels
+            out[ticker] = levels
         return out
 
     def _disagreements(
