@@ -185,6 +185,9 @@ class Sequencer:
             self.gone.add(t)
             for sid, markets in self.sid_markets.items():
                 markets.discard(t)
+                log = self.resyncing.get(sid)
+                if log and t in log:
+                    log.remove(t)  # it gets no snapshot: not among those resynced
                 waiting = self.pending.get(sid)
                 if waiting and t in waiting:
                     waiting.discard(t)
@@ -261,6 +264,8 @@ class Sequencer:
             markets = tuple(self.markets_of(sid))
             self.invalidate(sid, markets)
         self.found.append(SequenceGap(state.channel, sid, expected, seq, kind, markets))
+        if markets == ():
+            self._maybe_resynced(sid)  # no book to mend (none yet): said at once
         return code
 
     def snapshot(self, data: bytes) -> BookSnapshot | None:
@@ -299,9 +304,8 @@ class Sequencer:
         if self.pending.get(sid):
             return
         self.pending.pop(sid, None)
-        markets = self.resyncing.pop(sid, [])
-        if markets:
-            self.found.append(BookResynced(BOOK, sid, tuple(markets)))
+        if sid in self.resyncing:  # said even when every market waiting went away meanwhile
+            self.found.append(BookResynced(BOOK, sid, tuple(self.resyncing.pop(sid))))
 
     def delta(self, data: bytes) -> None:
         """An `orderbook_delta`: the hot path (the envelope and four fields decoded)."""

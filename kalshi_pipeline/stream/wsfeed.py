@@ -99,7 +99,7 @@ class WebSocketFeed:
         on_failure: Callable[[int, str], None] = lambda n, why: None,
         on_silence: Callable[[], None] = lambda: None,
         on_gap: Callable[[], None] = lambda: None,
-        on_trade_gap: Callable[[int, int, list[str] | None], None] = lambda s, u, t: None,
+        on_trade_gap: Callable[[int, int, list[str] | None], object] = lambda s, u, t: None,
     ) -> None:
         self.config = config
         self.signer = signer

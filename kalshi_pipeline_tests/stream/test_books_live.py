@@ -192,12 +192,14 @@ def test_a_reordered_book_frame_and_a_lost_trade(
 
     def not_stored() -> list[dict[str, Any]] | None:
         stored = {r[0] for r in query(db, "SELECT trade_id FROM trades")}
-        tape = [ln["msg"] for ln in sim.read_book_ledger() if ln["type"] == "trade"]
-        lost = [
-            m
-            for m in tape
-            if m["market_ticker"] in tickers and m["trade_id"] not in stored and m["ts_ms"] <= until
+        tape = [
+            ln["msg"]
+            for ln in sim.read_book_ledger()
+            if ln["type"] == "trade" and ln["msg"]["market_ticker"] in tickers
         ]
+        # from the first trade the feed received (earlier ones were before it subscribed)
+        first = next(i for i, m in enumerate(tape) if m["trade_id"] in stored)
+        lost = [m for m in tape[first:] if m["trade_id"] not in stored and m["ts_ms"] <= until]
         return lost if len(lost) == 1 else None
 
     lost_trade = wait_for(not_stored, timeout=60, what="every other trade stored")[0]
