@@ -612,6 +612,8 @@ class WebSocketFeed:
         channel = next((c for c, s in self._sids.items() if s == msg.sid), None)
         if error.terminal and channel is not None:
             self._spawn(self._resubscribe(ws, channel, str(error)), f"resubscribe {channel}")
+        elif msg.cmd_id is not None and msg.code in (14, 26):
+            return  # the answer to an order-book command: its caller acts on it and records it
         elif msg.code == 14:
             self.events.emit(
                 "websocket",

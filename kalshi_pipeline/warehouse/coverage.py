@@ -463,6 +463,10 @@ def sequence_gap_intervals(events: Sequence[Event], *, stream_alive: bool) -> li
                 for key in list(open_):
                     close(key, e.at)
             continue
+        if e.kind in _BACKFILLED:  # the backfill's events (source http, or websocket)
+            for key in [k for k in open_ if k[0] == "trade"]:
+                close(key, e.at)
+            continue
         if e.source != "websocket":
             continue
         if e.kind in _SEQ_ENDS:
@@ -492,9 +496,6 @@ def sequence_gap_intervals(events: Sequence[Event], *, stream_alive: bool) -> li
             m = _SID_PREFIX.match(e.detail)
             if m is not None and (m.group(1), int(m.group(2))) in open_:
                 close((m.group(1), int(m.group(2))), e.at)
-        elif e.kind in _BACKFILLED:
-            for key in [k for k in open_ if k[0] == "trade"]:
-                close(key, e.at)
     if not stream_alive and last_at is not None:
         for key in list(open_):
             close(key, last_at)
