@@ -155,7 +155,13 @@ def test_a_reordered_book_frame_and_a_lost_trade(
     engine = _start(sim, engines, db, tickers)
     assert engine.ws_feed is not None
     windows: list[tuple[int, int, list[str] | None]] = []
-    engine.ws_feed.on_trade_gap = lambda since, until, which: windows.append((since, until, which))
+    backfill = engine.ws_feed.on_trade_gap  # the engine's: the REST backfill
+
+    def on_trade_gap(since: int, until: int, which: list[str] | None) -> object:
+        windows.append((since, until, which))
+        return backfill(since, until, which)
+
+    engine.ws_feed.on_trade_gap = on_trade_gap
 
     sim.set_faults(reorder_frames={"channel": "orderbook_delta", "count": 1})
     swapped = _faulted(sim, "reordered", "orderbook_delta")
@@ -191,7 +197,7 @@ def test_a_reordered_book_frame_and_a_lost_trade(
     # the lost trade is in the window handed to the backfill, and it alone is not stored
 
     def not_stored() -> list[dict[str, Any]] | None:
-        stored = {r[0] for r in query(db, "SELECT trade_id FROM trades")}
+        stored = {r[0] for r in query(db, "SELECT trade_id FROM trades WHERE source = 'websocket'")}
         tape = [
             ln["msg"]
             for ln in sim.read_book_ledger()
@@ -204,6 +210,25 @@ def test_a_reordered_book_frame_and_a_lost_trade(
 
     lost_trade = wait_for(not_stored, timeout=60, what="every other trade stored")[0]
     assert since <= lost_trade["ts_ms"] <= until
+    # ... and the backfill stores it, once, from REST; its coverage row ends there
+    backfilled = wait_for(
+        lambda: query(db, "SELECT source FROM trades WHERE trade_id = ?", [lost_trade["trade_id"]]),
+        timeout=60,
+        what="the lost trade backfilled",
+    )
+    assert backfilled == [("http",)]
+    done = wait_for(
+        lambda: [r for r in feed_events(db) if r[2] == "trades_backfilled"],
+        timeout=30,
+        what="trades_backfilled",
+    )
+    now = datetime.now(UTC)
+    with connect(db, read_only=True, timeout_s=60) as con:
+        rows = coverage.coverage_intervals(
+            con, since=now - timedelta(hours=1), stream_alive=True, now=now
+        )
+    (trade_row,) = [iv for iv in rows if iv.channel == "trade"]
+    assert trade_row.reason == "sequence_gap" and trade_row.ended_at == done[0][0]
 
     _books_equal_the_exchange(sim, db, engine, tickers)
     assert len([g for g in _events(db, "sequence_gap") if g.startswith("orderbook")]) == 1
