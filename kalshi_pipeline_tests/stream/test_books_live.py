@@ -20,7 +20,7 @@ from kalshi_pipeline.stream.engine import Engine
 from kalshi_pipeline.warehouse import connect, coverage
 from kalshi_pipeline_tests.helpers import feed_events, query, wait_for
 from kalshi_pipeline_tests.stream.conftest import config_for
-from kalshi_pipeline_tests.stream.test_book_storage import BOOK_SQL, _rest_book
+from kalshi_pipeline_tests.stream.test_book_storage import _rest_book
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -48,10 +48,39 @@ def _live_books(engine: Engine, tickers: list[str]) -> dict[str, Any] | None:
     return None
 
 
-def _stored_books(db: Path) -> dict[str, dict[tuple[str, Decimal], Decimal]]:
-    out: dict[str, dict[tuple[str, Decimal], Decimal]] = {}
-    for ticker, side, price, size in query(db, BOOK_SQL):
-        out.setdefault(ticker, {})[(side, price)] = size
+# Each market's newest snapshot (in landing order: sids restart after a resubscription) and the
+# deltas of the same subscription after it.
+STORED_BOOKS_SQL = """
+WITH last AS (
+    SELECT market_ticker, sid, landing_segment AS seg, landing_offset AS off FROM book_snapshots
+    QUALIFY row_number() OVER (PARTITION BY market_ticker
+                               ORDER BY landing_segment DESC, landing_offset DESC) = 1),
+levels AS (
+    SELECT s.market_ticker, s.side, s.price, s.size FROM book_snapshots s JOIN last l
+      ON s.market_ticker = l.market_ticker AND s.landing_segment = l.seg
+     AND s.landing_offset = l.off
+    WHERE s.side IS NOT NULL
+    UNION ALL
+    SELECT d.market_ticker, d.side, d.price, d.delta FROM book_deltas d JOIN last l
+      ON d.market_ticker = l.market_ticker AND d.sid = l.sid
+     AND (d.landing_segment, d.landing_offset) > (l.seg, l.off))
+SELECT market_ticker, side, price, sum(size) FROM levels GROUP BY ALL HAVING sum(size) > 0
+"""
+HAS_BOOK_AT = "SELECT count(*) FROM duckdb_functions() WHERE function_name = 'book_at'"
+
+
+def _stored_books(db: Path, tickers: list[str]) -> dict[str, dict[tuple[str, Decimal], Decimal]]:
+    """The stored books now: through the warehouse's `book_at` query where the schema has it,
+    else rebuilt here from the tables."""
+    out: dict[str, dict[tuple[str, Decimal], Decimal]] = {t: {} for t in tickers}
+    if query(db, HAS_BOOK_AT)[0][0]:
+        for t in tickers:
+            rows = query(db, "SELECT side, price, size FROM book_at(?, now())", [t])
+            out[t] = {(side, price): size for side, price, size in rows}
+        return out
+    for ticker, side, price, size in query(db, STORED_BOOKS_SQL):
+        if ticker in out:
+            out[ticker][(side, price)] = size
     return out
 
 
@@ -66,7 +95,7 @@ def _books_equal_the_exchange(sim: Any, db: Path, engine: Engine, tickers: list[
         what="the live books equal to REST's",
     )
     wait_for(
-        lambda: {t: _stored_books(db).get(t, {}) for t in tickers} == rest,
+        lambda: _stored_books(db, tickers) == rest,
         timeout=60,
         interval=0.5,
         what="the stored books equal to REST's",
@@ -365,3 +394,56 @@ def test_a_book_that_drifts_from_rest_is_recorded_and_resynced(
     assert resynced[0].endswith(f"fresh snapshots for 1 markets: {ticker}")
     wait_for(lambda: _live_books(engine, tickers) == rest, timeout=30, what="the book mended")
     assert _events(db, "sequence_gap") == []
+
+
+def test_a_buffer_overflow_resubscribes_the_books_with_fresh_snapshots(
+    sim_factory: Any, engines: Any, tmp_path: Path
+) -> None:
+    sim = sim_factory(markets=30, rate=30)
+    tickers = _open_tickers(sim)[:4]
+    db = tmp_path / "k.duckdb"
+    engine = _start(sim, engines, db, tickers)
+    assert engine.ws_feed is not None
+    (old_sid,) = list(engine.ws_feed.seq.sid_markets)
+    sim.set_faults(buffer_overflow=True)  # error 25 on every market-data subscription
+    again = wait_for(
+        lambda: [d for d in _events(db, "resubscribe") if d.startswith("orderbook_delta")],
+        timeout=30,
+        what="the books resubscribed",
+    )
+    assert again[0].startswith(f"orderbook_delta sid {old_sid}: ")
+    assert "error 25" in again[0] or "buffer overflow" in again[0].lower()
+    wait_for(
+        lambda: [s for s in engine.ws_feed.seq.sid_markets if s != old_sid],  # type: ignore[union-attr]
+        timeout=30,
+        what="a new order-book sid",
+    )
+    _books_equal_the_exchange(sim, db, engine, tickers)
+    assert engine.stats.reconnects == 0
+    assert _events(db, "sequence_gap") == []
+
+
+def test_a_resync_the_server_refuses_falls_back_to_delete_and_add(
+    sim_factory: Any, engines: Any, tmp_path: Path
+) -> None:
+    sim = sim_factory(markets=30, rate=30)
+    tickers = _open_tickers(sim)[:3]
+    other = _open_tickers(sim)[5]  # not on the subscription: get_snapshot is refused (14)
+    db = tmp_path / "k.duckdb"
+    engine = _start(sim, engines, db, tickers, channels=("orderbook_delta",))
+    feed, loop = engine.ws_feed, engine._loop
+    assert feed is not None and loop is not None and feed._ws is not None
+    (sid,) = list(feed.seq.sid_markets)
+    ws = feed._ws
+
+    def resync() -> None:  # as a book_invalid of that market would
+        feed._want_resync(ws, sid, feed.seq.invalidate(sid, [other]))
+
+    loop.call_soon_threadsafe(resync)
+    fallback = wait_for(lambda: _events(db, "resync_fallback"), timeout=30, what="the fallback")
+    assert fallback[0].startswith(f"orderbook_delta sid {sid}: get_snapshot refused (")
+    assert fallback[0].endswith("deleted and added 1 markets again")
+    resynced = wait_for(lambda: _events(db, "book_resynced"), timeout=30, what="book_resynced")
+    assert resynced == [f"orderbook_delta sid {sid}: fresh snapshots for 1 markets: {other}"]
+    assert not [d for d in _events(db, "server_error")]  # the refusal was the caller's to record
+    _books_equal_the_exchange(sim, db, engine, [*tickers, other])
