@@ -152,6 +152,10 @@ class StreamConfig:
     # compare this many seconds apart the stream's books with REST's (GET /markets/orderbooks,
     # up to 100 markets a look, rotating); 0 turns the check off
     book_check_every_s: float = 60.0
+    # scope "all": look for open markets without an order-book subscription this often (Kalshi
+    # announces no scheduled open on the lifecycle channel, so a market listed before the
+    # stream started and opened since is found here)
+    book_open_markets_every_s: float = 300.0
     kalshi: KalshiSettings = field(default_factory=KalshiSettings)
 
     @property
@@ -180,6 +184,10 @@ class StreamConfig:
             (
                 self.book_check_every_s >= 0,
                 "book_check_every_s must be >= 0 (seconds; 0 turns the REST check off)",
+            ),
+            (
+                self.book_open_markets_every_s > 0,
+                "book_open_markets_every_s must be > 0 (seconds)",
             ),
             (
                 self.requests_per_s is None or self.requests_per_s > 0,
