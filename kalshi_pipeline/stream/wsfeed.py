@@ -691,7 +691,8 @@ class WebSocketFeed:
             except KalshiError as exc:
                 self.events.emit("websocket", "book_check_failed", f"open markets: {exc}"[:1000])
                 continue
-            known = self._book_markets | self._book_refused | self._book_adds.keys()
+            # not those the lifecycle removed meanwhile (REST may list them a moment longer)
+            known = self._book_markets | self._book_refused | self._book_adds.keys() | self.seq.gone
             for ticker in open_now:
                 if ticker not in known:
                     self._book_adds[ticker] = None

@@ -334,9 +334,10 @@ def test_all_markets_means_the_open_ones_then_those_the_lifecycle_brings(
     missing = sorted(t for t in at_start & set(_open_tickers(sim)) if "HOURLY" not in t)[0]
     (sid,) = list(feed.seq.sid_markets)
 
-    def forget() -> None:
+    def forget() -> None:  # as if it had never been subscribed
         feed._book_markets.discard(missing)
-        feed.seq.removed([missing])
+        feed.seq.books.pop(missing, None)
+        feed.seq.sid_markets[sid].discard(missing)
         feed._spawn(ws.delete_markets(sid, [missing]), "test")
 
     loop.call_soon_threadsafe(forget)
