@@ -1,8 +1,9 @@
 """Resources: `kalshi_feed` (the stream engine's config) and `warehouse` (the DuckDB file).
 
 Defaults come from the environment when the code location loads, through the same
-`StreamConfig.from_env()` the CLI uses (KALSHI_ENV, KALSHI_RATE_TIER, USE_WEBSOCKET_MARKET_DATA,
-WEBSOCKET_FALLBACK_TO_HTTP, WEBSOCKET_TIMEOUT, WEBSOCKET_MAX_RETRIES, KALSHI_DUCKDB_PATH). Every
+`StreamConfig.from_env()` the CLI uses (KALSHI_ENV, KALSHI_RATE_TIER, KALSHI_CHANNELS,
+USE_WEBSOCKET_MARKET_DATA, WEBSOCKET_FALLBACK_TO_HTTP, WEBSOCKET_TIMEOUT, WEBSOCKET_MAX_RETRIES,
+KALSHI_DUCKDB_PATH). Every
 field shows in the Launchpad under `resources.<key>.config` and a run may override any of them;
 the mode switch is `resources: {kalshi_feed: {config: {mode: http}}}`. Bad values (an unknown
 mode, a negative interval) are refused before a run is created (see `validation.py`).
@@ -113,6 +114,24 @@ class KalshiFeedResource(dg.ConfigurableResource):
         "`kalshi-pipeline replay` loads them into a fresh database",
     )
     scope: FeedScope = Field(default=FeedScope(), description="markets to follow (default all)")
+    channels: list[str] = Field(
+        default=list(_BUILTIN.channels),
+        description="WebSocket channels: ticker (top of book, the default), orderbook_delta "
+        "(every order-book change, tables book_snapshots/book_deltas) and trade (table trades); "
+        "orderbook_delta and trade need mode websocket or both",
+    )
+    book_batch_size: int = Field(
+        default=_BUILTIN.book_batch_size,
+        ge=1,
+        description="order-book markets per subscribe command; halved when Kalshi answers "
+        "error 26 (too many markets for one subscription)",
+    )
+    book_check_every_s: float = Field(
+        default=_BUILTIN.book_check_every_s,
+        ge=0,
+        description="seconds between comparisons of the streamed order books with REST's "
+        "(up to 100 markets a look, rotating); 0 turns them off",
+    )
     environment: EnvironmentName = Field(
         default="local",
         description="local (the simulator), demo or prod; demo and prod need credentials",
@@ -163,6 +182,7 @@ class KalshiFeedResource(dg.ConfigurableResource):
             poll_interval_s=env.poll_interval_s,
             flush_interval_ms=env.flush_interval_ms,
             websocket_compression=env.websocket_compression,
+            channels=list(env.channels),
             environment=env.kalshi.env.value,
             rate_tier=env.kalshi.rate_tier.value,
             **credentials,
@@ -200,6 +220,9 @@ class KalshiFeedResource(dg.ConfigurableResource):
             retention_s=self.landing_retention_hours * 3600,
             keep_landing=self.keep_landing,
             scope=Scope.of(self.scope.series, self.scope.events, self.scope.tickers),
+            channels=self.channels,
+            book_batch_size=self.book_batch_size,
+            book_check_every_s=self.book_check_every_s,
             database=Path(database),
             kalshi=self.kalshi_settings(),
         )
