@@ -156,19 +156,16 @@ class _Batch(Batch):
         c["landing_offset"].append(rec.offset)
 
     def add_snapshot(self, snap: BookSnapshot, rec: Record, segment_id: int) -> None:
-        levels = [("yes", p, n) for p, n in snap.yes] + [("no", p, n) for p, n in snap.no]
         c = self.snapshots
-        for side, price, size in levels or [(None, None, None)]:  # an empty book: one row
-            c["market_ticker"].append(snap.market_ticker)
-            c["sid"].append(snap.sid)
-            c["seq"].append(snap.seq)
-            c["side"].append(side)
-            c["price"].append(price)
-            c["size"].append(size)
-            c["received_at"].append(rec.received_ns)
-            c["sent_at"].append(snap.sent_ts_ms)
-            c["landing_segment"].append(segment_id)
-            c["landing_offset"].append(rec.offset)
+        c["market_ticker"].append(snap.market_ticker)
+        c["sid"].append(snap.sid)
+        c["seq"].append(snap.seq)
+        c["yes_levels"].append([{"price": p, "size": n} for p, n in snap.yes])
+        c["no_levels"].append([{"price": p, "size": n} for p, n in snap.no])
+        c["received_at"].append(rec.received_ns)
+        c["sent_at"].append(snap.sent_ts_ms)
+        c["landing_segment"].append(segment_id)
+        c["landing_offset"].append(rec.offset)
 
     def add_delta(self, d: BookDelta, rec: Record, segment_id: int) -> None:
         c = self.deltas

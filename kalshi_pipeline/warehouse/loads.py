@@ -46,14 +46,14 @@ TICK_SCHEMA = pa.schema(
         ("landing_offset", pa.int32()),
     ]
 )
+LEVELS = pa.list_(pa.struct([("price", PRICE), ("size", COUNT)]))
 SNAPSHOT_SCHEMA = pa.schema(
     [
         ("market_ticker", pa.string()),
         ("sid", pa.int32()),
         ("seq", pa.int64()),
-        ("side", pa.string()),
-        ("price", PRICE),
-        ("size", COUNT),
+        ("yes_levels", LEVELS),
+        ("no_levels", LEVELS),
         ("received_at", pa.timestamp("ns", tz="UTC")),
         ("sent_at", pa.timestamp("ms", tz="UTC")),
         ("landing_segment", pa.int64()),

@@ -1,0 +1,355 @@
+"""Order-book queries: the book of a market at a time, top-of-book history, trades between times.
+
+Each query is a DuckDB table macro, created by the schema migration, so an analyst calls it by
+name in `kalshi-pipeline sql` (`FROM book_at('KXBTCD-...', TIMESTAMPTZ '2026-11-27 12:00Z', 10)`)
+and Python calls the same macro through the warehouse client (`book_at(con, ticker, at)`), which
+works whether the stream owns the file or not.
+
+How a book is rebuilt (the rules the macros share):
+- Times are receive times (`received_at`): the book at T is the book the recorder held at T.
+- A frame's engine is the low 22 bits of its `landing_segment` (the pid of the process that
+  landed it); `(landing_segment, landing_offset)` orders one engine's frames exactly. An engine
+  holds one WebSocket connection at a time, and on every subscription Kalshi sends a market's
+  snapshot before any of its deltas, so the deltas that follow a snapshot on the same connection
+  are the same engine's deltas of that market, with the same sid, after the snapshot's position.
+  After a reconnect (sids restart at 1) the new connection's snapshot starts a new run.
+- Two engines receive the same books during a handover (each its own connection, sid and seq):
+  the book at T follows the engine that received the market's latest frame at or before T (the
+  one still running), from its latest snapshot.
+- A book is valid at T unless, after its snapshot and up to T, the feed recorded a
+  `sequence_gap` naming the market (or, with no market list, the snapshot's sid) or a
+  `book_invalid` of the market. A later snapshot (a resync) starts a valid book again.
+- NO levels are bids at NO-leg prices (the stream subscribes with `use_yes_price` false): the
+  best YES ask is 1 minus the best NO bid, its size that level's size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, Protocol
+
+ENGINE_BITS = 4194303  # 2**22 - 1: the pid part of a landing_segment (stream/landing.py)
+
+# The position of a frame within its engine, as one sortable value (segment, then offset).
+_POS = "(landing_segment::HUGEINT << 32) + landing_offset"
+_ENGINE = f"(landing_segment & {ENGINE_BITS})"
+# A feed event (e, beside the book's base snapshot b) that breaks the book of `ticker`: a gap on
+# its subscription naming the market (or, with no market list, the whole sid), or the market's
+# book found inconsistent (the feed's wording: "<channel> sid <sid>: seq ...; markets: T1,T2" and
+# "<ticker>: <why>").
+_BREAKS = """((e.kind = 'book_invalid' AND starts_with(e.detail, ticker || ':'))
+            OR (e.kind = 'sequence_gap' AND CASE
+                WHEN trim(split_part(e.detail, 'markets:', 2)) <> ''
+                THEN list_contains(list_transform(
+                    string_split(split_part(e.detail, 'markets:', 2), ','), x -> trim(x)), ticker)
+                ELSE starts_with(e.detail, 'orderbook_delta sid ' || b.sid || ':') END))"""
+
+MACROS: list[str] = [
+    # The snapshot a market's book at `at_time` starts from: the latest snapshot, at or before
+    # `at_time`, of the engine (and sid) that received the market's latest frame by then.
+    f"""
+    CREATE OR REPLACE MACRO book_base(ticker, at_time) AS TABLE
+    WITH latest AS (
+        SELECT engine, sid FROM (
+            SELECT {_ENGINE} AS engine, sid, received_at, {_POS} AS pos FROM book_snapshots
+            WHERE market_ticker = ticker AND received_at <= at_time
+            UNION ALL
+            SELECT {_ENGINE} AS engine, sid, received_at, {_POS} AS pos FROM book_deltas
+            WHERE market_ticker = ticker AND received_at <= at_time)
+        ORDER BY received_at DESC, pos DESC LIMIT 1)
+    SELECT s.landing_segment, s.landing_offset, s.engine, s.pos, s.sid, s.seq, s.received_at
+    FROM (SELECT *, {_ENGINE} AS engine, {_POS} AS pos FROM book_snapshots
+          WHERE market_ticker = ticker AND received_at <= at_time) s
+    JOIN latest l ON s.engine = l.engine AND s.sid IS NOT DISTINCT FROM l.sid
+    ORDER BY s.pos DESC LIMIT 1
+    """,
+    # The book of a market at `at_time`: (side, level, price, size), best first per side, YES
+    # first; `depth` levels a side (0: all); with `valid` and `snapshot_at` on every row (the
+    # reason for an invalid book: book_validity). One pass over the market's deltas up to T.
+    f"""
+    CREATE OR REPLACE MACRO book_at(ticker, at_time, depth := 0) AS TABLE
+    WITH d AS MATERIALIZED (
+        SELECT {_ENGINE} AS engine, sid, {_POS} AS pos, received_at, side, price, delta
+        FROM book_deltas WHERE market_ticker = ticker AND received_at <= at_time),
+    s AS MATERIALIZED (
+        SELECT {_ENGINE} AS engine, sid, {_POS} AS pos, received_at, yes_levels, no_levels
+        FROM book_snapshots WHERE market_ticker = ticker AND received_at <= at_time),
+    latest AS (
+        SELECT engine, sid FROM (
+            SELECT engine, sid, received_at, pos FROM s
+            UNION ALL SELECT engine, sid, received_at, pos FROM d)
+        ORDER BY received_at DESC, pos DESC LIMIT 1),
+    base AS MATERIALIZED (
+        SELECT s.* FROM s JOIN latest l ON s.engine = l.engine AND s.sid IS NOT DISTINCT FROM l.sid
+        ORDER BY s.pos DESC LIMIT 1),
+    changes AS (
+        SELECT 'yes' AS side, unnest(yes_levels, recursive := true) FROM base
+        UNION ALL SELECT 'no' AS side, unnest(no_levels, recursive := true) FROM base
+        UNION ALL
+        SELECT d.side, d.price, d.delta FROM d, base b
+        WHERE d.engine = b.engine AND d.sid IS NOT DISTINCT FROM b.sid AND d.pos > b.pos),
+    book AS (SELECT side, price, sum(size) AS size FROM changes GROUP BY ALL HAVING sum(size) > 0),
+    broken AS (
+        SELECT count(*) > 0 AS broken FROM feed_events e, base b
+        WHERE e.source = 'websocket' AND e.occurred_at >= b.received_at
+          AND e.occurred_at <= at_time AND {_BREAKS})
+    SELECT side, level::INTEGER AS level, price, size, NOT broken.broken AS valid,
+           base.received_at AS snapshot_at
+    FROM (SELECT *, row_number() OVER (PARTITION BY side ORDER BY price DESC) AS level FROM book),
+         broken, base
+    WHERE depth <= 0 OR level <= depth
+    ORDER BY side DESC, level
+    """,
+    # Whether the book of a market at `at_time` can be trusted: one row (snapshot_at, sid,
+    # valid, reason); no row when nothing was recorded of the market by then.
+    f"""
+    CREATE OR REPLACE MACRO book_validity(ticker, at_time) AS TABLE
+    WITH base AS (FROM book_base(ticker, at_time)),
+    broken AS (
+        SELECT e.occurred_at, e.kind, e.detail FROM feed_events e, base b
+        WHERE e.source = 'websocket' AND e.occurred_at >= b.received_at
+          AND e.occurred_at <= at_time
+          AND {_BREAKS}
+        ORDER BY e.occurred_at LIMIT 1)
+    SELECT b.received_at AS snapshot_at, b.sid, r.kind IS NULL AS valid,
+           CASE WHEN r.kind IS NULL THEN NULL
+                ELSE r.kind || ' at ' || strftime(r.occurred_at, '%Y-%m-%d %H:%M:%S.%f')
+                     || ': ' || r.detail END AS reason
+    FROM base b LEFT JOIN broken r ON true
+    """,
+    # Top of book after every order-book frame of a market received from the snapshot in force
+    # at `from_time` to `to_time` (engine and pos say whose frame it was; see the module's
+    # docstring); yes_bid 0 and yes_ask 1 (size 0) when a side is empty.
+    f"""
+    CREATE OR REPLACE MACRO book_frames_l1(ticker, from_time, to_time) AS TABLE
+    WITH base AS (FROM book_base(ticker, from_time)),
+    start AS (SELECT coalesce((SELECT min(received_at) FROM base), from_time) AS t),
+    snaps AS (
+        SELECT {_ENGINE} AS engine, sid, {_POS} AS pos, received_at,
+               epoch_ms(sent_at) AS ts_ms
+        FROM book_snapshots, start
+        WHERE market_ticker = ticker AND received_at >= start.t AND received_at <= to_time),
+    deltas AS (
+        SELECT {_ENGINE} AS engine, sid, {_POS} AS pos, received_at,
+               epoch_ms(exchange_ts) AS ts_ms, side, price, delta
+        FROM book_deltas, start
+        WHERE market_ticker = ticker AND received_at >= start.t AND received_at <= to_time),
+    -- each delta belongs to the run of the latest snapshot before it on its engine and sid
+    runs AS (
+        SELECT d.*, s.pos AS run FROM deltas d ASOF JOIN snaps s
+        ON d.engine = s.engine AND d.sid IS NOT DISTINCT FROM s.sid AND d.pos > s.pos),
+    frames AS (
+        SELECT engine, pos AS run, pos, received_at, ts_ms FROM snaps
+        UNION ALL SELECT engine, run, pos, received_at, ts_ms FROM runs),
+    snapshot_levels AS (
+        SELECT {_ENGINE} AS engine, {_POS} AS pos, yes_levels, no_levels
+        FROM book_snapshots, start
+        WHERE market_ticker = ticker AND received_at >= start.t AND received_at <= to_time),
+    changes AS (
+        SELECT engine, pos AS run, pos, 'yes' AS side, unnest(yes_levels, recursive := true)
+        FROM snapshot_levels
+        UNION ALL
+        SELECT engine, pos AS run, pos, 'no' AS side, unnest(no_levels, recursive := true)
+        FROM snapshot_levels
+        UNION ALL SELECT engine, run, pos, side, price, delta FROM runs),
+    levels AS (  -- each level's size after every change to it
+        SELECT engine, run, side, price, pos,
+               sum(change) OVER (PARTITION BY engine, run, side, price ORDER BY pos) AS size
+        FROM (SELECT engine, run, side, price, pos, sum(size) AS change FROM changes
+              GROUP BY ALL)),
+    grid AS (  -- every frame against every price its run has seen
+        SELECT f.engine, f.run, f.pos, p.side, p.price FROM frames f
+        JOIN (SELECT DISTINCT engine, run, side, price FROM levels) p USING (engine, run)),
+    sizes AS (
+        SELECT g.engine, g.pos, g.side, g.price, l.size FROM grid g ASOF JOIN levels l
+        ON l.engine = g.engine AND l.run = g.run AND l.side = g.side AND l.price = g.price
+           AND g.pos >= l.pos),
+    l1 AS (
+        SELECT f.received_at, f.ts_ms, f.engine, f.pos,
+               max(z.price) FILTER (z.side = 'yes' AND z.size > 0) AS best_yes,
+               arg_max(z.size, z.price) FILTER (z.side = 'yes' AND z.size > 0) AS best_yes_size,
+               max(z.price) FILTER (z.side = 'no' AND z.size > 0) AS best_no,
+               arg_max(z.size, z.price) FILTER (z.side = 'no' AND z.size > 0) AS best_no_size
+        FROM frames f LEFT JOIN sizes z ON z.engine = f.engine AND z.pos = f.pos
+        GROUP BY f.received_at, f.ts_ms, f.engine, f.pos)
+    SELECT received_at, make_timestamp(ts_ms * 1000)::TIMESTAMPTZ AS exchange_ts,
+           engine, pos,
+           coalesce(best_yes, 0)::DECIMAL(10,4) AS yes_bid,
+           coalesce(best_yes_size, 0)::DECIMAL(18,2) AS yes_bid_size,
+           (1 - coalesce(best_no, 0))::DECIMAL(10,4) AS yes_ask,
+           coalesce(best_no_size, 0)::DECIMAL(18,2) AS yes_ask_size
+    FROM l1
+    """,
+    # Top of book from the books, every change between two times: (received_at, exchange_ts,
+    # yes_bid, yes_bid_size, yes_ask, yes_ask_size). The first row is the book in force at
+    # `from_time` (shown at `from_time`); yes_bid 0 and yes_ask 1 (size 0) when a side is empty.
+    """
+    CREATE OR REPLACE MACRO top_of_book(ticker, from_time, to_time) AS TABLE
+    WITH changed AS (
+        SELECT * FROM book_frames_l1(ticker, from_time, to_time)
+        WINDOW o AS (ORDER BY received_at, engine, pos)
+        QUALIFY row_number() OVER o = 1
+             OR (lag(yes_bid) OVER o, lag(yes_bid_size) OVER o, lag(yes_ask) OVER o,
+                 lag(yes_ask_size) OVER o)
+                IS DISTINCT FROM (yes_bid, yes_bid_size, yes_ask, yes_ask_size)),
+    shown AS (
+        (SELECT * FROM changed WHERE received_at < from_time
+         ORDER BY received_at DESC, engine DESC, pos DESC LIMIT 1)
+        UNION ALL SELECT * FROM changed WHERE received_at >= from_time)
+    SELECT greatest(received_at, from_time) AS received_at, exchange_ts,
+           yes_bid, yes_bid_size, yes_ask, yes_ask_size
+    FROM shown ORDER BY received_at, engine, pos
+    """,
+    # Ticks of the ticker channel between two times whose L1 is not the books' top of book at
+    # the tick's exchange time (after some frame of that same millisecond, else after the last
+    # frame before it): no row when the two channels agree.
+    """
+    CREATE OR REPLACE MACRO top_of_book_check(ticker, from_time, to_time) AS TABLE
+    WITH frames AS (
+        SELECT * FROM book_frames_l1(ticker, from_time, to_time) WHERE exchange_ts IS NOT NULL),
+    last_of_ms AS (
+        SELECT exchange_ts, yes_bid, yes_bid_size, yes_ask, yes_ask_size FROM frames
+        QUALIFY row_number() OVER (PARTITION BY exchange_ts
+                                   ORDER BY received_at DESC, engine DESC, pos DESC) = 1),
+    t AS (
+        SELECT received_at, exchange_ts, yes_bid, yes_bid_size, yes_ask, yes_ask_size
+        FROM ticks
+        WHERE market_ticker = ticker AND source = 'websocket'
+          AND received_at BETWEEN from_time AND to_time
+          AND exchange_ts >= (SELECT min(exchange_ts) FROM frames))
+    SELECT t.received_at, t.exchange_ts,
+           t.yes_bid AS tick_yes_bid, b.yes_bid AS book_yes_bid,
+           t.yes_bid_size AS tick_yes_bid_size, b.yes_bid_size AS book_yes_bid_size,
+           t.yes_ask AS tick_yes_ask, b.yes_ask AS book_yes_ask,
+           t.yes_ask_size AS tick_yes_ask_size, b.yes_ask_size AS book_yes_ask_size
+    FROM t ASOF LEFT JOIN last_of_ms b ON t.exchange_ts >= b.exchange_ts
+    WHERE NOT EXISTS (
+        SELECT 1 FROM frames f
+        WHERE f.exchange_ts = t.exchange_ts AND f.yes_bid = t.yes_bid
+          AND f.yes_bid_size = t.yes_bid_size AND f.yes_ask = t.yes_ask
+          AND f.yes_ask_size = t.yes_ask_size)
+      AND (t.yes_bid, t.yes_bid_size, t.yes_ask, t.yes_ask_size)
+          IS DISTINCT FROM (b.yes_bid, b.yes_bid_size, b.yes_ask, b.yes_ask_size)
+    ORDER BY t.received_at
+    """,
+    # Trades executed between two times (Kalshi's trade time; the receive time when it is
+    # missing), of one market or (ticker NULL) all, oldest first.
+    """
+    CREATE OR REPLACE MACRO trades_between(from_time, to_time, ticker := NULL) AS TABLE
+    SELECT coalesce(exchange_ts, received_at) AS traded_at, market_ticker, trade_id, yes_price,
+           no_price, count, taker_side, taker_outcome_side, taker_book_side, is_block_trade,
+           source, received_at
+    FROM trades
+    WHERE coalesce(exchange_ts, received_at) BETWEEN from_time AND to_time
+      AND (ticker IS NULL OR market_ticker = ticker)
+    ORDER BY traded_at, trade_id
+    """,
+]
+
+
+class _Connection(Protocol):
+    def execute(self, sql: str, params: Any = ...) -> Any: ...
+
+
+@dataclass(frozen=True)
+class Level:
+    side: str  # 'yes' | 'no' (NO bids at NO-leg prices)
+    price: Decimal
+    size: Decimal
+
+
+@dataclass(frozen=True)
+class Book:
+    """A market's book at a time: bids per side, best first, and whether it can be trusted."""
+
+    market_ticker: str
+    at: datetime
+    yes: list[Level]
+    no: list[Level]
+    snapshot_at: datetime | None  # the snapshot it was rebuilt from; None: none recorded by then
+    valid: bool
+    reason: str | None  # why it is not valid
+
+    @property
+    def yes_bid(self) -> Decimal | None:
+        return self.yes[0].price if self.yes else None
+
+    @property
+    def yes_ask(self) -> Decimal | None:
+        """The best YES offer: 1 minus the best NO bid."""
+        return 1 - self.no[0].price if self.no else None
+
+
+def book_at(con: _Connection, ticker: str, at: datetime, depth: int = 0) -> Book:
+    """The book of `ticker` as received by `at`, `depth` levels a side (0: all)."""
+    _check_time(at, "at")
+    rows = con.execute("FROM book_at(?, ?, depth := ?)", [ticker, at, depth]).fetchall()
+    yes = [Level(side, price, size) for side, _n, price, size, *_ in rows if side == "yes"]
+    no = [Level(side, price, size) for side, _n, price, size, *_ in rows if side == "no"]
+    if rows and rows[0][4]:
+        return Book(ticker, at, yes, no, rows[0][5], True, None)
+    # an invalid or empty book: say why (one more statement, off the common path)
+    state = con.execute("FROM book_validity(?, ?)", [ticker, at]).fetchall()
+    if not state:
+        return Book(ticker, at, yes, no, None, False, f"no order book of {ticker} recorded by {at}")
+    snapshot_at, _sid, valid, reason = state[0]
+    return Book(ticker, at, yes, no, snapshot_at, bool(valid), reason)
+
+
+@dataclass(frozen=True)
+class TopOfBook:
+    received_at: datetime
+    exchange_ts: datetime | None
+    yes_bid: Decimal
+    yes_bid_size: Decimal
+    yes_ask: Decimal
+    yes_ask_size: Decimal
+
+
+def top_of_book(con: _Connection, ticker: str, start: datetime, end: datetime) -> list[TopOfBook]:
+    """Every change of `ticker`'s best YES bid and ask (and sizes) from its books, start to end."""
+    _check_range(start, end)
+    rows = con.execute("FROM top_of_book(?, ?, ?)", [ticker, start, end]).fetchall()
+    return [TopOfBook(*r) for r in rows]
+
+
+def top_of_book_differences(
+    con: _Connection, ticker: str, start: datetime, end: datetime
+) -> list[dict[str, Any]]:
+    """Ticks of the ticker channel whose L1 differs from the books' top of book at the same
+    exchange time (an empty list: the two channels agree)."""
+    _check_range(start, end)
+    cur = con.execute("FROM top_of_book_check(?, ?, ?)", [ticker, start, end])
+    cols = [d[0] for d in cur.description]
+    return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
+
+
+def trades_between(
+    con: _Connection, start: datetime, end: datetime, ticker: str | None = None
+) -> list[dict[str, Any]]:
+    """Trades executed from `start` to `end` (inclusive), of one market or all, oldest first."""
+    _check_range(start, end)
+    cur = con.execute("FROM trades_between(?, ?, ticker := ?)", [start, end, ticker])
+    cols = [d[0] for d in cur.description]
+    return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
+
+
+class BookQueryError(ValueError):
+    """A book query asked with times it cannot answer (naive times, an empty range)."""
+
+
+def _check_time(value: datetime, name: str) -> None:
+    if not isinstance(value, datetime) or value.tzinfo is None:
+        raise BookQueryError(
+            f"{name} must be a timezone-aware datetime (the warehouse keeps UTC times), got "
+            f"{value!r}; use datetime(..., tzinfo=timezone.utc)"
+        )
+
+
+def _check_range(start: datetime, end: datetime) -> None:
+    _check_time(start, "start")
+    _check_time(end, "end")
+    if end < start:
+        raise BookQueryError(f"the range ends ({end}) before it starts ({start}); swap them")
