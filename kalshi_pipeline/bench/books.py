@@ -39,9 +39,9 @@ DELTA_COLUMNS = (
     "side",
     "price",
     "delta",
-    "exchange_ts",
     "received_at",
-    "sent_at",
+    "exchange_lag_ms",
+    "sent_lag_ms",
     "landing_segment",
     "landing_offset",
 )
@@ -75,12 +75,16 @@ def run(ctx: Context) -> dict[str, Any]:
         load_s = time.monotonic() - t0
         load_cpu_s = time.process_time() - cpu0
         con = owner.connection()
-        stored = con.execute("SELECT count(*) FROM book_deltas").fetchone()
+        stored = con.execute("SELECT count(*) FROM book_deltas_stored").fetchone()
         deltas = int(stored[0]) if stored else 0
         ctx.display.status("measuring bytes per delta")
-        table_bytes = stored_bytes(con, "book_deltas", "*")
+        table_bytes = stored_bytes(con, "book_deltas_stored", "*")
+        keyframe_bytes = stored_bytes(con, "book_keyframes", "*")
+        keyframes = int(con.execute("SELECT count(*) FROM book_keyframes").fetchone()[0])
         snapshot_rows = int(con.execute("SELECT count(*) FROM book_snapshots").fetchone()[0])
-        columns = {c: round(stored_bytes(con, "book_deltas", c) / deltas, 2) for c in DELTA_COLUMNS}
+        columns = {
+            c: round(stored_bytes(con, "book_deltas_stored", c) / deltas, 2) for c in DELTA_COLUMNS
+        }
         ctx.display.status("asking for books at random times")
         latencies = book_latencies(
             db, day.markets, day.start_ns, day.end_ns, plan.books_queries, ctx.seed
@@ -91,7 +95,10 @@ def run(ctx: Context) -> dict[str, Any]:
     p99 = quantile(latencies, 0.99)
     return {
         "figures": {
-            "books_bytes_per_delta": round(table_bytes / deltas, 2) if deltas else None,
+            # keyframes are there for the deltas' sake: they count
+            "books_bytes_per_delta": round((table_bytes + keyframe_bytes) / deltas, 2)
+            if deltas
+            else None,
             "books_book_at_p50_ms": round(p50, 1),
             "books_book_at_p99_ms": round(p99, 1),
             "books_deltas_per_s_writer": round(deltas / load_s) if load_s > 0 else None,
@@ -100,7 +107,10 @@ def run(ctx: Context) -> dict[str, Any]:
             "markets": plan.books_markets,
             "deltas": deltas,
             "deltas_landed": day.deltas,
-            "snapshot_level_rows": snapshot_rows,
+            "snapshots": snapshot_rows,
+            "keyframes": keyframes,
+            "bytes_per_delta_deltas_only": round(table_bytes / deltas, 2) if deltas else None,
+            "bytes_per_delta_keyframes": round(keyframe_bytes / deltas, 2) if deltas else None,
             "day_hours": round((day.end_ns - day.start_ns) / 3.6e12, 2),
             "frame_bytes_per_delta": round(day.frame_bytes / max(1, day.deltas), 1),
             "bytes_per_delta_resolution": round(BLOCK / deltas, 3) if deltas else None,

@@ -42,6 +42,7 @@ from kalshi_pipeline.kalshi.messages import (
     decode_markets_page,
     decode_tick,
 )
+from kalshi_pipeline.stream.keyframes import KEYFRAME_S, Keyframes
 from kalshi_pipeline.stream.landing import (
     SOURCE_NAMES,
     Kind,
@@ -169,17 +170,24 @@ class _Batch(Batch):
 
     def add_delta(self, d: BookDelta, rec: Record, segment_id: int) -> None:
         c = self.deltas
+        received_ms = rec.received_ns // 1_000_000  # the view adds the lags back to this
         c["market_ticker"].append(d.market_ticker)
         c["sid"].append(d.sid)
         c["seq"].append(d.seq)
         c["side"].append(d.side)
         c["price"].append(d.price)
         c["delta"].append(d.delta)
-        c["exchange_ts"].append(d.exchange_ts_ms)
         c["received_at"].append(rec.received_ns)
-        c["sent_at"].append(d.sent_ts_ms)
+        c["exchange_lag_ms"].append(
+            None if d.exchange_ts_ms is None else received_ms - d.exchange_ts_ms
+        )
+        c["sent_lag_ms"].append(None if d.sent_ts_ms is None else received_ms - d.sent_ts_ms)
         c["landing_segment"].append(segment_id)
         c["landing_offset"].append(rec.offset)
+
+    def add_keyframe(self, row: dict[str, Any]) -> None:
+        for name, column in self.keyframes.items():
+            column.append(row[name])
 
     def add_trade(self, t: Trade, source: str, rec: Record, segment_id: int) -> None:
         c = self.trades
@@ -235,6 +243,7 @@ class Writer:
         retention_s: float = 24 * 3600.0,
         keep_landing: bool = False,
         busy_timeout_s: float = 0.5,
+        keyframe_s: float = KEYFRAME_S,
     ) -> None:
         self.owner = owner
         self.landing_dir = Path(landing_dir)
@@ -260,6 +269,7 @@ class Writer:
         self._engines = Engines()
         self._windows: list[Window] = []
         self.duplicates_dropped = 0  # ticks received by two engines at once, stored once
+        self._keyframes = Keyframes(keyframe_s)
 
     # ------------------------------------------------------------------ cycle
 
@@ -454,9 +464,13 @@ class Writer:
             self._flag(rec, batch, msg.market_ticker, msg.notes)
         elif isinstance(msg, BookDelta):
             batch.add_delta(msg, rec, seg.segment_id)
+            keyframe = self._keyframes.delta(msg, rec, seg)
+            if keyframe is not None:
+                batch.add_keyframe(keyframe)
             self._flag(rec, batch, msg.market_ticker, msg.notes)
         elif isinstance(msg, BookSnapshot):
             batch.add_snapshot(msg, rec, seg.segment_id)
+            self._keyframes.snapshot(msg, rec, seg)
             self._flag(rec, batch, msg.market_ticker, msg.notes)
         elif isinstance(msg, Trade):
             batch.add_trade(msg, "websocket", rec, seg.segment_id)

@@ -32,13 +32,20 @@ from typing import Any, Protocol
 
 ENGINE_BITS = 4194303  # 2**22 - 1: the pid part of a landing_segment (stream/landing.py)
 
-# The position of a frame within its engine, as one sortable value (segment, then offset).
-_POS = "(landing_segment::HUGEINT << 32) + landing_offset"
-_ENGINE = f"(landing_segment & {ENGINE_BITS})"
-# A feed event (e, beside the book's base snapshot b) that breaks the book of `ticker`: a gap on
-# its subscription naming the market (or, with no market list, the whole sid), or the market's
-# book found inconsistent (the feed's wording: "<channel> sid <sid>: seq ...; markets: T1,T2" and
-# "<ticker>: <why>").
+
+def _engine(t: str) -> str:
+    return f"({t}.landing_segment & {ENGINE_BITS})"
+
+
+def _pos(t: str) -> str:
+    """A frame's position within its engine, one sortable value (segment, then offset)."""
+    return f"(({t}.landing_segment::HUGEINT << 32) + {t}.landing_offset)"
+
+
+# A feed event (e, beside the book's base b) that breaks the book of `ticker`: a gap on its
+# subscription naming the market (or, with no market list, the whole sid), or the market's book
+# found inconsistent (the feed's wording: "<channel> sid <sid>: seq <n> expected, <m> received;
+# markets: T1,T2" and "<ticker>: <why>").
 _BREAKS = """((e.kind = 'book_invalid' AND starts_with(e.detail, ticker || ':'))
             OR (e.kind = 'sequence_gap' AND CASE
                 WHEN trim(split_part(e.detail, 'markets:', 2)) <> ''
@@ -47,58 +54,61 @@ _BREAKS = """((e.kind = 'book_invalid' AND starts_with(e.detail, ticker || ':'))
                 ELSE starts_with(e.detail, 'orderbook_delta sid ' || b.sid || ':') END))"""
 
 MACROS: list[str] = [
-    # The snapshot a market's book at `at_time` starts from: the latest snapshot, at or before
-    # `at_time`, of the engine (and sid) that received the market's latest frame by then.
+    # Where a market's book at `at_time` starts: the latest snapshot or keyframe, at or before
+    # `at_time`, of the engine (and sid) that received the market's latest frame by then. One row
+    # (engine, sid, pos, received_at, snapshot_at, yes_levels, no_levels), none before any
+    # snapshot. The deltas are read from the newest snapshot or keyframe on (zone maps on
+    # received_at skip the rest of the day): an older one is only chosen when another engine's
+    # deltas came after the newest (a handover), and those come after it by definition.
     f"""
     CREATE OR REPLACE MACRO book_base(ticker, at_time) AS TABLE
-    WITH latest AS (
-        SELECT engine, sid FROM (
-            SELECT {_ENGINE} AS engine, sid, received_at, {_POS} AS pos FROM book_snapshots
-            WHERE market_ticker = ticker AND received_at <= at_time
-            UNION ALL
-            SELECT {_ENGINE} AS engine, sid, received_at, {_POS} AS pos FROM book_deltas
-            WHERE market_ticker = ticker AND received_at <= at_time)
+    WITH bases AS MATERIALIZED (
+        SELECT {_engine("s")} AS engine, s.sid, {_pos("s")} AS pos, s.received_at,
+               s.received_at AS snapshot_at, s.yes_levels, s.no_levels
+        FROM book_snapshots s WHERE s.market_ticker = ticker AND s.received_at <= at_time
+        UNION ALL
+        SELECT {_engine("k")}, k.sid, {_pos("k")}, k.received_at, k.snapshot_at, k.yes_levels,
+               k.no_levels
+        FROM book_keyframes k WHERE k.market_ticker = ticker AND k.received_at <= at_time),
+    newest AS MATERIALIZED (
+        SELECT engine, sid, pos, received_at FROM bases ORDER BY received_at DESC, pos DESC
+        LIMIT 1),
+    recent AS (
+        SELECT {_engine("d")} AS engine, d.sid, {_pos("d")} AS pos, d.received_at
+        FROM book_deltas_stored d, newest n
+        WHERE d.market_ticker = ticker AND d.received_at <= at_time
+          AND d.received_at >= n.received_at
+        ORDER BY d.received_at DESC, pos DESC LIMIT 1),
+    latest AS (
+        SELECT engine, sid FROM (FROM newest UNION ALL FROM recent)
         ORDER BY received_at DESC, pos DESC LIMIT 1)
-    SELECT s.landing_segment, s.landing_offset, s.engine, s.pos, s.sid, s.seq, s.received_at
-    FROM (SELECT *, {_ENGINE} AS engine, {_POS} AS pos FROM book_snapshots
-          WHERE market_ticker = ticker AND received_at <= at_time) s
-    JOIN latest l ON s.engine = l.engine AND s.sid IS NOT DISTINCT FROM l.sid
-    ORDER BY s.pos DESC LIMIT 1
+    SELECT b.* FROM bases b
+    JOIN latest l ON b.engine = l.engine AND b.sid IS NOT DISTINCT FROM l.sid
+    ORDER BY b.pos DESC LIMIT 1
     """,
     # The book of a market at `at_time`: (side, level, price, size), best first per side, YES
     # first; `depth` levels a side (0: all); with `valid` and `snapshot_at` on every row (the
-    # reason for an invalid book: book_validity). One pass over the market's deltas up to T.
+    # reason for an invalid book: book_validity).
     f"""
     CREATE OR REPLACE MACRO book_at(ticker, at_time, depth := 0) AS TABLE
-    WITH d AS MATERIALIZED (
-        SELECT {_ENGINE} AS engine, sid, {_POS} AS pos, received_at, side, price, delta
-        FROM book_deltas WHERE market_ticker = ticker AND received_at <= at_time),
-    s AS MATERIALIZED (
-        SELECT {_ENGINE} AS engine, sid, {_POS} AS pos, received_at, yes_levels, no_levels
-        FROM book_snapshots WHERE market_ticker = ticker AND received_at <= at_time),
-    latest AS (
-        SELECT engine, sid FROM (
-            SELECT engine, sid, received_at, pos FROM s
-            UNION ALL SELECT engine, sid, received_at, pos FROM d)
-        ORDER BY received_at DESC, pos DESC LIMIT 1),
-    base AS MATERIALIZED (
-        SELECT s.* FROM s JOIN latest l ON s.engine = l.engine AND s.sid IS NOT DISTINCT FROM l.sid
-        ORDER BY s.pos DESC LIMIT 1),
+    WITH b AS MATERIALIZED (FROM book_base(ticker, at_time)),
     changes AS (
-        SELECT 'yes' AS side, unnest(yes_levels, recursive := true) FROM base
-        UNION ALL SELECT 'no' AS side, unnest(no_levels, recursive := true) FROM base
+        SELECT 'yes' AS side, unnest(yes_levels, recursive := true) FROM b
+        UNION ALL SELECT 'no' AS side, unnest(no_levels, recursive := true) FROM b
         UNION ALL
-        SELECT d.side, d.price, d.delta FROM d, base b
-        WHERE d.engine = b.engine AND d.sid IS NOT DISTINCT FROM b.sid AND d.pos > b.pos),
+        SELECT d.side, d.price, d.delta FROM book_deltas_stored d, b
+        WHERE d.market_ticker = ticker AND d.received_at <= at_time
+          AND d.received_at >= b.received_at AND {_engine("d")} = b.engine
+          AND d.sid IS NOT DISTINCT FROM b.sid AND {_pos("d")} > b.pos),
     book AS (SELECT side, price, sum(size) AS size FROM changes GROUP BY ALL HAVING sum(size) > 0),
     broken AS (
-        SELECT count(*) > 0 AS broken FROM feed_events e, base b
-        WHERE e.source = 'websocket' AND e.occurred_at >= b.received_at
+        SELECT count(*) > 0 AS broken FROM feed_events e, b
+        WHERE e.source = 'websocket' AND e.occurred_at >= b.snapshot_at
           AND e.occurred_at <= at_time AND {_BREAKS})
     SELECT side, level::INTEGER AS level, price, size, NOT broken.broken AS valid,
-           base.received_at AS snapshot_at
+           b.snapshot_at
     FROM (SELECT *, row_number() OVER (PARTITION BY side ORDER BY price DESC) AS level FROM book),
-         broken, base
+         broken, b
     WHERE depth <= 0 OR level <= depth
     ORDER BY side DESC, level
     """,
@@ -106,18 +116,17 @@ MACROS: list[str] = [
     # valid, reason); no row when nothing was recorded of the market by then.
     f"""
     CREATE OR REPLACE MACRO book_validity(ticker, at_time) AS TABLE
-    WITH base AS (FROM book_base(ticker, at_time)),
+    WITH b AS MATERIALIZED (FROM book_base(ticker, at_time)),
     broken AS (
-        SELECT e.occurred_at, e.kind, e.detail FROM feed_events e, base b
-        WHERE e.source = 'websocket' AND e.occurred_at >= b.received_at
-          AND e.occurred_at <= at_time
-          AND {_BREAKS}
+        SELECT e.occurred_at, e.kind, e.detail FROM feed_events e, b
+        WHERE e.source = 'websocket' AND e.occurred_at >= b.snapshot_at
+          AND e.occurred_at <= at_time AND {_BREAKS}
         ORDER BY e.occurred_at LIMIT 1)
-    SELECT b.received_at AS snapshot_at, b.sid, r.kind IS NULL AS valid,
+    SELECT b.snapshot_at, b.sid, r.kind IS NULL AS valid,
            CASE WHEN r.kind IS NULL THEN NULL
                 ELSE r.kind || ' at ' || strftime(r.occurred_at, '%Y-%m-%d %H:%M:%S.%f')
                      || ': ' || r.detail END AS reason
-    FROM base b LEFT JOIN broken r ON true
+    FROM b LEFT JOIN broken r ON true
     """,
     # Top of book after every order-book frame of a market received from the snapshot in force
     # at `from_time` to `to_time` (engine and pos say whose frame it was; see the module's
@@ -126,33 +135,35 @@ MACROS: list[str] = [
     CREATE OR REPLACE MACRO book_frames_l1(ticker, from_time, to_time) AS TABLE
     WITH base AS (FROM book_base(ticker, from_time)),
     start AS (SELECT coalesce((SELECT min(received_at) FROM base), from_time) AS t),
-    snaps AS (
-        SELECT {_ENGINE} AS engine, sid, {_POS} AS pos, received_at,
-               epoch_ms(sent_at) AS ts_ms
-        FROM book_snapshots, start
-        WHERE market_ticker = ticker AND received_at >= start.t AND received_at <= to_time),
+    -- runs start at each snapshot and keyframe (a keyframe restates its run's book)
+    starts AS MATERIALIZED (
+        SELECT {_engine("s")} AS engine, s.sid, {_pos("s")} AS pos, s.received_at,
+               s.sent_at AS ts, s.yes_levels, s.no_levels
+        FROM book_snapshots s, start
+        WHERE s.market_ticker = ticker AND s.received_at >= start.t AND s.received_at <= to_time
+        UNION ALL
+        SELECT {_engine("k")}, k.sid, {_pos("k")}, k.received_at, NULL, k.yes_levels,
+               k.no_levels
+        FROM book_keyframes k, start
+        WHERE k.market_ticker = ticker AND k.received_at >= start.t AND k.received_at <= to_time),
     deltas AS (
-        SELECT {_ENGINE} AS engine, sid, {_POS} AS pos, received_at,
-               epoch_ms(exchange_ts) AS ts_ms, side, price, delta
-        FROM book_deltas, start
-        WHERE market_ticker = ticker AND received_at >= start.t AND received_at <= to_time),
-    -- each delta belongs to the run of the latest snapshot before it on its engine and sid
+        SELECT {_engine("d")} AS engine, d.sid, {_pos("d")} AS pos, d.received_at,
+               d.exchange_ts AS ts, d.side, d.price, d.delta
+        FROM book_deltas d, start
+        WHERE d.market_ticker = ticker AND d.received_at >= start.t AND d.received_at <= to_time),
+    -- each delta belongs to the run of the latest start before it on its engine and sid
     runs AS (
-        SELECT d.*, s.pos AS run FROM deltas d ASOF JOIN snaps s
+        SELECT d.*, s.pos AS run FROM deltas d ASOF JOIN starts s
         ON d.engine = s.engine AND d.sid IS NOT DISTINCT FROM s.sid AND d.pos > s.pos),
     frames AS (
-        SELECT engine, pos AS run, pos, received_at, ts_ms FROM snaps
-        UNION ALL SELECT engine, run, pos, received_at, ts_ms FROM runs),
-    snapshot_levels AS (
-        SELECT {_ENGINE} AS engine, {_POS} AS pos, yes_levels, no_levels
-        FROM book_snapshots, start
-        WHERE market_ticker = ticker AND received_at >= start.t AND received_at <= to_time),
+        SELECT engine, pos AS run, pos, received_at, ts FROM starts
+        UNION ALL SELECT engine, run, pos, received_at, ts FROM runs),
     changes AS (
         SELECT engine, pos AS run, pos, 'yes' AS side, unnest(yes_levels, recursive := true)
-        FROM snapshot_levels
+        FROM starts
         UNION ALL
         SELECT engine, pos AS run, pos, 'no' AS side, unnest(no_levels, recursive := true)
-        FROM snapshot_levels
+        FROM starts
         UNION ALL SELECT engine, run, pos, side, price, delta FROM runs),
     levels AS (  -- each level's size after every change to it
         SELECT engine, run, side, price, pos,
@@ -163,19 +174,18 @@ MACROS: list[str] = [
         SELECT f.engine, f.run, f.pos, p.side, p.price FROM frames f
         JOIN (SELECT DISTINCT engine, run, side, price FROM levels) p USING (engine, run)),
     sizes AS (
-        SELECT g.engine, g.pos, g.side, g.price, l.size FROM grid g ASOF JOIN levels l
+        SELECT g.engine, g.run, g.pos, g.side, g.price, l.size FROM grid g ASOF JOIN levels l
         ON l.engine = g.engine AND l.run = g.run AND l.side = g.side AND l.price = g.price
            AND g.pos >= l.pos),
     l1 AS (
-        SELECT f.received_at, f.ts_ms, f.engine, f.pos,
+        SELECT f.received_at, f.ts, f.engine, f.pos,
                max(z.price) FILTER (z.side = 'yes' AND z.size > 0) AS best_yes,
                arg_max(z.size, z.price) FILTER (z.side = 'yes' AND z.size > 0) AS best_yes_size,
                max(z.price) FILTER (z.side = 'no' AND z.size > 0) AS best_no,
                arg_max(z.size, z.price) FILTER (z.side = 'no' AND z.size > 0) AS best_no_size
-        FROM frames f LEFT JOIN sizes z ON z.engine = f.engine AND z.pos = f.pos
-        GROUP BY f.received_at, f.ts_ms, f.engine, f.pos)
-    SELECT received_at, make_timestamp(ts_ms * 1000)::TIMESTAMPTZ AS exchange_ts,
-           engine, pos,
+        FROM frames f LEFT JOIN sizes z ON z.engine = f.engine AND z.run = f.run AND z.pos = f.pos
+        GROUP BY f.received_at, f.ts, f.engine, f.run, f.pos)
+    SELECT received_at, ts AS exchange_ts, engine, pos,
            coalesce(best_yes, 0)::DECIMAL(10,4) AS yes_bid,
            coalesce(best_yes_size, 0)::DECIMAL(18,2) AS yes_bid_size,
            (1 - coalesce(best_no, 0))::DECIMAL(10,4) AS yes_ask,

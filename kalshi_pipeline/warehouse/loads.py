@@ -68,9 +68,21 @@ DELTA_SCHEMA = pa.schema(
         ("side", pa.string()),
         ("price", PRICE),
         ("delta", COUNT),
-        ("exchange_ts", pa.timestamp("ms", tz="UTC")),
         ("received_at", pa.timestamp("ns", tz="UTC")),
-        ("sent_at", pa.timestamp("ms", tz="UTC")),
+        ("exchange_lag_ms", pa.int64()),
+        ("sent_lag_ms", pa.int64()),
+        ("landing_segment", pa.int64()),
+        ("landing_offset", pa.int32()),
+    ]
+)
+KEYFRAME_SCHEMA = pa.schema(
+    [
+        ("market_ticker", pa.string()),
+        ("sid", pa.int32()),
+        ("yes_levels", LEVELS),
+        ("no_levels", LEVELS),
+        ("snapshot_at", pa.timestamp("ns", tz="UTC")),
+        ("received_at", pa.timestamp("ns", tz="UTC")),
         ("landing_segment", pa.int64()),
         ("landing_offset", pa.int32()),
     ]
@@ -152,6 +164,9 @@ class Batch:
         default_factory=lambda: {f.name: [] for f in SNAPSHOT_SCHEMA}
     )
     deltas: dict[str, list[Any]] = field(default_factory=lambda: {f.name: [] for f in DELTA_SCHEMA})
+    keyframes: dict[str, list[Any]] = field(
+        default_factory=lambda: {f.name: [] for f in KEYFRAME_SCHEMA}
+    )
     trades: dict[str, list[Any]] = field(default_factory=lambda: {f.name: [] for f in TRADE_SCHEMA})
     overlap: list[int] = field(default_factory=list)  # tick rows received by two engines at once
     dropped: dict[str, int] = field(default_factory=dict)  # by source: already stored (commit)
@@ -162,7 +177,7 @@ class Batch:
 
     @property
     def size(self) -> int:
-        """Rows of every per-frame table (ticks, book levels and deltas, trades)."""
+        """Rows of every per-frame table (ticks, book snapshots and deltas, trades)."""
         return (
             self.rows
             + len(self.snapshots["market_ticker"])
@@ -193,7 +208,10 @@ def commit(con: duckdb.DuckDBPyConnection, batch: Batch) -> None:
             con.execute("INSERT INTO book_snapshots BY NAME SELECT * FROM _kp_snapshots")
         if batch.deltas["market_ticker"]:
             _kp_deltas = pa.Table.from_pydict(batch.deltas, schema=DELTA_SCHEMA)
-            con.execute("INSERT INTO book_deltas BY NAME SELECT * FROM _kp_deltas")
+            con.execute("INSERT INTO book_deltas_stored BY NAME SELECT * FROM _kp_deltas")
+        if batch.keyframes["market_ticker"]:
+            _kp_keyframes = pa.Table.from_pydict(batch.keyframes, schema=KEYFRAME_SCHEMA)
+            con.execute("INSERT INTO book_keyframes BY NAME SELECT * FROM _kp_keyframes")
         if batch.trades["trade_id"]:
             # a trade Kalshi sent twice (a resubscription, a REST backfill of a gap) is stored once
             _kp_trades = pa.Table.from_pydict(batch.trades, schema=TRADE_SCHEMA)

@@ -119,25 +119,57 @@ _V3 = [
         market_ticker   VARCHAR NOT NULL,
         sid             INTEGER,
         seq             BIGINT,
-        yes_levels      STRUCT(price DECIMAL(10,4), size DECIMAL(18,2))[] NOT NULL,  -- YES bids
-        no_levels       STRUCT(price DECIMAL(10,4), size DECIMAL(18,2))[] NOT NULL,  -- NO bids
-        received_at     TIMESTAMPTZ NOT NULL,      -- levels in the order Kalshi sent them; []: none
+        -- the bids as Kalshi sent them, [] for an empty side; NO bids at NO-leg prices
+        yes_levels      STRUCT(price DECIMAL(10,4), size DECIMAL(18,2))[] NOT NULL,
+        no_levels       STRUCT(price DECIMAL(10,4), size DECIMAL(18,2))[] NOT NULL,
+        received_at     TIMESTAMPTZ NOT NULL,
         sent_at         TIMESTAMPTZ,               -- the envelope's sending_ts_ms
         landing_segment BIGINT NOT NULL,
         landing_offset  INTEGER NOT NULL
     )
     """,
+    # Deltas are most of the rows, so their times are stored narrow: Kalshi's ts_ms and
+    # sending_ts_ms as whole milliseconds before the receive time (a few bits each, where a
+    # timestamp costs 2-3 bytes); the view `book_deltas` gives them back as TIMESTAMPTZ, exactly.
     """
-    CREATE TABLE IF NOT EXISTS book_deltas (       -- one row per orderbook_delta frame
+    CREATE TABLE IF NOT EXISTS book_deltas_stored (  -- one row per orderbook_delta frame
         market_ticker   VARCHAR NOT NULL,
         sid             INTEGER,
         seq             BIGINT,
         side            VARCHAR NOT NULL,          -- 'yes' | 'no'
         price           DECIMAL(10,4),
         delta           DECIMAL(18,2),             -- signed change of the resting count
-        exchange_ts     TIMESTAMPTZ,               -- ts_ms
         received_at     TIMESTAMPTZ NOT NULL,
-        sent_at         TIMESTAMPTZ,
+        exchange_lag_ms BIGINT,                    -- received_at's whole ms minus ts_ms
+        sent_lag_ms     BIGINT,                    -- received_at's whole ms minus sending_ts_ms
+        landing_segment BIGINT NOT NULL,
+        landing_offset  INTEGER NOT NULL
+    )
+    """,
+    """
+    CREATE OR REPLACE VIEW book_deltas AS
+    SELECT market_ticker, sid, seq, side, price, delta,
+           date_trunc('millisecond', received_at) - to_milliseconds(exchange_lag_ms)
+               AS exchange_ts,                     -- ts_ms: when the book changed
+           received_at,
+           date_trunc('millisecond', received_at) - to_milliseconds(sent_lag_ms)
+               AS sent_at,                         -- sending_ts_ms
+           landing_segment, landing_offset
+    FROM book_deltas_stored
+    """,
+    # Derived, to find a book without reading a day of deltas: every KEYFRAME_S of receive time
+    # in which a market's book changed, the writer stores the book it rebuilt (after the delta at
+    # landing_segment/offset, on that delta's connection), as if it were a snapshot. The book at
+    # T then reads the deltas after the last keyframe only; `snapshot_at` is the real snapshot
+    # the run started from (a gap since then still makes the book invalid).
+    """
+    CREATE TABLE IF NOT EXISTS book_keyframes (
+        market_ticker   VARCHAR NOT NULL,
+        sid             INTEGER,
+        yes_levels      STRUCT(price DECIMAL(10,4), size DECIMAL(18,2))[] NOT NULL,
+        no_levels       STRUCT(price DECIMAL(10,4), size DECIMAL(18,2))[] NOT NULL,
+        snapshot_at     TIMESTAMPTZ NOT NULL,
+        received_at     TIMESTAMPTZ NOT NULL,      -- of the delta it follows
         landing_segment BIGINT NOT NULL,
         landing_offset  INTEGER NOT NULL
     )

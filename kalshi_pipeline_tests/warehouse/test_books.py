@@ -46,8 +46,10 @@ def _open_tickers(sim: Any, n: int) -> list[str]:
     return [m["ticker"] for m in markets.json()["markets"]][:n]
 
 
-def _load(db: Path, folder: Path) -> None:
-    writer = Writer(Owner(db), folder)
+def _load(db: Path, folder: Path, keyframe_s: float) -> None:
+    """Load the landing log as the stream does, with a keyframe every `keyframe_s` of each
+    changing book (the stream's is half an hour: these runs last seconds)."""
+    writer = Writer(Owner(db), folder, keyframe_s=keyframe_s)
     try:
         wait_for(lambda: writer.load_once() == 0, timeout=120, what="the landing log loaded")
     finally:
@@ -177,7 +179,7 @@ def test_book_at_random_times_is_the_exchanges_book_across_a_reconnect_and_a_han
     wait_for(lambda: sim.read_book_ledger()[-1]["emitted_at_ms"] > end_ms, timeout=30)
     ledger = Ledger(sim.read_book_ledger(), tickers)
     db = tmp_path / "k.duckdb"
-    _load(db, folder)
+    _load(db, folder, keyframe_s=3.0)
 
     rng = random.Random(13)
     with connect(db, read_only=True) as con:
@@ -202,6 +204,11 @@ def test_book_at_random_times_is_the_exchanges_book_across_a_reconnect_and_a_han
                 assert book and valid
                 sampled += 1
         assert sampled >= 5
+        # books were found from keyframes too, on both engines
+        kept = con.execute(
+            "SELECT count(DISTINCT landing_segment & 4194303) FROM book_keyframes"
+        ).fetchone()
+        assert kept == (2,)
 
         # top of book from the books agrees with the ticker channel stored beside them
         lo, hi = _at(_ms(spans[0][0]) + 500), _at(b_hi - 500)
@@ -252,7 +259,7 @@ def test_a_book_is_invalid_inside_a_sequence_gap_and_valid_after_the_resync_snap
         landing.close()
     ledger = Ledger(sim.read_book_ledger(), tickers)
     db = tmp_path / "k.duckdb"
-    _load(db, folder)
+    _load(db, folder, keyframe_s=1.0)
     with connect(db, read_only=True) as con:
         gap = con.execute(
             "SELECT epoch_ms(occurred_at), detail FROM feed_events WHERE kind = 'sequence_gap'"
@@ -292,10 +299,14 @@ def test_the_queries_answer_from_sql_by_name_and_refuse_naive_times(tmp_path: Pa
             "'2026-11-27 12:00:00Z', 4194305, 10)"
         )
         con.execute(
-            "INSERT INTO book_deltas (market_ticker, sid, seq, side, price, delta, received_at, "
-            "exchange_ts, landing_segment, landing_offset) VALUES "
-            "('M', 1, 2, 'yes', 0.4300, 5, '2026-11-27 12:00:01Z', '2026-11-27 12:00:01Z', "
-            "4194305, 200)"
+            "INSERT INTO book_deltas_stored (market_ticker, sid, seq, side, price, delta, "
+            "received_at, exchange_lag_ms, sent_lag_ms, landing_segment, landing_offset) VALUES "
+            "('M', 1, 2, 'yes', 0.4300, 5, '2026-11-27 12:00:01.002345Z', 2, 1, 4194305, 200)"
+        )
+        # the view gives Kalshi's times back exactly (ts_ms 12:00:01.000, sending 12:00:01.001)
+        assert con.execute("SELECT exchange_ts, sent_at FROM book_deltas").fetchone() == (
+            datetime(2026, 11, 27, 12, 0, 1, tzinfo=UTC),
+            datetime(2026, 11, 27, 12, 0, 1, 1000, tzinfo=UTC),
         )
         with pytest.raises(BookQueryError, match="timezone-aware"):
             book_at(con, "M", datetime(2026, 11, 27, 12))
