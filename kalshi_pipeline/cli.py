@@ -55,6 +55,18 @@ def _add_stream(sub: Any) -> None:
         metavar="N",
         help="REST limit (default: the KALSHI_RATE_TIER tier's, basic = 20)",
     )
+    p.add_argument(
+        "--channels",
+        metavar="LIST",
+        help="WebSocket channels, comma-separated: ticker (default), orderbook_delta, trade",
+    )
+    p.add_argument(
+        "--book-check-every",
+        dest="book_check_every_s",
+        type=float,
+        metavar="S",
+        help="compare the streamed order books with REST's every S seconds (60; 0: never)",
+    )
     p.add_argument("--series", action="append", default=[], metavar="TICKER")
     p.add_argument("--events", action="append", default=[], metavar="TICKER")
     p.add_argument("--tickers", action="append", default=[], metavar="TICKER")
@@ -111,6 +123,8 @@ def stream_config_from_args(args: argparse.Namespace) -> Any:
         keep_landing=getattr(args, "keep_landing", None),
         handover_timeout_s=getattr(args, "handover_timeout_s", None),
         scope=Scope.of(_split(args.series), _split(args.events), _split(args.tickers)),
+        channels=getattr(args, "channels", None),
+        book_check_every_s=getattr(args, "book_check_every_s", None),
         kalshi=kalshi,
     )
 
@@ -167,7 +181,9 @@ def _cmd_stream(args: argparse.Namespace) -> int:
     print(
         f"streaming {config.scope.describe()} from {config.kalshi.env.value} "
         f"({config.kalshi.ws_url if config.mode.value != 'http' else config.kalshi.rest_url}) "
-        f"in {config.mode.value} mode into {config.database}; Ctrl-C stops",
+        f"in {config.mode.value} mode"
+        + (f" (channels {','.join(config.channels)})" if config.mode.value != "http" else "")
+        + f" into {config.database}; Ctrl-C stops",
         file=sys.stderr,
     )
     try:

@@ -113,6 +113,24 @@ class KalshiFeedResource(dg.ConfigurableResource):
         "`kalshi-pipeline replay` loads them into a fresh database",
     )
     scope: FeedScope = Field(default=FeedScope(), description="markets to follow (default all)")
+    channels: list[str] = Field(
+        default=list(_BUILTIN.channels),
+        description="WebSocket channels: ticker (top of book, the default), orderbook_delta "
+        "(every order-book change, tables book_snapshots/book_deltas) and trade (table trades); "
+        "orderbook_delta and trade need mode websocket or both",
+    )
+    book_batch_size: int = Field(
+        default=_BUILTIN.book_batch_size,
+        ge=1,
+        description="order-book markets per subscribe command; halved when Kalshi answers "
+        "error 26 (too many markets for one subscription)",
+    )
+    book_check_every_s: float = Field(
+        default=_BUILTIN.book_check_every_s,
+        ge=0,
+        description="seconds between comparisons of the streamed order books with REST's "
+        "(up to 100 markets a look, rotating); 0 turns them off",
+    )
     environment: EnvironmentName = Field(
         default="local",
         description="local (the simulator), demo or prod; demo and prod need credentials",
@@ -200,6 +218,9 @@ class KalshiFeedResource(dg.ConfigurableResource):
             retention_s=self.landing_retention_hours * 3600,
             keep_landing=self.keep_landing,
             scope=Scope.of(self.scope.series, self.scope.events, self.scope.tickers),
+            channels=self.channels,
+            book_batch_size=self.book_batch_size,
+            book_check_every_s=self.book_check_every_s,
             database=Path(database),
             kalshi=self.kalshi_settings(),
         )

@@ -1223,3 +1223,185 @@ def decode_events_page(body: bytes) -> EventsPage:
 
 def decode_exchange_status(body: bytes) -> ExchangeStatus:
     return _rest(_STATUS_DECODER, body, "GET /exchange/status body")
+
+
+# --------------------------------------------------------------------------- REST books and trades
+
+
+class _BookFpWire(msgspec.Struct):
+    """`orderbook_fp`: `[price_dollars, count_fp]` pairs, ascending (the best bid last)."""
+
+    yes_dollars: list[tuple[str, str]] | None = None
+    no_dollars: list[tuple[str, str]] | None = None
+
+
+class _BookLegacyWire(msgspec.Struct):
+    """`orderbook` before 2026-03-12: integer cents and counts."""
+
+    yes: list[tuple[int, int]] | None = None
+    no: list[tuple[int, int]] | None = None
+
+
+class _BookWire(msgspec.Struct):
+    ticker: str | None = None
+    orderbook_fp: _BookFpWire | None = None
+    orderbook: _BookLegacyWire | None = None
+
+
+class OrderbooksPage(msgspec.Struct, frozen=True):
+    """`GET /markets/orderbooks`: the books found, by ticker; tickers the exchange does not
+    list are simply absent (Kalshi leaves them out)."""
+
+    books: dict[str, BookSnapshot]
+    skipped: tuple[str, ...] = ()
+
+
+class _OrderbooksWire(msgspec.Struct):
+    orderbooks: list[msgspec.Raw] | None = None
+
+
+def _book_object(wire: _BookWire, ticker: str, notes: Notes) -> BookSnapshot:
+    fp, legacy = wire.orderbook_fp, wire.orderbook
+    return BookSnapshot(
+        market_ticker=ticker,
+        yes=_levels(fp.yes_dollars if fp else None, legacy.yes if legacy else None, "yes", notes),
+        no=_levels(fp.no_dollars if fp else None, legacy.no if legacy else None, "no", notes),
+        notes=tuple(notes) if notes else (),
+    )
+
+
+def _book(wire: _BookWire, ticker: str) -> BookSnapshot:
+    """Strict first; a value that breaks a rule, again tolerantly, with notes."""
+    try:
+        return _book_object(wire, ticker, None)
+    except (ValueError, ArithmeticError):
+        return _book_object(wire, ticker, [])
+
+
+_BOOK_DECODER = msgspec.json.Decoder(_BookWire)
+_BOOKS_DECODER = msgspec.json.Decoder(_OrderbooksWire)
+
+
+def decode_orderbook(body: bytes, ticker: str) -> BookSnapshot:
+    """`GET /markets/{ticker}/orderbook` as a `BookSnapshot` of `ticker` (no sid, no seq): both
+    sides are bids, NO at NO-leg prices, levels in the order sent (ascending, best last)."""
+    where = "GET /markets/{ticker}/orderbook body"
+    wire = _rest(_BOOK_DECODER, body, where)
+    try:
+        return _book(wire, ticker)
+    except _UNREADABLE as exc:
+        raise FrameDecodeError(f"{where}: {type(exc).__name__}: {exc}", body) from None
+
+
+def decode_orderbooks(body: bytes) -> OrderbooksPage:
+    """`GET /markets/orderbooks`: the envelope first, then each book on its own, so one odd book
+    never costs the others."""
+    wire = _rest(_BOOKS_DECODER, body, "GET /markets/orderbooks body")
+    books: dict[str, BookSnapshot] = {}
+    skipped: list[str] = []
+    for i, raw in enumerate(wire.orderbooks or ()):
+        at = f"orderbooks[{i}]"
+        notes: list[str] = []
+        try:
+            try:
+                one = _BOOK_DECODER.decode(raw)
+            except msgspec.ValidationError:
+                one = _lenient(_json(raw), _BookWire, at, notes)
+            if not one.ticker:
+                raise ValueError("ticker is missing or empty")
+            book = _book(one, one.ticker)
+            if notes:
+                book = msgspec.structs.replace(book, notes=(*notes, *book.notes))
+            books[one.ticker] = book
+        except _UNREADABLE as exc:
+            skipped.append(_describe_skip(raw, at, exc))
+    return OrderbooksPage(books=books, skipped=tuple(skipped))
+
+
+class _RestTradeWire(msgspec.Struct):
+    """A `GET /markets/trades` object: `ticker` (not `market_ticker`) and `created_time`."""
+
+    trade_id: str
+    ticker: str
+    yes_price_dollars: str | None = None
+    no_price_dollars: str | None = None
+    count_fp: str | None = None
+    taker_side: str | None = None
+    taker_outcome_side: str | None = None
+    taker_book_side: str | None = None
+    is_block_trade: bool | None = None
+    created_time: str | None = None
+    # legacy
+    yes_price: int | None = None
+    no_price: int | None = None
+    count: int | None = None
+
+
+class TradesPage(msgspec.Struct, frozen=True):
+    """`GET /markets/trades`: newest first; `cursor` is `""` on the last page."""
+
+    trades: list[Trade]
+    cursor: str
+    skipped: tuple[str, ...] = ()
+
+
+class _TradesPageWire(msgspec.Struct):
+    trades: list[msgspec.Raw] | None = None
+    cursor: str | None = ""
+
+
+def _rest_trade(w: _RestTradeWire, notes: Notes) -> Trade:
+    ts: int | None = None
+    if w.created_time:
+        try:
+            ts = parse_rfc3339_ms(w.created_time)
+        except ValueError as exc:
+            ts = _odd(notes, f"created_time: {exc}; stored as NULL", None)
+    msg = _TradeMsg(
+        trade_id=w.trade_id,
+        market_ticker=w.ticker,
+        yes_price_dollars=w.yes_price_dollars,
+        no_price_dollars=w.no_price_dollars,
+        count_fp=w.count_fp,
+        taker_side=w.taker_side,
+        taker_outcome_side=w.taker_outcome_side,
+        taker_book_side=w.taker_book_side,
+        is_block_trade=w.is_block_trade,
+        ts_ms=ts,
+        yes_price=w.yes_price,
+        no_price=w.no_price,
+        count=w.count,
+    )
+    return trade_from_wire(msg, notes=notes)
+
+
+_REST_TRADE_DECODER = msgspec.json.Decoder(_RestTradeWire)
+_TRADES_DECODER = msgspec.json.Decoder(_TradesPageWire)
+
+
+def _trade_object(raw: bytes, where: str) -> Trade:
+    notes: list[str] = []
+    try:
+        wire = _REST_TRADE_DECODER.decode(raw)
+    except msgspec.ValidationError:
+        wire = _lenient(_json(raw), _RestTradeWire, where, notes)
+    if not notes:
+        try:
+            return _rest_trade(wire, None)
+        except (ValueError, ArithmeticError):
+            pass
+    return _rest_trade(wire, notes)
+
+
+def decode_trades_page(body: bytes) -> TradesPage:
+    """The envelope first, then each trade on its own: one odd trade never costs the page."""
+    wire = _rest(_TRADES_DECODER, body, "GET /markets/trades body")
+    trades: list[Trade] = []
+    skipped: list[str] = []
+    for i, raw in enumerate(wire.trades or ()):
+        at = f"trades[{i}]"
+        try:
+            trades.append(_trade_object(raw, at))
+        except _UNREADABLE as exc:
+            skipped.append(_describe_skip(raw, at, exc))
+    return TradesPage(trades=trades, cursor=wire.cursor or "", skipped=tuple(skipped))

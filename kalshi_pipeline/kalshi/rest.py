@@ -40,6 +40,9 @@ log = logging.getLogger(__name__)
 MARKET_STATUS_FILTERS = ("unopened", "open", "paused", "closed", "settled")
 MAX_MARKETS_LIMIT = 1000
 MAX_EVENTS_LIMIT = 200
+MAX_TRADES_LIMIT = 1000
+MAX_ORDERBOOK_TICKERS = 100  # GET /markets/orderbooks takes 1 to 100 tickers
+MAX_ORDERBOOK_DEPTH = 100
 USER_AGENT = "kalshi-pipeline/0.1"
 
 
@@ -301,3 +304,123 @@ class RestClient:
 
     def get_events(self, **kwargs: Any) -> list[messages.Event]:
         return [e for page in self.iter_event_pages(**kwargs) for e in page.events]
+
+    # ------------------------------------------------------------------ books and trades
+
+    @staticmethod
+    def _depth_param(depth: int | None) -> dict[str, Any]:
+        if depth is None:
+            return {}
+        if not 0 <= depth <= MAX_ORDERBOOK_DEPTH:
+            raise ValueError(
+                f"depth={depth} must be between 0 (every level) and {MAX_ORDERBOOK_DEPTH}"
+            )
+        return {"depth": depth}
+
+    @staticmethod
+    def _ticker(ticker: str) -> str:
+        if not ticker or "/" in ticker or "," in ticker or ticker != ticker.strip():
+            raise ValueError(f"ticker={ticker!r} is not a market ticker")
+        return ticker
+
+    def get_orderbook(self, ticker: str, depth: int | None = None) -> messages.BookSnapshot:
+        """`GET /markets/{ticker}/orderbook`: one market's resting bids, both sides."""
+        params = self._depth_param(depth)
+        raw = self.get_raw(f"/markets/{self._ticker(ticker)}/orderbook", params or None)
+        return messages.decode_orderbook(raw.body, ticker)
+
+    def iter_orderbooks_raw(
+        self, tickers: Sequence[str], depth: int | None = None
+    ) -> Iterator[RawResponse]:
+        """`GET /markets/orderbooks` bodies as received, 100 tickers a request (Kalshi's limit),
+        each ticker asked once, as a repeated `tickers` parameter."""
+        wanted = list(dict.fromkeys(self._ticker(t) for t in tickers))
+        params = self._depth_param(depth)
+        for i in range(0, len(wanted), MAX_ORDERBOOK_TICKERS):
+            chunk = wanted[i : i + MAX_ORDERBOOK_TICKERS]
+            yield self.get_raw("/markets/orderbooks", {"tickers": chunk, **params})
+
+    def get_orderbooks(
+        self, tickers: Sequence[str], depth: int | None = None
+    ) -> dict[str, messages.BookSnapshot]:
+        """The books of `tickers` by ticker (more than 100 take several requests); a ticker the
+        exchange does not list is absent. Levels are exact decimals, ascending (best bid last),
+        NO at NO-leg prices; `depth` keeps that many best levels a side (0 or None: all)."""
+        books: dict[str, messages.BookSnapshot] = {}
+        for raw in self.iter_orderbooks_raw(tickers, depth):
+            page = messages.decode_orderbooks(raw.body)
+            for reason in page.skipped:
+                log.warning("GET /markets/orderbooks: %s", reason)
+            books.update(page.books)
+        return {t: books[t] for t in dict.fromkeys(tickers) if t in books}  # in the order asked
+
+    @staticmethod
+    def trade_params(
+        *,
+        min_ts: int | None = None,
+        max_ts: int | None = None,
+        ticker: str | None = None,
+        limit: int = MAX_TRADES_LIMIT,
+        cursor: str | None = None,
+    ) -> dict[str, Any]:
+        """Query parameters for GET /markets/trades (`min_ts`, `max_ts` in Unix seconds)."""
+        if not 1 <= limit <= MAX_TRADES_LIMIT:
+            raise ValueError(f"limit={limit} must be between 1 and {MAX_TRADES_LIMIT}")
+        for name, value in (("min_ts", min_ts), ("max_ts", max_ts)):
+            if value is not None and not 0 <= value < 10**11:
+                raise ValueError(
+                    f"{name}={value} is not a time in Unix seconds (GET /markets/trades takes "
+                    "seconds, not milliseconds)"
+                )
+        if min_ts is not None and max_ts is not None and min_ts > max_ts:
+            raise ValueError(f"min_ts={min_ts} is after max_ts={max_ts}")
+        params: dict[str, Any] = {
+            "limit": limit,
+            "cursor": cursor or None,
+            "ticker": RestClient._ticker(ticker) if ticker is not None else None,
+            "min_ts": min_ts,
+            "max_ts": max_ts,
+        }
+        return {k: v for k, v in params.items() if v is not None}
+
+    def iter_trades_raw(
+        self,
+        *,
+        min_ts: int | None = None,
+        max_ts: int | None = None,
+        ticker: str | None = None,
+        limit: int = MAX_TRADES_LIMIT,
+    ) -> Iterator[RawResponse]:
+        """Every page of GET /markets/trades as received, following the cursor to its `""`."""
+        cursor: str | None = None
+        seen: set[str] = set()
+        while True:
+            params = self.trade_params(
+                min_ts=min_ts, max_ts=max_ts, ticker=ticker, limit=limit, cursor=cursor
+            )
+            raw = self.get_raw("/markets/trades", params)
+            yield raw
+            cursor = messages.decode_page_cursor(raw.body, "GET /markets/trades body")
+            if not cursor:
+                return
+            if cursor in seen:
+                raise KalshiBadRequestError(
+                    f"GET /markets/trades returned cursor {cursor!r} twice; stopping", status=200
+                )
+            seen.add(cursor)
+
+    def iter_trades(
+        self,
+        *,
+        min_ts: int | None = None,
+        max_ts: int | None = None,
+        ticker: str | None = None,
+        limit: int = MAX_TRADES_LIMIT,
+    ) -> Iterator[messages.Trade]:
+        """The trades between `min_ts` and `max_ts` (Unix seconds, as Kalshi takes them), of one
+        market or all, newest first, page by page."""
+        for raw in self.iter_trades_raw(min_ts=min_ts, max_ts=max_ts, ticker=ticker, limit=limit):
+            page = messages.decode_trades_page(raw.body)
+            for reason in page.skipped:
+                log.warning("GET /markets/trades: %s", reason)
+            yield from page.trades

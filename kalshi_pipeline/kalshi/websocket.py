@@ -59,7 +59,18 @@ UPDATE_ACTIONS = ("add_markets", "delete_markets", "get_snapshot")
 # frame, decompressed, up to this size is accepted, so no real message is ever refused.
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 _TICKER_PREFIX = b'{"type":"ticker"'
+# data frames never answer a command nor change a subscription: not decoded by the router
+_DATA_PREFIXES = (
+    _TICKER_PREFIX,
+    b'{"type":"orderbook_delta"',
+    b'{"type":"orderbook_snapshot"',
+    b'{"type":"trade"',
+)
 _ENCODER = msgspec.json.Encoder()
+
+
+class CommandTimeoutError(KalshiWebSocketError):
+    """A command got no answer in time (the connection may be fine)."""
 
 
 class _CountingConnection(ClientConnection):
@@ -277,7 +288,7 @@ class KalshiWebSocket:
                 self.last_activity = time.monotonic()
                 self.frames_received += 1
                 self.bytes_received += len(data)
-                if not data.startswith(_TICKER_PREFIX):
+                if not data.startswith(_DATA_PREFIXES):
                     self._route(data)
                 frame = Frame(data, now)
                 try:
@@ -363,9 +374,15 @@ class KalshiWebSocket:
     # ------------------------------------------------------------------ commands
 
     async def command(
-        self, cmd: str, params: dict[str, Any] | None = None, *, expected: int = 1
+        self,
+        cmd: str,
+        params: dict[str, Any] | None = None,
+        *,
+        expected: int = 1,
+        timeout_s: float | None = None,
     ) -> list[Message]:
-        """Send one command and wait for its `expected` responses (or its first error)."""
+        """Send one command and wait for its `expected` responses (or its first error), at most
+        `timeout_s` (default `command_timeout_s`)."""
         if self._ws is None:
             raise KalshiWebSocketError("not connected: call connect() first")
         if self._end is not None:
@@ -381,12 +398,13 @@ class KalshiWebSocket:
         except ConnectionClosed:
             self._pending.pop(cmd_id, None)
             raise self._end or ConnectionClosedError("WebSocket closed while sending") from None
+        timeout = self.command_timeout_s if timeout_s is None else timeout_s
         try:
-            return await asyncio.wait_for(pending.future, self.command_timeout_s)
+            return await asyncio.wait_for(pending.future, timeout)
         except TimeoutError:
             self._pending.pop(cmd_id, None)
-            raise KalshiWebSocketError(
-                f"no answer to {cmd} (id {cmd_id}) within {self.command_timeout_s}s"
+            raise CommandTimeoutError(
+                f"no answer to {cmd} (id {cmd_id}) within {timeout}s"
             ) from None
 
     @staticmethod
@@ -454,6 +472,27 @@ class KalshiWebSocket:
             raise KalshiWebSocketError(f"unexpected answer to update_subscription: {ok!r}")
         return ok
 
+    async def get_snapshot(
+        self, sid: int, market_tickers: Sequence[str], *, refusal_within_s: float = 2.0
+    ) -> None:
+        """Ask for fresh `orderbook_snapshot`s of some markets of an order-book sid.
+
+        The snapshots are the answer (they arrive as frames, on the sid's seq counter); whether
+        Kalshi also sends an `ok` is not documented, so an `error` within `refusal_within_s`
+        raises and silence counts as accepted."""
+        params: dict[str, Any] = {
+            "sids": [sid],
+            "action": "get_snapshot",
+            "market_tickers": list(market_tickers),
+        }
+        try:
+            responses = await self.command(
+                "update_subscription", params, timeout_s=refusal_within_s
+            )
+        except CommandTimeoutError:
+            return
+        self._raise_errors(responses)
+
     async def add_markets(self, sid: int, market_tickers: Sequence[str]) -> Ok:
         return await self.update_subscription(sid, "add_markets", market_tickers=market_tickers)
 
@@ -478,4 +517,4 @@ class KalshiWebSocket:
         return ok.subscriptions
 
 
-__all__ = ["RETIRED_CHANNELS", "Frame", "KalshiWebSocket", "websockets"]
+__all__ = ["RETIRED_CHANNELS", "CommandTimeoutError", "Frame", "KalshiWebSocket", "websockets"]

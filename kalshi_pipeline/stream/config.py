@@ -28,6 +28,28 @@ class ConfigError(ValueError):
     """A config value is invalid; the message names the field and the fix."""
 
 
+TICKER_CHANNEL = "ticker"
+BOOK_CHANNEL = "orderbook_delta"
+TRADE_CHANNEL = "trade"
+CHANNELS = (TICKER_CHANNEL, BOOK_CHANNEL, TRADE_CHANNEL)
+"""The feed's channels, in the order they are subscribed. Only the WebSocket carries order books
+and trades; HTTP polling stores the ticker (top of book) only."""
+
+
+def parse_channels(value: str | Sequence[str]) -> tuple[str, ...]:
+    """`"ticker,orderbook_delta"` or a list of names -> a checked tuple, duplicates dropped."""
+    items = value.split(",") if isinstance(value, str) else list(value)
+    names = tuple(dict.fromkeys(str(v).strip().lower() for v in items if str(v).strip()))
+    unknown = [n for n in names if n not in CHANNELS]
+    if unknown or not names:
+        got = ", ".join(repr(n) for n in unknown) if unknown else "nothing"
+        raise ConfigError(
+            f"channels: {got} is not a channel; use one or more of {', '.join(CHANNELS)}, "
+            "comma-separated (e.g. ticker,orderbook_delta,trade)"
+        )
+    return names
+
+
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
@@ -122,6 +144,14 @@ class StreamConfig:
     handover_stall_s: float = 60.0
     # GET /exchange/status this often; changes are recorded (`exchange_status`) for coverage
     exchange_status_every_s: float = 60.0
+    # WebSocket channels: `ticker` (top of book), `orderbook_delta` (full books), `trade`
+    channels: tuple[str, ...] = (TICKER_CHANNEL,)
+    # order-book markets per subscribe / add_markets command; halved on error 26 (Kalshi's
+    # per-subscription market cap is not published)
+    book_batch_size: int = 250
+    # compare this many seconds apart the stream's books with REST's (GET /markets/orderbooks,
+    # up to 100 markets a look, rotating); 0 turns the check off
+    book_check_every_s: float = 60.0
     kalshi: KalshiSettings = field(default_factory=KalshiSettings)
 
     @property
@@ -146,6 +176,11 @@ class StreamConfig:
             (self.handover_timeout_s > 0, "handover_timeout_s must be > 0 (seconds)"),
             (self.handover_stall_s > 0, "handover_stall_s must be > 0 (seconds)"),
             (self.exchange_status_every_s > 0, "exchange_status_every_s must be > 0 (seconds)"),
+            (self.book_batch_size >= 1, "book_batch_size must be >= 1 (markets per command)"),
+            (
+                self.book_check_every_s >= 0,
+                "book_check_every_s must be >= 0 (seconds; 0 turns the REST check off)",
+            ),
             (
                 self.requests_per_s is None or self.requests_per_s > 0,
                 "requests_per_s must be > 0 (or unset to follow KALSHI_RATE_TIER)",
@@ -161,7 +196,24 @@ class StreamConfig:
                 raise ConfigError(message)
         if not isinstance(self.mode, Mode):
             raise ConfigError(f"mode={self.mode!r} must be one of websocket, http, both")
+        names = parse_channels(self.channels)
+        if isinstance(self.channels, str) or names != tuple(self.channels):
+            raise ConfigError(
+                f"channels={self.channels!r} must be a tuple of distinct channel names, each "
+                f"one of {', '.join(CHANNELS)} (StreamConfig.from_env also reads 'a,b' text)"
+            )
+        streamed = [c for c in self.channels if c != TICKER_CHANNEL]
+        if self.mode is Mode.HTTP and streamed:
+            raise ConfigError(
+                f"channels={','.join(self.channels)} with mode=http: {' and '.join(streamed)} "
+                "come only over the WebSocket (REST polling stores the ticker); use mode "
+                "websocket or both, or channels=ticker"
+            )
         return self
+
+    def streams(self, channel: str) -> bool:
+        """Whether the WebSocket feed subscribes `channel`."""
+        return channel in self.channels
 
     def with_(self, **changes: object) -> StreamConfig:
         return replace(self, **changes).validate()  # type: ignore[arg-type]
@@ -192,6 +244,8 @@ class StreamConfig:
                 ) from None
         if "database" in clean:
             clean["database"] = Path(str(clean["database"]))
+        if "channels" in clean:
+            clean["channels"] = parse_channels(clean["channels"])  # type: ignore[arg-type]
         config = replace(base, **clean).validate()  # type: ignore[arg-type]
         check_database_path(config.database)  # a folder, /proc, no write access: refused now
         return config

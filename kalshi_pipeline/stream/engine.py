@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from kalshi_pipeline.kalshi.errors import KalshiConfigError
-from kalshi_pipeline.stream.config import Mode, StreamConfig
+from kalshi_pipeline.stream.backfill import TradeBackfill
+from kalshi_pipeline.stream.config import TRADE_CHANNEL, Mode, StreamConfig
 from kalshi_pipeline.stream.events import FeedEvents
 from kalshi_pipeline.stream.landing import LandingLog, list_segments
 from kalshi_pipeline.stream.poller import Poller
@@ -82,6 +83,7 @@ class Engine:
         self._threads: list[threading.Thread] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self.ws_feed: WebSocketFeed | None = None
+        self.backfill: TradeBackfill | None = None  # trades lost on the socket, from REST
 
     # ------------------------------------------------------------------ start
 
@@ -149,7 +151,8 @@ class Engine:
             "engine",
             "start",
             f"mode={cfg.mode.value} fallback_to_http={cfg.fallback_to_http} "
-            f"scope={cfg.scope.describe()} env={cfg.kalshi.env.value} database={cfg.database} "
+            f"scope={cfg.scope.describe()} channels={','.join(cfg.channels)} "
+            f"env={cfg.kalshi.env.value} database={cfg.database} "
             f"pid={os.getpid()} label={self.label}"
             + (f" successor_of=pid {self.predecessor}" if self.predecessor else ""),
         )
@@ -161,6 +164,8 @@ class Engine:
         self.poller.start()
         self.supervisor.start()
         if signer is not None:
+            if cfg.streams(TRADE_CHANNEL):
+                self.backfill = TradeBackfill.for_stream(cfg, self.landing, self.events)
             self.ws_feed = WebSocketFeed(
                 cfg,
                 signer,
@@ -171,6 +176,7 @@ class Engine:
                 on_failure=self.supervisor.on_ws_failure,
                 on_silence=self.supervisor.on_ws_silence,
                 on_gap=self.supervisor.on_ws_down,
+                on_trade_gap=self.backfill.on_trade_gap if self.backfill else _no_backfill,
             )
             self._spawn(self._ws_loop, "kalshi-websocket")
         return self
@@ -373,6 +379,8 @@ class Engine:
         for t in self._threads:
             t.join(timeout=max(0.0, min(3.0, deadline - time.monotonic() - 2)))
         self.poller.thread.join(timeout=max(0.0, min(1.0, deadline - time.monotonic() - 2)))
+        if self.backfill is not None:
+            self.backfill.close()  # before the landing log closes: it lands what it fetched
         self.landing.sync()
         drained = self.writer.drain(max(0.5, deadline - time.monotonic() - 0.3))
         self.landing.close()
@@ -388,6 +396,10 @@ class Engine:
 
     def summary(self) -> dict[str, Any]:
         return self.stats.snapshot()
+
+
+def _no_backfill(since_ms: int, until_ms: int, tickers: list[str] | None) -> None:
+    """Without the trade channel there is no trade gap to fill."""
 
 
 def _engine_started(landing: os.PathLike[str] | str, pid: int) -> float | None:

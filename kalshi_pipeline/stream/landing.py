@@ -44,6 +44,7 @@ class Kind(IntEnum):
     REST_PAGE = 2  # one GET /markets page: JSON meta line, then the body
     FEED_EVENT = 3  # JSON {source, kind, detail}
     POLL_PASS = 4  # JSON figures of one finished polling pass
+    TRADES_PAGE = 5  # one GET /markets/trades page of a backfill: JSON meta line, then the body
 
 
 class Source(IntEnum):

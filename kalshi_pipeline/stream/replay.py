@@ -264,6 +264,7 @@ def replay(
                 Owner(database), landing, stats, batch_rows=batch_rows, retention_s=math.inf
             )
             decoder._windows = windows
+            decoder.connection = con  # a backfill page counts the trades it adds
             for listed in run:
                 summary.segments += 1
                 summary.archived += listed.archived

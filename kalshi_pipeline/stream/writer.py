@@ -41,6 +41,7 @@ from kalshi_pipeline.kalshi.messages import (
     decode_frame,
     decode_markets_page,
     decode_tick,
+    decode_trades_page,
 )
 from kalshi_pipeline.stream.keyframes import KEYFRAME_S, Keyframes
 from kalshi_pipeline.stream.landing import (
@@ -58,7 +59,7 @@ from kalshi_pipeline.stream.landing import (
 from kalshi_pipeline.stream.overlap import Engines, Window, in_any
 from kalshi_pipeline.stream.stats import EngineStats
 from kalshi_pipeline.warehouse import WarehouseBusyError
-from kalshi_pipeline.warehouse.loads import Batch, commit
+from kalshi_pipeline.warehouse.loads import Batch, commit, stored_trade_ids
 from kalshi_pipeline.warehouse.owner import Owner
 
 log = logging.getLogger(__name__)
@@ -117,6 +118,28 @@ class PassFigures(msgspec.Struct):
     response_bytes: int
 
 
+class TradesPageMeta(msgspec.Struct):
+    """The meta line of a backfill's `GET /markets/trades` page (`Kind.TRADES_PAGE`).
+
+    A backfill asks for the trades of [since_ms, until_ms] (of `tickers`, or every market when
+    None) in one or more attempts; `last` marks the final page of the attempt that finished."""
+
+    backfill_id: str
+    attempt: int
+    page: int
+    since_ms: int
+    until_ms: int
+    tickers: list[str] | None = None
+    last: bool = False
+
+
+@dataclass
+class _BackfillCount:
+    attempt: int = 0
+    trades: int = 0  # received in the current attempt
+    new: int = 0  # stored by any attempt (not stored before, by the socket or another page)
+
+
 class FeedEventPayload(msgspec.Struct):
     kind: str
     detail: str = ""
@@ -125,6 +148,13 @@ class FeedEventPayload(msgspec.Struct):
 _META = msgspec.json.Decoder(PageMeta)
 _PASS = msgspec.json.Decoder(PassFigures)
 _EVENT = msgspec.json.Decoder(FeedEventPayload)
+_TRADES_META = msgspec.json.Decoder(TradesPageMeta)
+MAX_BACKFILLS_REMEMBERED = 1_000
+
+
+def iso_ms(ms: int) -> str:
+    """`2026-11-27T23:01:02.345Z`: a feed event's way of writing a time."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms // 1000)) + f".{ms % 1000:03d}Z"
 
 
 @dataclass
@@ -270,6 +300,10 @@ class Writer:
         self._windows: list[Window] = []
         self.duplicates_dropped = 0  # ticks received by two engines at once, stored once
         self._keyframes = Keyframes(keyframe_s)
+        self._backfills: dict[str, _BackfillCount] = {}
+        # the owned connection during a cycle (replay sets its own): a backfill page asks it
+        # which of its trades are stored already
+        self.connection: duckdb.DuckDBPyConnection | None = None
 
     # ------------------------------------------------------------------ cycle
 
@@ -308,6 +342,7 @@ class Writer:
                 )
                 self._positions_of = con
             self._positions_known = True
+            self.connection = con
             # a batch that failed to commit is committed as it was: decoding again would find
             # the HTTP markets "unchanged" (the change detector has seen them) and drop them
             batch, self._pending = self._pending or self._read_batch(), None
@@ -417,6 +452,8 @@ class Writer:
             self._decode_ws(rec, seg, batch)
         elif rec.kind == Kind.REST_PAGE:
             self._decode_page(rec, seg, batch)
+        elif rec.kind == Kind.TRADES_PAGE:
+            self._decode_trades_page(rec, seg, batch)
         elif rec.kind == Kind.FEED_EVENT:
             try:
                 ev = _EVENT.decode(rec.payload)
@@ -595,6 +632,59 @@ class Writer:
                 )
             if stored:  # flagged once when stored, not again on every pass that repeats it
                 self._flag(rec, batch, market.ticker, market.notes)
+
+    def _decode_trades_page(self, rec: Record, seg: SegmentFile, batch: _Batch) -> None:
+        """A backfill's page of trades, stored with source 'http'; a trade stored already (the
+        socket's copy, an earlier attempt's) is stored once (`loads.commit`). After the last
+        page the backfill is recorded as `trades_backfilled`, with how many trades it added."""
+        head, sep, body = rec.payload.partition(b"\n")
+        try:
+            if not sep:
+                raise FrameDecodeError("trades page record without meta line", rec.payload)
+            meta = _TRADES_META.decode(head)
+            page = decode_trades_page(body)
+        except (msgspec.DecodeError, FrameDecodeError) as exc:
+            self.stats.parse_errors += 1
+            reason = exc.reason if isinstance(exc, FrameDecodeError) else str(exc)
+            batch.error(rec, "parse_error", reason[:300])
+            return
+        traffic = batch.traffic.setdefault("http", [0, 0])
+        traffic[0] += 1
+        traffic[1] += len(body)
+        for reason in page.skipped:
+            self.stats.objects_skipped += 1
+            batch.error(rec, "parse_error", reason[:300])
+        wanted = set(meta.tickers) if meta.tickers is not None else None
+        trades = [t for t in page.trades if wanted is None or t.market_ticker in wanted]
+        count = self._backfills.get(meta.backfill_id)
+        if count is None:
+            if len(self._backfills) >= MAX_BACKFILLS_REMEMBERED:
+                self._backfills.clear()  # attempts that never finished
+            count = self._backfills[meta.backfill_id] = _BackfillCount(meta.attempt)
+        if count.attempt != meta.attempt:
+            count.attempt, count.trades = meta.attempt, 0
+        count.trades += len(trades)
+        count.new += len(self._new_trade_ids([t.trade_id for t in trades], batch))
+        for t in trades:
+            batch.add_trade(t, "http", rec, seg.segment_id)
+            self._flag(rec, batch, t.trade_id, t.notes)
+        if meta.last:
+            del self._backfills[meta.backfill_id]
+            batch.event(
+                rec.received_ns,
+                "http",
+                "trades_backfilled",
+                f"trade: {count.trades} trades ({count.new} new) between "
+                f"{iso_ms(meta.since_ms)} and {iso_ms(meta.until_ms)}",
+            )
+
+    def _new_trade_ids(self, trade_ids: list[str], batch: _Batch) -> set[str]:
+        """Of `trade_ids`, those neither stored nor earlier in this batch."""
+        earlier = set(batch.trades["trade_id"])
+        fresh = {i for i in trade_ids if i not in earlier}
+        if fresh and self.connection is not None:
+            fresh -= stored_trade_ids(self.connection, sorted(fresh))
+        return fresh
 
     def _after_commit(self, batch: _Batch) -> None:
         now_ns = time.time_ns()

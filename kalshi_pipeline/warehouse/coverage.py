@@ -2,7 +2,8 @@
 recorded (`feed_events`, with `ticks` and `poll_passes` for the last sign of life of an engine
 that died), including the time when no engine ran at all.
 
-The model, per source (`websocket`, `http`) and channel (`ticker`):
+The model, per source (`websocket`, `http`) and channel (`ticker`; the order-book and trade
+channels below):
 
 - `websocket` has rows while an engine runs in `websocket` or `both` mode. It is `live` while the
   socket is subscribed; `degraded` while it is down but HTTP polling covers the market data
@@ -29,8 +30,17 @@ reason `maintenance` (the exchange, or a shard, inactive) or `exchange_closed` (
 quiet market can be told from a hole in the data. They are not a feed: a gap of the feeds while
 the whole exchange was in maintenance or closed takes that reason.
 
+The order-book and trade channels of the WebSocket feed have rows of their own (source
+`websocket`, channel `orderbook_delta` or `trade`), from the feed's sequence checks: `degraded`
+with reason `sequence_gap` from each `sequence_gap` event (frames lost, duplicated or out of order
+on a subscription) until its `book_resynced` (every market of the sid has a fresh snapshot), for
+trades until the gap's REST backfill (`trades_backfilled` or `backfill_failed`), or until the
+socket goes down or is subscribed anew, or the engine stops. The detail names the seq range and
+the markets. Outside those rows those channels are as live as the socket (the `ticker` rows).
+
 "Covered" is the union: a moment is covered when at least one source is live or degraded. A gap
-is a stretch with every source down.
+is a stretch with every source down. It is reckoned on the `ticker` rows: the order-book and
+trade rows qualify data the socket delivered, they do not stand in for it.
 
 The table is rebuilt by `build_feed_coverage()` in one statement (`CREATE OR REPLACE TABLE ...`),
 which runs whole on the warehouse's owner when one is serving.
@@ -77,7 +87,9 @@ REASONS = (
     "no_run",
     "maintenance",
     "exchange_closed",
+    "sequence_gap",
 )
+SEQUENCED_CHANNELS = ("orderbook_delta", "trade")
 EXCHANGE = "exchange"  # the source of the exchange's own rows
 _EXCHANGE_WORDS = {"maintenance": "maintenance", "closed": "exchange_closed"}
 TABLE_HOURS = 48  # how far back the table reaches
@@ -98,6 +110,15 @@ _HANDOVER_KINDS = {"handover_requested", "handover", "handover_failed"}
 _MODE = re.compile(r"\bmode=(\w+)")
 _RUN_ID = re.compile(r"\b(?:run_id=|label=run )([\w-]+)")
 _BACKED_OFF = re.compile(r"backed off ([0-9.]+)s")
+# the feed's `sequence_gap` and `book_resynced` details (stream/wsfeed.py writes them)
+_SEQ_GAP = re.compile(
+    r"^(orderbook_delta|trade) sid (\d+): seq (\d+) expected, (\d+) received"
+    r"(?: \((duplicate|backward)\))?; markets: (.*)$",
+    re.S,
+)
+_SID_PREFIX = re.compile(r"^(orderbook_delta|trade) sid (\d+):")
+_SEQ_ENDS = {"disconnect", "silence", "subscribe"}  # the socket's sids are gone or new
+_BACKFILLED = {"trades_backfilled", "backfill_failed"}
 
 
 @dataclass(frozen=True)
@@ -405,7 +426,80 @@ def intervals_from(
     out = list(fold.out)
     out.extend(fold.open.values())
     out.extend(exchange_intervals(ordered, stream_alive=stream_alive))
+    out.extend(sequence_gap_intervals(ordered, stream_alive=stream_alive))
     return sorted(out, key=lambda iv: (iv.started_at, iv.source))
+
+
+def _gap_words(m: re.Match[str]) -> str:
+    expected, received, kind = int(m.group(3)), int(m.group(4)), m.group(5)
+    if kind:
+        return f"seq {received} {kind} (expected {expected})"
+    lost = f"seq {expected}" if received - 1 == expected else f"seq {expected}-{received - 1}"
+    return f"{lost} lost"
+
+
+def sequence_gap_intervals(events: Sequence[Event], *, stream_alive: bool) -> list[Interval]:
+    """`degraded` (`sequence_gap`) rows of the order-book and trade channels: from each
+    `sequence_gap` until the sid's `book_resynced` (a trade gap: its backfill), a resubscription
+    of the sid, the socket going down or subscribing anew, or the engine stopping."""
+    out: list[Interval] = []
+    open_: dict[tuple[str, int], Interval] = {}
+    run_id: str | None = None
+
+    def close(key: tuple[str, int], at: datetime) -> None:
+        iv = open_.pop(key)
+        iv.ended_at = at
+        if iv.ended_at > iv.started_at:
+            out.append(iv)
+
+    last_at: datetime | None = None
+    for e in events:
+        last_at = e.at
+        if e.source == "engine":
+            if e.kind == "start":
+                run = _RUN_ID.search(e.detail)
+                run_id = run.group(1) if run else None
+            elif e.kind == "stop":
+                for key in list(open_):
+                    close(key, e.at)
+            continue
+        if e.kind in _BACKFILLED:  # the backfill's events (source http, or websocket)
+            for key in [k for k in open_ if k[0] == "trade"]:
+                close(key, e.at)
+            continue
+        if e.source != "websocket":
+            continue
+        if e.kind in _SEQ_ENDS:
+            for key in list(open_):
+                close(key, e.at)
+        elif e.kind == "sequence_gap":
+            m = _SEQ_GAP.match(e.detail)
+            if m is None:
+                continue
+            key = (m.group(1), int(m.group(2)))
+            words = f"{_gap_words(m)}; markets: {m.group(6)}"
+            iv = open_.get(key)
+            if iv is None:
+                open_[key] = Interval(
+                    "websocket",
+                    DEGRADED,
+                    "sequence_gap",
+                    e.at,
+                    None,
+                    run_id,
+                    f"sid {key[1]}: {words}"[:500],
+                    channel=key[0],
+                )
+            elif len(iv.detail) < 500:
+                iv.detail = f"{iv.detail} | {words}"[:500]
+        elif e.kind in ("book_resynced", "resubscribe"):
+            m = _SID_PREFIX.match(e.detail)
+            if m is not None and (m.group(1), int(m.group(2))) in open_:
+                close((m.group(1), int(m.group(2))), e.at)
+    if not stream_alive and last_at is not None:
+        for key in list(open_):
+            close(key, last_at)
+    return out + list(open_.values())
 
 
 def _exchange_states(detail: str) -> dict[str, str]:
@@ -667,7 +761,11 @@ def summarize(intervals: Sequence[Interval], start: datetime, end: datetime) -> 
         for iv in intervals
         if iv.source == EXCHANGE and iv.channel == "all" and iv.seconds(start, end) > 0
     ]
-    inside = [iv for iv in intervals if iv.source in SOURCES and iv.seconds(start, end) > 0]
+    inside = [
+        iv
+        for iv in intervals
+        if iv.source in SOURCES and iv.channel == CHANNEL and iv.seconds(start, end) > 0
+    ]
     if not inside:
         return Coverage(start, end, 0.0, None, {}, {}, [])
     known_from = max(start, min(iv.started_at for iv in inside))

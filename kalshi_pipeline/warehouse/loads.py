@@ -396,3 +396,14 @@ def _ts(value: Any) -> Any:
     if value is None or isinstance(value, datetime):
         return value
     return datetime.fromtimestamp(value / 1e9, tz=UTC)
+
+
+def stored_trade_ids(con: duckdb.DuckDBPyConnection, trade_ids: list[str]) -> set[str]:
+    """Of `trade_ids`, those `trades` holds already: what a backfill page cannot add."""
+    if not trade_ids:
+        return set()
+    rows = con.execute(
+        "SELECT DISTINCT trade_id FROM trades WHERE trade_id IN (SELECT unnest(?::VARCHAR[]))",
+        [trade_ids],
+    ).fetchall()
+    return {r[0] for r in rows}

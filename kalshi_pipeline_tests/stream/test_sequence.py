@@ -1,0 +1,186 @@
+"""The sequencer on frames as Kalshi sends them: what it finds for each kind of bad input, and
+the books it keeps. (Sequences the simulator cannot produce on purpose, such as a negative
+size or a delta without a snapshot, are pinned here; the engine tests in test_books_live.py
+cover the rest over a real socket.)"""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from typing import Any
+
+from kalshi_pipeline.stream.sequence import (
+    AFTER_GAP,
+    IN_ORDER,
+    LATE,
+    BookInvalid,
+    BookResynced,
+    SequenceGap,
+    Sequencer,
+)
+
+D = Decimal
+
+
+def frame(kind: str, sid: int, seq: int, **msg: Any) -> bytes:
+    return json.dumps({"type": kind, "sid": sid, "seq": seq, "msg": msg}).encode() + b"\n"
+
+
+def snapshot(sid: int, seq: int, ticker: str, yes: list[list[str]], no: list[list[str]]) -> bytes:
+    return frame(
+        "orderbook_snapshot",
+        sid,
+        seq,
+        market_ticker=ticker,
+        market_id="",
+        yes_dollars_fp=yes,
+        no_dollars_fp=no,
+    )
+
+
+def delta(sid: int, seq: int, ticker: str, side: str, price: str, change: str) -> bytes:
+    return frame(
+        "orderbook_delta",
+        sid,
+        seq,
+        market_ticker=ticker,
+        side=side,
+        price_dollars=price,
+        delta_fp=change,
+        ts_ms=1_790_000_000_000 + seq,
+    )
+
+
+def trade(sid: int, seq: int, ts_ms: int) -> bytes:
+    return frame("trade", sid, seq, trade_id=f"t{seq}", market_ticker="KXA", ts_ms=ts_ms)
+
+
+def books_of_two() -> Sequencer:
+    s = Sequencer()
+    s.subscribed(1, "orderbook_delta")
+    s.snapshot(snapshot(1, 1, "KXA", [["0.4500", "10.00"]], [["0.5000", "3.00"]]))
+    s.snapshot(snapshot(1, 2, "KXB", [], [["0.2000", "1.00"]]))
+    return s
+
+
+def test_deltas_in_order_keep_the_book() -> None:
+    s = books_of_two()
+    s.delta(delta(1, 3, "KXA", "yes", "0.4500", "-4.00"))
+    s.delta(delta(1, 4, "KXA", "yes", "0.4600", "2.00"))
+    s.delta(delta(1, 5, "KXA", "no", "0.5000", "-3.00"))
+    assert s.found == []
+    assert s.books["KXA"].levels() == {("yes", D("0.45")): D(6), ("yes", D("0.46")): D(2)}
+    assert s.books["KXB"].levels() == {("no", D("0.2")): D(1)}
+
+
+def test_an_ok_takes_a_number_like_a_frame() -> None:
+    s = books_of_two()
+    assert s.number(1, 3) == IN_ORDER  # the `ok` of an add_markets
+    s.delta(delta(1, 4, "KXA", "yes", "0.4500", "1.00"))
+    assert s.found == []
+
+
+def test_a_jump_invalidates_every_market_of_the_sid_until_each_has_a_fresh_snapshot() -> None:
+    s = books_of_two()
+    s.delta(delta(1, 5, "KXA", "yes", "0.4500", "1.00"))  # 3 and 4 lost
+    assert s.found == [SequenceGap("orderbook_delta", 1, 3, 5, "gap", ("KXA", "KXB"))]
+    assert s.found[0].detail("KXA,KXB") == (
+        "orderbook_delta sid 1: seq 3 expected, 5 received; markets: KXA,KXB"
+    )
+    assert not s.books["KXA"].valid and not s.books["KXB"].valid
+    assert s.books["KXA"].levels() == {("yes", D("0.45")): D(10), ("no", D("0.5")): D(3)}
+    s.found.clear()
+    s.snapshot(snapshot(1, 6, "KXA", [["0.4500", "11.00"]], []))
+    assert s.found == [] and s.books["KXA"].valid and not s.books["KXB"].valid
+    s.delta(delta(1, 7, "KXB", "no", "0.2000", "5.00"))  # KXB still waits: not applied
+    s.snapshot(snapshot(1, 8, "KXB", [], [["0.2000", "6.00"]]))
+    assert s.found == [BookResynced("orderbook_delta", 1, ("KXA", "KXB"))]
+    assert s.books["KXB"].levels() == {("no", D("0.2")): D(6)}
+
+
+def test_a_reordered_pair_is_one_gap_and_the_late_frame_is_not_applied() -> None:
+    s = books_of_two()
+    s.delta(delta(1, 4, "KXA", "yes", "0.4500", "1.00"))
+    assert len(s.found) == 1 and s.found[0].kind == "gap"
+    assert s.number(1, 3) == LATE  # the held-back frame: no second event
+    assert len(s.found) == 1
+    s.delta(delta(1, 5, "KXA", "yes", "0.4500", "1.00"))
+    assert len(s.found) == 1
+
+
+def test_a_duplicate_and_a_backward_seq_are_recorded_as_such() -> None:
+    s = books_of_two()
+    s.delta(delta(1, 3, "KXA", "yes", "0.4500", "1.00"))
+    s.delta(delta(1, 3, "KXA", "yes", "0.4500", "1.00"))
+    s.delta(delta(1, 1, "KXA", "yes", "0.4500", "1.00"))
+    kinds = [(g.kind, g.expected, g.received) for g in s.found if isinstance(g, SequenceGap)]
+    assert kinds == [("duplicate", 4, 3), ("backward", 4, 1)]
+    assert s.found[0].detail("KXA,KXB") == (
+        "orderbook_delta sid 1: seq 4 expected, 3 received (duplicate); markets: KXA,KXB"
+    )
+    assert s.books["KXA"].levels()[("yes", D("0.45"))] == D(11)  # the duplicate not applied
+
+
+def test_a_delta_without_a_snapshot_and_a_negative_size_make_the_book_invalid() -> None:
+    s = books_of_two()
+    s.delta(delta(1, 3, "KXC", "yes", "0.1000", "1.00"))
+    s.delta(delta(1, 4, "KXA", "no", "0.5000", "-5.00"))
+    assert s.found == [
+        BookInvalid("KXC", 1, "delta received before any snapshot"),
+        BookInvalid("KXA", 1, "a delta of -5.00 at no 0.5000 would leave -2.00 resting (seq 4)"),
+    ]
+    assert not s.books["KXA"].valid and s.books["KXB"].valid
+    assert s.pending[1] == {"KXA", "KXC"}
+    s.found.clear()
+    s.snapshot(snapshot(1, 5, "KXC", [["0.1000", "1.00"]], []))
+    s.snapshot(snapshot(1, 6, "KXA", [], []))
+    assert s.found == [BookResynced("orderbook_delta", 1, ("KXC", "KXA"))]
+
+
+def test_a_late_snapshot_does_not_count_as_fresh() -> None:
+    s = books_of_two()
+    s.delta(delta(1, 4, "KXA", "yes", "0.4500", "1.00"))  # 3 lost, or late
+    assert s.found[0].kind == "gap"
+    s.snapshot(snapshot(1, 3, "KXB", [], []))  # seq 3 arrives late: older than 4
+    assert not s.books["KXB"].valid and "KXB" in s.pending[1]
+
+
+def test_a_removed_market_leaves_no_waiting_and_its_late_deltas_pass() -> None:
+    s = books_of_two()
+    s.delta(delta(1, 5, "KXA", "yes", "0.4500", "1.00"))
+    s.found.clear()
+    s.snapshot(snapshot(1, 6, "KXA", [], []))
+    s.removed(["KXB"])  # settled while it waited
+    assert s.found == [BookResynced("orderbook_delta", 1, ("KXA",))]
+    s.found.clear()
+    s.delta(delta(1, 7, "KXB", "no", "0.2000", "1.00"))
+    assert s.found == [] and "KXB" not in s.books
+
+
+def test_a_trade_gap_carries_the_window_of_the_lost_trades() -> None:
+    s = Sequencer()
+    s.reset(now_ms=1_000)
+    s.subscribed(7, "trade")
+    assert s.trade(trade(7, 1, 5_000)) is None
+    assert s.trade(trade(7, 2, 6_000)) is None
+    gap = s.trade(trade(7, 4, 9_000))
+    assert gap == SequenceGap("trade", 7, 3, 4, "gap", None, 6_000, 9_000)
+    assert s.found == [gap]
+    assert gap.detail("all") == "trade sid 7: seq 3 expected, 4 received; markets: all"
+
+
+def test_a_trade_gap_before_any_trade_starts_at_the_subscription() -> None:
+    s = Sequencer()
+    s.reset(now_ms=1_000)
+    s.subscribed(2, "trade")
+    gap = s.trade(trade(2, 3, 4_000))
+    assert gap is not None and (gap.since_ms, gap.until_ms) == (1_000, 4_000)
+
+
+def test_frames_of_other_sids_and_unreadable_frames_are_left_alone() -> None:
+    s = books_of_two()
+    assert s.number(9, 50) == IN_ORDER  # the lifecycle channel's, say
+    s.delta(b'{"type":"orderbook_delta","sid":1,"seq":')
+    s.delta(delta(1, 3, "KXA", "yes", "0.4500", "1.00"))
+    assert s.found == []
+    assert s.number(1, 10) == AFTER_GAP
