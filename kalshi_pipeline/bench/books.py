@@ -86,8 +86,13 @@ def run(ctx: Context) -> dict[str, Any]:
             c: round(stored_bytes(con, "book_deltas_stored", c) / deltas, 2) for c in DELTA_COLUMNS
         }
         ctx.display.status("asking for books at random times")
-        latencies = book_latencies(
-            db, day.markets, day.start_ns, day.end_ns, plan.books_queries, ctx.seed
+        with connect(db, read_only=True) as client:
+            latencies = book_latencies(
+                client, day.markets, day.start_ns, day.end_ns, plan.books_queries, ctx.seed
+            )
+        # the same books on the owner's own connection: the query without the client's hop
+        direct = book_latencies(
+            con, day.markets, day.start_ns, day.end_ns, plan.books_queries, ctx.seed
         )
     finally:
         writer.close()
@@ -120,6 +125,8 @@ def run(ctx: Context) -> dict[str, Any]:
             "load_cpu_s": round(load_cpu_s, 1),
             "queries": len(latencies),
             "book_at_max_ms": round(max(latencies), 1),
+            "book_at_direct_p50_ms": round(statistics.median(direct), 1),
+            "book_at_direct_p99_ms": round(quantile(direct, 0.99), 1),
             "db_file_bytes": db.stat().st_size if db.exists() else None,
             "throughput_path": "writer (landing log of delta frames -> DuckDB)",
         },
@@ -163,21 +170,20 @@ def _used(con: duckdb.DuckDBPyConnection) -> int:
 
 
 def book_latencies(
-    db: Path, markets: list[str], start_ns: int, end_ns: int, queries: int, seed: int
+    con: Any, markets: list[str], start_ns: int, end_ns: int, queries: int, seed: int
 ) -> list[float]:
-    """Milliseconds per `book_at` (levels and validity) through the warehouse client."""
+    """Milliseconds per `book_at` (levels and validity), random markets at random times."""
     rng = random.Random(seed)
     out: list[float] = []
-    with connect(db, read_only=True) as con:
-        book_at(con, markets[0], _dt(end_ns))  # attach and warm up: not a measured query
-        for _ in range(queries):
-            ticker = rng.choice(markets)
-            at = _dt(rng.randint(start_ns + 1_000_000_000, end_ns))
-            t0 = time.perf_counter()
-            book = book_at(con, ticker, at, depth=10)
-            out.append((time.perf_counter() - t0) * 1000)
-            if book.snapshot_at is None:
-                raise RuntimeError(f"no book of {ticker} at {at}: the day was not loaded")
+    book_at(con, markets[0], _dt(end_ns))  # attach and warm up: not a measured query
+    for _ in range(queries):
+        ticker = rng.choice(markets)
+        at = _dt(rng.randint(start_ns + 1_000_000_000, end_ns))
+        t0 = time.perf_counter()
+        book = book_at(con, ticker, at, depth=10)
+        out.append((time.perf_counter() - t0) * 1000)
+        if book.snapshot_at is None:
+            raise RuntimeError(f"no book of {ticker} at {at}: the day was not loaded")
     return out
 
 
