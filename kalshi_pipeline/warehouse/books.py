@@ -17,7 +17,7 @@ How a book is rebuilt (the rules the macros share):
   the book at T follows the engine that received the market's latest frame at or before T (the
   one still running), from its latest snapshot.
 - A book is valid at T unless, after its snapshot and up to T, the feed recorded a
-  `sequence_gap` naming the market (or, with no market list, the snapshot's sid) or a
+  `sequence_gap` on the order-book channel naming the market (or the whole sid) or a
   `book_invalid` of the market. A later snapshot (a resync) starts a valid book again.
 - NO levels are bids at NO-leg prices (the stream subscribes with `use_yes_price` false): the
   best YES ask is 1 minus the best NO bid, its size that level's size.
@@ -42,13 +42,14 @@ def _pos(t: str) -> str:
     return f"(({t}.landing_segment::HUGEINT << 32) + {t}.landing_offset)"
 
 
-# A feed event (e, beside the book's base b) that breaks the book of `ticker`: a gap on its
-# subscription naming the market (or, with no market list, the whole sid), or the market's book
-# found inconsistent (the feed's wording: "<channel> sid <sid>: seq <n> expected, <m> received;
-# markets: T1,T2" and "<ticker>: <why>").
+# A feed event (e, beside the book's base b) that breaks the book of `ticker`: a gap on an
+# order-book subscription naming the market (or naming no market, or "all": the whole sid), or
+# the market's book found inconsistent (the feed's wording: "<channel> sid <sid>: seq <n>
+# expected, <m> received; markets: T1,T2" and "<ticker>: <why>").
 _BREAKS = """((e.kind = 'book_invalid' AND starts_with(e.detail, ticker || ':'))
-            OR (e.kind = 'sequence_gap' AND CASE
-                WHEN trim(split_part(e.detail, 'markets:', 2)) <> ''
+            OR (e.kind = 'sequence_gap' AND starts_with(e.detail, 'orderbook_delta sid ')
+                AND CASE
+                WHEN trim(split_part(e.detail, 'markets:', 2)) NOT IN ('', 'all')
                 THEN list_contains(list_transform(
                     string_split(split_part(e.detail, 'markets:', 2), ','), x -> trim(x)), ticker)
                 ELSE starts_with(e.detail, 'orderbook_delta sid ' || b.sid || ':') END))"""

@@ -328,3 +328,21 @@ def test_the_queries_answer_from_sql_by_name_and_refuse_naive_times(tmp_path: Pa
     assert tob.rows == [(D("0.4200"), D("0.4500")), (D("0.4300"), D("0.4500"))]
     [state] = run_sql(db, "FROM book_validity('M', TIMESTAMPTZ '2026-11-27 11:00:00Z')")
     assert state.rows == []  # nothing recorded of M by then
+
+    def valid_at(at: str) -> bool:
+        [state] = run_sql(db, f"SELECT valid FROM book_validity('M', TIMESTAMPTZ '{at}')")
+        return bool(state.rows[0][0])
+
+    with connect(db) as con:
+        # a gap on the trade channel naming M leaves its book alone
+        con.execute(
+            "INSERT INTO feed_events VALUES ('2026-11-27 12:00:02Z', 'websocket', "
+            "'sequence_gap', 'trade sid 2: seq 5 expected, 7 received; markets: M')"
+        )
+        assert valid_at("2026-11-27 12:00:03Z")
+        # a gap on the order-book sid with every market of it ("all") breaks it
+        con.execute(
+            "INSERT INTO feed_events VALUES ('2026-11-27 12:00:04Z', 'websocket', "
+            "'sequence_gap', 'orderbook_delta sid 1: seq 3 expected, 4 received; markets: all')"
+        )
+    assert valid_at("2026-11-27 12:00:03Z") and not valid_at("2026-11-27 12:00:05Z")
