@@ -18,6 +18,7 @@ import requests
 from kalshi_pipeline.stream.config import Scope
 from kalshi_pipeline.stream.engine import Engine
 from kalshi_pipeline.warehouse import connect, coverage
+from kalshi_pipeline.warehouse.books import book_at
 from kalshi_pipeline_tests.helpers import feed_events, query, wait_for
 from kalshi_pipeline_tests.stream.conftest import config_for
 from kalshi_pipeline_tests.stream.test_book_storage import _rest_book
@@ -129,6 +130,15 @@ def test_a_dropped_book_frame_is_recorded_resynced_and_counted_in_coverage(
     ]
     _books_equal_the_exchange(sim, db, engine, tickers)
     assert _events(db, "sequence_gap") == gaps  # nothing else was lost, nothing resynced twice
+    # the book queries say so: invalid from the gap until the resync snapshot, valid after
+    with connect(db, read_only=True, timeout_s=60) as con:
+        [(gap_at,)] = con.execute(
+            "SELECT occurred_at FROM feed_events WHERE kind = 'sequence_gap'"
+        ).fetchall()
+        for t in tickers:
+            broken = book_at(con, t, gap_at)
+            assert not broken.valid and broken.reason and "sequence_gap" in broken.reason
+            assert book_at(con, t, datetime.now(UTC)).valid
 
     now = datetime.now(UTC)
     with connect(db, read_only=True, timeout_s=60) as con:
