@@ -1,77 +1,47 @@
-"""Keyframes: the books the writer rebuilds as it loads, stored now and then so that the book of
-a market at time T reads an hour of deltas at most, not the day since its snapshot.
+"""Keyframes: when to store the books rebuilt so far, so that the book of a market at time T
+reads half an hour of deltas at most, not the day since its snapshot.
 
-Kalshi sends a market's snapshot once per subscription; its deltas may follow for days. While the
-writer decodes frames it applies each delta to the book of its run (one engine's connection: the
-landing segment's pid, the sid, the market; see warehouse/schema.py on order books) and, when
-KEYFRAME_S of receive time have passed since the run's last snapshot or keyframe, adds the book
-after that delta to the batch, in the same transaction as the delta. Only runs whose snapshot
-this writer decoded get keyframes (a predecessor's run picked up half-way has no known book);
-their books are then found from the snapshot, more slowly, but the same.
+Kalshi sends a market's snapshot once per subscription; its deltas may follow for days. Every
+KEYFRAME_S of receive time (on the clock: :00 and :30), for each engine whose frames the writer
+loads, the books that changed in the half hour just ended are stored as keyframes
+(`warehouse/books.py`, KEYFRAME_SQL, run in the same transaction as the batch that passed the
+boundary). An engine's WebSocket frames land in the order they were received, so once the writer
+has decoded one of its frames received after K, every frame of that engine up to K is in the
+batch or committed before it. The books are rebuilt in DuckDB from the stored rows (nothing is
+kept in memory here), so a predecessor's runs picked up half-way get keyframes too.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from decimal import Decimal
-from typing import Any
-
-from kalshi_pipeline.kalshi.messages import BookDelta, BookSnapshot
 from kalshi_pipeline.stream.landing import Record, SegmentFile
 
 KEYFRAME_S = 1800.0
-MAX_RUNS = 500_000  # markets x connections remembered; past it, forget all (books go on, slower)
 
 
-@dataclass(slots=True)
-class _Run:
-    yes: dict[Decimal, Decimal]
-    no: dict[Decimal, Decimal]
-    snapshot_ns: int
-    due_ns: int
+class KeyframeClock:
+    """Per engine (the pid in its segments' names), the next boundary to store keyframes at."""
 
-
-class Keyframes:
     def __init__(self, every_s: float = KEYFRAME_S) -> None:
         self.every_ns = int(every_s * 1e9)
-        self._runs: dict[tuple[int, int | None, str], _Run] = {}
+        self._next: dict[int, int] = {}
+        self._seen: dict[int, int] = {}
 
-    def snapshot(self, snap: BookSnapshot, rec: Record, seg: SegmentFile) -> None:
-        """A run starts (or starts again, after a resync) from this snapshot."""
-        if len(self._runs) >= MAX_RUNS:
-            self._runs.clear()
-        yes: dict[Decimal, Decimal] = {}
-        no: dict[Decimal, Decimal] = {}
-        for levels, side in ((yes, snap.yes), (no, snap.no)):
-            for price, size in side:
-                levels[price] = levels.get(price, Decimal(0)) + size
-        self._runs[(seg.pid, snap.sid, snap.market_ticker)] = _Run(
-            yes, no, rec.received_ns, rec.received_ns + self.every_ns
-        )
+    def frame(self, rec: Record, seg: SegmentFile) -> None:
+        """A WebSocket frame of `seg`'s engine was decoded into the batch."""
+        if seg.pid not in self._next:  # the engine's first frame here: its next boundary
+            self._next[seg.pid] = (rec.received_ns // self.every_ns + 1) * self.every_ns
+        if rec.received_ns > self._seen.get(seg.pid, 0):
+            self._seen[seg.pid] = rec.received_ns
 
-    def delta(self, d: BookDelta, rec: Record, seg: SegmentFile) -> dict[str, Any] | None:
-        """Apply `d` to its run's book; the keyframe row when one is due, else None."""
-        run = self._runs.get((seg.pid, d.sid, d.market_ticker))
-        if run is None or d.price is None or d.delta is None:
-            return None
-        levels = run.yes if d.side == "yes" else run.no if d.side == "no" else None
-        if levels is None:
-            return None
-        size = levels.get(d.price, Decimal(0)) + d.delta
-        if size:
-            levels[d.price] = size
-        else:
-            levels.pop(d.price, None)
-        if rec.received_ns < run.due_ns:
-            return None
-        run.due_ns = rec.received_ns + self.every_ns
-        return {
-            "market_ticker": d.market_ticker,
-            "sid": d.sid,
-            "yes_levels": [{"price": p, "size": n} for p, n in sorted(run.yes.items())],
-            "no_levels": [{"price": p, "size": n} for p, n in sorted(run.no.items())],
-            "snapshot_at": run.snapshot_ns,
-            "received_at": rec.received_ns,
-            "landing_segment": seg.segment_id,
-            "landing_offset": rec.offset,
-        }
+    def due(self) -> list[tuple[int, int, int]]:
+        """Windows (engine pid, start ns, end ns] whose keyframes are due: every engine's
+        boundaries passed by the frames decoded since the last call, oldest first."""
+        out: list[tuple[int, int, int]] = []
+        for pid, seen in self._seen.items():
+            boundary = self._next[pid]
+            while seen > boundary:
+                out.append((pid, boundary - self.every_ns, boundary))
+                boundary += self.every_ns
+            self._next[pid] = boundary
+        self._seen.clear()
+        return sorted(out, key=lambda w: (w[2], w[0]))

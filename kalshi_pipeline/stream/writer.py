@@ -43,7 +43,7 @@ from kalshi_pipeline.kalshi.messages import (
     decode_tick,
     decode_trades_page,
 )
-from kalshi_pipeline.stream.keyframes import KEYFRAME_S, Keyframes
+from kalshi_pipeline.stream.keyframes import KEYFRAME_S, KeyframeClock
 from kalshi_pipeline.stream.landing import (
     SOURCE_NAMES,
     Kind,
@@ -215,10 +215,6 @@ class _Batch(Batch):
         c["landing_segment"].append(segment_id)
         c["landing_offset"].append(rec.offset)
 
-    def add_keyframe(self, row: dict[str, Any]) -> None:
-        for name, column in self.keyframes.items():
-            column.append(row[name])
-
     def add_trade(self, t: Trade, source: str, rec: Record, segment_id: int) -> None:
         c = self.trades
         c["trade_id"].append(t.trade_id)
@@ -299,7 +295,7 @@ class Writer:
         self._engines = Engines()
         self._windows: list[Window] = []
         self.duplicates_dropped = 0  # ticks received by two engines at once, stored once
-        self._keyframes = Keyframes(keyframe_s)
+        self._keyframes = KeyframeClock(keyframe_s)
         self._backfills: dict[str, _BackfillCount] = {}
         # the owned connection during a cycle (replay sets its own): a backfill page asks it
         # which of its trades are stored already
@@ -441,6 +437,7 @@ class Writer:
                 f"{batch.errors_dropped} more parse errors or flagged values in this batch "
                 "(the frames are kept in the landing log)",
             )
+        batch.keyframe_windows = self._keyframes.due()
         return batch
 
     def _decode(self, rec: Record, seg: SegmentFile, batch: _Batch) -> None:
@@ -501,13 +498,11 @@ class Writer:
             self._flag(rec, batch, msg.market_ticker, msg.notes)
         elif isinstance(msg, BookDelta):
             batch.add_delta(msg, rec, seg.segment_id)
-            keyframe = self._keyframes.delta(msg, rec, seg)
-            if keyframe is not None:
-                batch.add_keyframe(keyframe)
+            self._keyframes.frame(rec, seg)
             self._flag(rec, batch, msg.market_ticker, msg.notes)
         elif isinstance(msg, BookSnapshot):
             batch.add_snapshot(msg, rec, seg.segment_id)
-            self._keyframes.snapshot(msg, rec, seg)
+            self._keyframes.frame(rec, seg)
             self._flag(rec, batch, msg.market_ticker, msg.notes)
         elif isinstance(msg, Trade):
             batch.add_trade(msg, "websocket", rec, seg.segment_id)

@@ -260,6 +260,63 @@ MACROS: list[str] = [
 ]
 
 
+# The keyframes of one engine's books that changed in the window (start, end] (parameters:
+# start, end as TIMESTAMPTZ, the engine's pid): for each run (market, sid) with deltas in the
+# window, the book after its last delta by `end`, rebuilt from the run's newest snapshot or
+# keyframe and the deltas after it; `snapshot_at` carried over. Run by the writer in the
+# transaction of the batch that passed `end` (stream/keyframes.py); a keyframe already stored
+# is not stored again.
+KEYFRAME_SQL = f"""
+INSERT INTO book_keyframes
+WITH changed AS (
+    SELECT market_ticker, sid, arg_max(landing_segment, pos) AS landing_segment,
+           arg_max(landing_offset, pos) AS landing_offset, max(received_at) AS received_at
+    FROM (SELECT *, {_pos("d")} AS pos FROM book_deltas_stored d
+          WHERE d.received_at > $1 AND d.received_at <= $2 AND {_engine("d")} = $3)
+    GROUP BY market_ticker, sid),
+bases AS (
+    SELECT * FROM (
+        SELECT s.market_ticker, s.sid, {_pos("s")} AS pos, s.received_at,
+               s.received_at AS snapshot_at, s.yes_levels, s.no_levels
+        FROM book_snapshots s WHERE s.received_at <= $2 AND {_engine("s")} = $3
+        UNION ALL
+        SELECT k.market_ticker, k.sid, {_pos("k")}, k.received_at, k.snapshot_at, k.yes_levels,
+               k.no_levels
+        FROM book_keyframes k WHERE k.received_at <= $2 AND {_engine("k")} = $3) b
+    WHERE EXISTS (SELECT 1 FROM changed c
+                  WHERE c.market_ticker = b.market_ticker AND c.sid IS NOT DISTINCT FROM b.sid)
+    QUALIFY row_number() OVER (PARTITION BY market_ticker, sid ORDER BY pos DESC) = 1),
+levels AS (
+    SELECT market_ticker, sid, 'yes' AS side, unnest(yes_levels, recursive := true) FROM bases
+    UNION ALL
+    SELECT market_ticker, sid, 'no' AS side, unnest(no_levels, recursive := true) FROM bases
+    UNION ALL
+    SELECT d.market_ticker, d.sid, d.side, d.price, d.delta
+    FROM book_deltas_stored d JOIN bases b
+      ON d.market_ticker = b.market_ticker AND d.sid IS NOT DISTINCT FROM b.sid
+    WHERE d.received_at >= b.received_at AND d.received_at <= $2 AND {_engine("d")} = $3
+      AND {_pos("d")} > b.pos),
+book AS (
+    SELECT market_ticker, sid, side, price, sum(size)::DECIMAL(18,2) AS size FROM levels
+    WHERE price IS NOT NULL GROUP BY ALL HAVING sum(size) <> 0),
+sides AS (
+    SELECT market_ticker, sid,
+           list({{'price': price, 'size': size}} ORDER BY price) FILTER (side = 'yes') AS yes,
+           list({{'price': price, 'size': size}} ORDER BY price) FILTER (side = 'no') AS no
+    FROM book GROUP BY ALL)
+SELECT c.market_ticker, c.sid,
+       coalesce(x.yes, []) AS yes_levels, coalesce(x.no, []) AS no_levels,
+       b.snapshot_at, c.received_at, c.landing_segment, c.landing_offset
+FROM changed c
+JOIN bases b ON b.market_ticker = c.market_ticker AND b.sid IS NOT DISTINCT FROM c.sid
+LEFT JOIN sides x ON x.market_ticker = c.market_ticker AND x.sid IS NOT DISTINCT FROM c.sid
+WHERE NOT EXISTS (
+    SELECT 1 FROM book_keyframes k
+    WHERE k.landing_segment = c.landing_segment AND k.landing_offset = c.landing_offset
+      AND k.market_ticker = c.market_ticker)
+"""
+
+
 class _Connection(Protocol):
     def execute(self, sql: str, params: Any = ...) -> Any: ...
 

@@ -25,6 +25,8 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from kalshi_pipeline.warehouse.books import KEYFRAME_SQL
+
 PRICE = pa.decimal128(10, 4)
 COUNT = pa.decimal128(18, 2)
 TICK_SCHEMA = pa.schema(
@@ -71,18 +73,6 @@ DELTA_SCHEMA = pa.schema(
         ("received_at", pa.timestamp("ns", tz="UTC")),
         ("exchange_lag_ms", pa.int64()),
         ("sent_lag_ms", pa.int64()),
-        ("landing_segment", pa.int64()),
-        ("landing_offset", pa.int32()),
-    ]
-)
-KEYFRAME_SCHEMA = pa.schema(
-    [
-        ("market_ticker", pa.string()),
-        ("sid", pa.int32()),
-        ("yes_levels", LEVELS),
-        ("no_levels", LEVELS),
-        ("snapshot_at", pa.timestamp("ns", tz="UTC")),
-        ("received_at", pa.timestamp("ns", tz="UTC")),
         ("landing_segment", pa.int64()),
         ("landing_offset", pa.int32()),
     ]
@@ -164,9 +154,8 @@ class Batch:
         default_factory=lambda: {f.name: [] for f in SNAPSHOT_SCHEMA}
     )
     deltas: dict[str, list[Any]] = field(default_factory=lambda: {f.name: [] for f in DELTA_SCHEMA})
-    keyframes: dict[str, list[Any]] = field(
-        default_factory=lambda: {f.name: [] for f in KEYFRAME_SCHEMA}
-    )
+    # (engine pid, start ns, end ns]: store the books that changed in these windows as keyframes
+    keyframe_windows: list[tuple[int, int, int]] = field(default_factory=list)
     trades: dict[str, list[Any]] = field(default_factory=lambda: {f.name: [] for f in TRADE_SCHEMA})
     overlap: list[int] = field(default_factory=list)  # tick rows received by two engines at once
     dropped: dict[str, int] = field(default_factory=dict)  # by source: already stored (commit)
@@ -209,9 +198,8 @@ def commit(con: duckdb.DuckDBPyConnection, batch: Batch) -> None:
         if batch.deltas["market_ticker"]:
             _kp_deltas = pa.Table.from_pydict(batch.deltas, schema=DELTA_SCHEMA)
             con.execute("INSERT INTO book_deltas_stored BY NAME SELECT * FROM _kp_deltas")
-        if batch.keyframes["market_ticker"]:
-            _kp_keyframes = pa.Table.from_pydict(batch.keyframes, schema=KEYFRAME_SCHEMA)
-            con.execute("INSERT INTO book_keyframes BY NAME SELECT * FROM _kp_keyframes")
+        for engine, start_ns, end_ns in batch.keyframe_windows:
+            con.execute(KEYFRAME_SQL, [_ts(start_ns), _ts(end_ns), engine])
         if batch.trades["trade_id"]:
             # a trade Kalshi sent twice (a resubscription, a REST backfill of a gap) is stored once
             _kp_trades = pa.Table.from_pydict(batch.trades, schema=TRADE_SCHEMA)

@@ -157,11 +157,12 @@ _V3 = [
            landing_segment, landing_offset
     FROM book_deltas_stored
     """,
-    # Derived, to find a book without reading a day of deltas: every KEYFRAME_S of receive time
-    # in which a market's book changed, the writer stores the book it rebuilt (after the delta at
-    # landing_segment/offset, on that delta's connection), as if it were a snapshot. The book at
-    # T then reads the deltas after the last keyframe only; `snapshot_at` is the real snapshot
-    # the run started from (a gap since then still makes the book invalid).
+    # Derived, to find a book without reading a day of deltas: every KEYFRAME_S of receive time,
+    # the writer stores each book that changed in it (the book after its last delta by then, at
+    # that delta's landing_segment/offset, on its connection) as if it were a snapshot
+    # (stream/keyframes.py, books.KEYFRAME_SQL). The book at T reads the deltas after the newest
+    # keyframe only; `snapshot_at` is the real snapshot the run started from (a gap since then
+    # still makes the book invalid).
     """
     CREATE TABLE IF NOT EXISTS book_keyframes (
         market_ticker   VARCHAR NOT NULL,

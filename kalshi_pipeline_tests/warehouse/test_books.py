@@ -346,3 +346,26 @@ def test_the_queries_answer_from_sql_by_name_and_refuse_naive_times(tmp_path: Pa
             "'sequence_gap', 'orderbook_delta sid 1: seq 3 expected, 4 received; markets: all')"
         )
     assert valid_at("2026-11-27 12:00:03Z") and not valid_at("2026-11-27 12:00:05Z")
+
+
+def test_books_from_keyframes_equal_books_from_the_snapshot(tmp_path: Path) -> None:
+    """A day of the simulator's order flow loaded twice, with keyframes every half hour and
+    without: the book at any time is the same either way, and keyframes were used."""
+    from kalshi_pipeline.bench.bookday import write_day
+
+    start = 1_764_201_600_000_000_000
+    day = write_day(tmp_path / "k.landing", markets=12, deltas=4_000, start_ns=start)
+    with_keyframes, without = tmp_path / "kf.duckdb", tmp_path / "plain.duckdb"
+    _load(with_keyframes, tmp_path / "k.landing", keyframe_s=1800.0)
+    _load(
+        without, tmp_path / "k.landing", keyframe_s=1e9
+    )  # none: the next boundary is decades away
+    rng = random.Random(5)
+    samples = [
+        (rng.choice(day.markets), _at(rng.randint(start, day.end_ns) / 1e6)) for _ in range(30)
+    ]
+    with connect(with_keyframes, read_only=True) as a, connect(without, read_only=True) as b:
+        assert a.execute("SELECT count(*) FROM book_keyframes").fetchone()[0] > 100
+        assert b.execute("SELECT count(*) FROM book_keyframes").fetchone()[0] == 0
+        for ticker, at in samples:
+            assert book_at(a, ticker, at) == book_at(b, ticker, at), (ticker, at)
