@@ -123,6 +123,8 @@ def run(ctx: Context) -> dict[str, Any]:
             "landing_s": round(landed_s, 1),
             "load_s": round(load_s, 1),
             "load_cpu_s": round(load_cpu_s, 1),
+            # the rate per second of the writer's own CPU: what a busy machine does not change
+            "deltas_per_cpu_s_writer": round(deltas / load_cpu_s) if load_cpu_s > 0 else None,
             "queries": len(latencies),
             "book_at_max_ms": round(max(latencies), 1),
             "book_at_direct_p50_ms": round(statistics.median(direct), 1),

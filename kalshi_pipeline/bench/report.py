@@ -203,7 +203,10 @@ TARGETS: tuple[Target, ...] = (
         "≥ 0.8 x the loopback limit for delta frames (not measured yet)",
         "deltas/s",
         None,
-        lambda v, r: f"{v:,.0f} deltas/s",
+        lambda v, r: (
+            f"{v:,.0f} deltas/s ({_d(r, 'books', 'deltas_per_cpu_s_writer'):,.0f} per second of "
+            "the writer's CPU)"
+        ),
     ),
     Target(
         "chaos_lost",

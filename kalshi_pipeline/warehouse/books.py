@@ -48,11 +48,10 @@ def _pos(t: str) -> str:
 # expected, <m> received; markets: T1,T2" and "<ticker>: <why>").
 _BREAKS = """((e.kind = 'book_invalid' AND starts_with(e.detail, ticker || ':'))
             OR (e.kind = 'sequence_gap' AND starts_with(e.detail, 'orderbook_delta sid ')
-                AND CASE
-                WHEN trim(split_part(e.detail, 'markets:', 2)) NOT IN ('', 'all')
-                THEN list_contains(list_transform(
-                    string_split(split_part(e.detail, 'markets:', 2), ','), x -> trim(x)), ticker)
-                ELSE starts_with(e.detail, 'orderbook_delta sid ' || b.sid || ':') END))"""
+                AND CASE WHEN trim(split_part(e.detail, 'markets:', 2)) IN ('', 'all')
+                THEN starts_with(e.detail, 'orderbook_delta sid ' || b.sid || ':')
+                ELSE contains(',' || replace(split_part(e.detail, 'markets:', 2), ' ', '') || ',',
+                              ',' || ticker || ',') END))"""
 
 MACROS: list[str] = [
     # Where a market's book at `at_time` starts: the latest snapshot or keyframe, at or before
