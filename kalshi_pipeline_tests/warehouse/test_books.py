@@ -120,7 +120,19 @@ class Ledger:
 
 def _stored(con: Any, ticker: str, at_ms: float) -> tuple[SimBook, bool]:
     b = book_at(con, ticker, _at(at_ms))
-    return {(lv.side, lv.price): lv.size for lv in b.yes + b.no}, b.valid
+    book = {(lv.side, lv.price): lv.size for lv in b.yes + b.no}
+    assert (book, b.valid) == _macro(con, ticker, _at(at_ms)), "Python and SQL disagree"
+    return book, b.valid
+
+
+def _macro(con: Any, ticker: str, at: datetime) -> tuple[SimBook, bool]:
+    """The same book through the SQL macro (`book_at` in Python takes a shorter way)."""
+    rows = con.execute("FROM book_at(?, ?)", [ticker, at]).fetchall()
+    valid = bool(rows[0][4]) if rows else False
+    if not rows:
+        state = con.execute("FROM book_validity(?, ?)", [ticker, at]).fetchall()
+        valid = bool(state and state[0][2])
+    return {(side, price): size for side, _n, price, size, *_ in rows}, valid
 
 
 def _engine_span(con: Any, pid: int) -> tuple[int, int]:
@@ -146,9 +158,9 @@ def test_book_at_random_times_is_the_exchanges_book_across_a_reconnect_and_a_han
         # process of its own, starts after the reconnect: both hold a connection to the same
         # books for a while, then only the successor does
         first = asyncio.create_task(
-            record(sim.rest_url, sim.ws_url, landing, tickers, 20.0, connections=2)
+            record(sim.rest_url, sim.ws_url, landing, tickers, 24.0, connections=2)
         )
-        await asyncio.sleep(12.0)
+        await asyncio.sleep(17.0)  # 5 s into the second connection
         successor = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
@@ -273,7 +285,7 @@ def test_a_book_is_invalid_inside_a_sequence_gap_and_valid_after_the_resync_snap
         assert resync_ms > gap_ms + 100  # the recorder waits before it asks for snapshots
         for ticker in tickers:
             inside = book_at(con, ticker, _at(gap_ms + 50))
-            assert not inside.valid
+            assert not inside.valid and not _macro(con, ticker, _at(gap_ms + 50))[1]
             assert inside.reason and "sequence_gap" in inside.reason
             assert book_at(con, ticker, _at(resync_ms + 1)).valid
             before = book_at(con, ticker, _at(gap_ms - 1))
@@ -368,4 +380,7 @@ def test_books_from_keyframes_equal_books_from_the_snapshot(tmp_path: Path) -> N
         assert a.execute("SELECT count(*) FROM book_keyframes").fetchone()[0] > 100
         assert b.execute("SELECT count(*) FROM book_keyframes").fetchone()[0] == 0
         for ticker, at in samples:
-            assert book_at(a, ticker, at) == book_at(b, ticker, at), (ticker, at)
+            book = book_at(a, ticker, at)
+            assert book == book_at(b, ticker, at), (ticker, at)
+            levels = {(lv.side, lv.price): lv.size for lv in book.yes + book.no}
+            assert (levels, book.valid) == _macro(a, ticker, at) == _macro(b, ticker, at)
