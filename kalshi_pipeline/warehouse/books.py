@@ -1,9 +1,11 @@
 """Order-book queries: the book of a market at a time, top-of-book history, trades between times.
 
 Each query is a DuckDB table macro, created by the schema migration, so an analyst calls it by
-name in `kalshi-pipeline sql` (`FROM book_at('KXBTCD-...', TIMESTAMPTZ '2026-11-27 12:00Z', 10)`)
-and Python calls the same macro through the warehouse client (`book_at(con, ticker, at)`), which
-works whether the stream owns the file or not.
+name in `kalshi-pipeline sql` (`FROM book_at('KXBTCD-...', TIMESTAMPTZ '2026-11-27 12:00:00Z',
+depth := 10)`), and a Python function here, called with a warehouse client (`connect()`, which
+works whether the stream owns the file or not). The Python functions call the macros, except
+`book_at`, which follows the same rules in a few small statements (DuckDB plans the macro's one
+large statement in several times the time it takes to run it); the tests hold the two equal.
 
 How a book is rebuilt (the rules the macros share):
 - Times are receive times (`received_at`): the book at T is the book the recorder held at T.
