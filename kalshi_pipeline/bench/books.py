@@ -10,7 +10,9 @@ The book at T is asked through the warehouse client attached to the owner (as an
 it), for random markets at random times of the day: p50 and p99.
 
 The throughput is the writer's path from a landing log of delta frames, not the engine's receive
-loop: the feed's order-book channel is measured by the throughput scenario once it subscribes it.
+loop: the simulator's firehose sends ticker frames only, so there is no loopback limit for
+order-book frames to hold the engine against yet. Beside the wall-clock rate the writer's CPU
+time is reported, since the machine's load changes the former and hardly the latter.
 """
 
 from __future__ import annotations
