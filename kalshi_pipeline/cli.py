@@ -20,8 +20,9 @@ def _add_stream(sub: Any) -> None:
     p = sub.add_parser(
         "stream",
         help="run the stream engine in the foreground (Ctrl-C stops it cleanly)",
-        description="Stream Kalshi ticks into DuckDB: WebSocket, HTTP polling, or both. "
-        "Defaults come from the environment (KALSHI_ENV, KALSHI_DUCKDB_PATH, "
+        description="Stream Kalshi ticks (and, with --channels, order books and trades) into "
+        "DuckDB: WebSocket, HTTP polling, or both. "
+        "Defaults come from the environment (KALSHI_ENV, KALSHI_DUCKDB_PATH, KALSHI_CHANNELS, "
         "USE_WEBSOCKET_MARKET_DATA, WEBSOCKET_FALLBACK_TO_HTTP, WEBSOCKET_TIMEOUT, "
         "WEBSOCKET_MAX_RETRIES).",
     )

@@ -74,6 +74,7 @@ def kalshi_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         "KALSHI_PRIVATE_KEY_PATH",
         "KALSHI_DEV_KEY_TYPE",
         "KALSHI_RATE_TIER",
+        "KALSHI_CHANNELS",
         "KALSHI_DUCKDB_PATH",
         "USE_WEBSOCKET_MARKET_DATA",
         "WEBSOCKET_FALLBACK_TO_HTTP",

@@ -1,8 +1,9 @@
 """Resources: `kalshi_feed` (the stream engine's config) and `warehouse` (the DuckDB file).
 
 Defaults come from the environment when the code location loads, through the same
-`StreamConfig.from_env()` the CLI uses (KALSHI_ENV, KALSHI_RATE_TIER, USE_WEBSOCKET_MARKET_DATA,
-WEBSOCKET_FALLBACK_TO_HTTP, WEBSOCKET_TIMEOUT, WEBSOCKET_MAX_RETRIES, KALSHI_DUCKDB_PATH). Every
+`StreamConfig.from_env()` the CLI uses (KALSHI_ENV, KALSHI_RATE_TIER, KALSHI_CHANNELS,
+USE_WEBSOCKET_MARKET_DATA, WEBSOCKET_FALLBACK_TO_HTTP, WEBSOCKET_TIMEOUT, WEBSOCKET_MAX_RETRIES,
+KALSHI_DUCKDB_PATH). Every
 field shows in the Launchpad under `resources.<key>.config` and a run may override any of them;
 the mode switch is `resources: {kalshi_feed: {config: {mode: http}}}`. Bad values (an unknown
 mode, a negative interval) are refused before a run is created (see `validation.py`).
@@ -181,6 +182,7 @@ class KalshiFeedResource(dg.ConfigurableResource):
             poll_interval_s=env.poll_interval_s,
             flush_interval_ms=env.flush_interval_ms,
             websocket_compression=env.websocket_compression,
+            channels=list(env.channels),
             environment=env.kalshi.env.value,
             rate_tier=env.kalshi.rate_tier.value,
             **credentials,

@@ -32,6 +32,7 @@ TICKER_CHANNEL = "ticker"
 BOOK_CHANNEL = "orderbook_delta"
 TRADE_CHANNEL = "trade"
 CHANNELS = (TICKER_CHANNEL, BOOK_CHANNEL, TRADE_CHANNEL)
+CHANNELS_VAR = "KALSHI_CHANNELS"  # the channels' default, e.g. ticker,orderbook_delta,trade
 """The feed's channels, in the order they are subscribed. Only the WebSocket carries order books
 and trades; HTTP polling stores the ticker (top of book) only."""
 
@@ -152,6 +153,10 @@ class StreamConfig:
     # compare this many seconds apart the stream's books with REST's (GET /markets/orderbooks,
     # up to 100 markets a look, rotating); 0 turns the check off
     book_check_every_s: float = 60.0
+    # scope "all": look for open markets without an order-book subscription this often (Kalshi
+    # announces no scheduled open on the lifecycle channel, so a market listed before the
+    # stream started and opened since is found here)
+    book_open_markets_every_s: float = 300.0
     kalshi: KalshiSettings = field(default_factory=KalshiSettings)
 
     @property
@@ -180,6 +185,10 @@ class StreamConfig:
             (
                 self.book_check_every_s >= 0,
                 "book_check_every_s must be >= 0 (seconds; 0 turns the REST check off)",
+            ),
+            (
+                self.book_open_markets_every_s > 0,
+                "book_open_markets_every_s must be > 0 (seconds)",
             ),
             (
                 self.requests_per_s is None or self.requests_per_s > 0,
@@ -225,12 +234,20 @@ class StreamConfig:
         """Defaults from the environment; explicit keyword overrides win."""
         e = os.environ if environ is None else environ
         use_ws = env_bool(e, "USE_WEBSOCKET_MARKET_DATA", True)
+        channels: tuple[str, ...] = (TICKER_CHANNEL,)
+        raw_channels = e.get(CHANNELS_VAR)
+        if raw_channels is not None and raw_channels.strip():
+            try:
+                channels = parse_channels(raw_channels)
+            except ConfigError as exc:
+                raise ConfigError(f"{CHANNELS_VAR}={raw_channels!r}: {exc}") from None
         base = cls(
             mode=Mode.WEBSOCKET if use_ws else Mode.HTTP,
             fallback_to_http=env_bool(e, "WEBSOCKET_FALLBACK_TO_HTTP", True),
             websocket_timeout_s=env_float(e, "WEBSOCKET_TIMEOUT", 30.0),
             max_retries=int(env_float(e, "WEBSOCKET_MAX_RETRIES", 3)),
             debug=env_bool(e, "WEBSOCKET_DEBUG", False),
+            channels=channels,
             database=Path(e.get("KALSHI_DUCKDB_PATH") or "data/kalshi.duckdb"),
             kalshi=KalshiSettings.from_env(e),
         )

@@ -121,6 +121,7 @@ class WebSocketFeed:
         self._resync_tasks: dict[int, asyncio.Task[None]] = {}
         self._check_cursor = 0
         self._book_adds: dict[str, None] = {}  # created or reactivated, to be added
+        self._book_refused: set[str] = set()  # error 26 even alone, on this connection
         self._adding: asyncio.Task[None] | None = None
         self._books_ready = asyncio.Event()
         self._stop = asyncio.Event()
@@ -257,6 +258,7 @@ class WebSocketFeed:
         self._resync_wanted.clear()
         self._resync_tasks.clear()
         self._book_adds.clear()
+        self._book_refused.clear()
         self._adding = None
         self._books_ready = asyncio.Event()
         streamed = [c for c in (TICKER, TRADE) if self.config.streams(c)]
@@ -288,6 +290,8 @@ class WebSocketFeed:
         )
         if self.config.streams(BOOK) and self.config.book_check_every_s > 0:
             self._spawn(self._check_books_forever(), "order-book check against REST")
+        if self.config.streams(BOOK) and scope.is_all:
+            self._spawn(self._open_books_forever(ws), "order books of newly open markets")
 
     async def _subscribe_books(self, ws: KalshiWebSocket, tickers: list[str]) -> None:
         """Order-book markets in batches; error 26 halves the batch, and a subscription that
@@ -328,6 +332,7 @@ class WebSocketFeed:
                     continue
                 if fresh_tried is not None:
                     self._book_sid = fresh_tried  # no new one: the full one stays the current
+                self._book_refused.update(remaining)  # not asked again on this connection
                 left = ",".join(remaining)
                 self.events.emit(
                     "websocket",
@@ -675,6 +680,25 @@ class WebSocketFeed:
             self.events.emit("websocket", "markets_removed", f"{BOOK}: {ticker}")
             if sid is not None:
                 self._spawn(ws.delete_markets(sid, [ticker]), f"delete {BOOK} {ticker}")
+
+    async def _open_books_forever(self, ws: KalshiWebSocket) -> None:
+        """Scope "all": markets open now without an order-book subscription (listed before the
+        stream started, opened on schedule since: no lifecycle event says so) are added."""
+        while True:
+            await asyncio.sleep(self.config.book_open_markets_every_s)
+            try:
+                open_now = await self._active_tickers()
+            except KalshiError as exc:
+                self.events.emit("websocket", "book_check_failed", f"open markets: {exc}"[:1000])
+                continue
+            # not those the lifecycle removed meanwhile (REST may list them a moment longer)
+            known = self._book_markets | self._book_refused | self._book_adds.keys() | self.seq.gone
+            for ticker in open_now:
+                if ticker not in known:
+                    self._book_adds[ticker] = None
+                    self.events.emit("websocket", "markets_added", f"{BOOK}: {ticker}")
+            if self._book_adds and (self._adding is None or self._adding.done()):
+                self._adding = self._spawn(self._add_books(ws), f"add {BOOK} markets")
 
     async def _add_books(self, ws: KalshiWebSocket) -> None:
         """Markets the lifecycle channel brought, added in batches once the first order-book

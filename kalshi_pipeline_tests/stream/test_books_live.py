@@ -255,7 +255,13 @@ def test_all_markets_means_the_open_ones_then_those_the_lifecycle_brings(
     db = tmp_path / "k.duckdb"
     open_before = set(_open_tickers(sim))
     engine: Engine = engines(
-        config_for(sim, db, channels=("orderbook_delta",), book_check_every_s=0)
+        config_for(
+            sim,
+            db,
+            channels=("orderbook_delta",),
+            book_check_every_s=0,
+            book_open_markets_every_s=2,
+        )
     )
     feed = engine.ws_feed
     assert feed is not None
@@ -304,6 +310,28 @@ def test_all_markets_means_the_open_ones_then_those_the_lifecycle_brings(
     assert gone[0] in open_before | open_after
     assert gone[0] not in feed._book_markets
     assert all(gone[0] not in markets for markets in list(feed.seq.sid_markets.values()))
+
+    # an open market without a subscription (as one listed before the stream started and
+    # opened on schedule since, which no lifecycle event announces) is found and added
+    loop, ws = engine._loop, feed._ws
+    assert loop is not None and ws is not None
+    # one that stays open: not of the 20-second hourly series
+    missing = sorted(t for t in at_start & set(_open_tickers(sim)) if "HOURLY" not in t)[0]
+    (sid,) = list(feed.seq.sid_markets)
+
+    def forget() -> None:  # as if it had never been subscribed
+        feed._book_markets.discard(missing)
+        feed.seq.books.pop(missing, None)
+        feed.seq.sid_markets[sid].discard(missing)
+        feed._spawn(ws.delete_markets(sid, [missing]), "test")
+
+    loop.call_soon_threadsafe(forget)
+    wait_for(
+        lambda: f"orderbook_delta: {missing}" in _events(db, "markets_added"),
+        timeout=30,
+        what=f"{missing} found open and added",
+    )
+    wait_for(lambda: _live_books(engine, [missing]), timeout=30, what=f"a book of {missing}")
     assert _events(db, "sequence_gap") == []
 
 

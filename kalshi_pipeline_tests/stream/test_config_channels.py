@@ -100,3 +100,16 @@ def test_run_config_refuses_an_unknown_channel_and_books_over_http(kalshi_home: 
         with pytest.raises(dg.DagsterInvalidConfigError) as caught:
             dg.validate_run_config(job, {"resources": {"kalshi_feed": {"config": config}}})
         assert words in str(caught.value)
+
+
+def test_kalshi_channels_sets_the_default_and_a_bad_one_names_the_variable(
+    monkeypatch: pytest.MonkeyPatch, kalshi_home: Path
+) -> None:
+    monkeypatch.setenv("KALSHI_CHANNELS", "ticker,trade")
+    assert StreamConfig.from_env().channels == ("ticker", "trade")
+    assert KalshiFeedResource.from_env().channels == ["ticker", "trade"]
+    assert StreamConfig.from_env(channels="orderbook_delta").channels == ("orderbook_delta",)
+    monkeypatch.setenv("KALSHI_CHANNELS", "tickers")
+    with pytest.raises(ConfigError) as caught:
+        StreamConfig.from_env()
+    assert str(caught.value).startswith("KALSHI_CHANNELS='tickers': channels: 'tickers' is not")
