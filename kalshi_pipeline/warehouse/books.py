@@ -372,7 +372,12 @@ def book_at(con: _Connection, ticker: str, at: datetime, depth: int = 0) -> Book
         base = con.execute(
             _NEWEST_BASE.format(run=run), [ticker, at, ticker, at, latest[1]]
         ).fetchone()
-        assert base is not None  # its deltas follow one of its snapshots
+        if base is None:  # its snapshot was never stored (a frame that could not be read?)
+            why = (
+                f"the latest deltas of {ticker} by {at} came on a connection (engine "
+                f"{latest[0]}, sid {latest[1]}) with no stored snapshot of it"
+            )
+            return Book(ticker, at, [], [], None, False, why)
         engine, sid, pos, received_at = base[0], base[1], base[2], base[3]
     snapshot_at = base[4]
     sizes: dict[tuple[str, Decimal], Decimal] = {}

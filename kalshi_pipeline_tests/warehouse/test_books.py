@@ -359,6 +359,18 @@ def test_the_queries_answer_from_sql_by_name_and_refuse_naive_times(tmp_path: Pa
         )
     assert valid_at("2026-11-27 12:00:03Z") and not valid_at("2026-11-27 12:00:05Z")
 
+    # deltas from a connection whose snapshot was never stored: no book, and the reason
+    with connect(db) as con:
+        con.execute(
+            "INSERT INTO book_deltas_stored (market_ticker, sid, seq, side, price, delta, "
+            "received_at, landing_segment, landing_offset) VALUES "
+            "('M', 7, 9, 'yes', 0.4400, 1, '2026-11-27 12:00:06Z', 4194306, 50)"
+        )
+        orphan = book_at(con, "M", datetime(2026, 11, 27, 12, 0, 7, tzinfo=UTC))
+        assert not orphan.valid and orphan.yes == [] and orphan.snapshot_at is None
+        assert orphan.reason and "no stored snapshot" in orphan.reason
+        assert con.execute("FROM book_at('M', TIMESTAMPTZ '2026-11-27 12:00:07Z')").fetchall() == []
+
 
 def test_books_from_keyframes_equal_books_from_the_snapshot(tmp_path: Path) -> None:
     """A day of the simulator's order flow loaded twice, with keyframes every half hour and
