@@ -19,6 +19,7 @@ SCENARIOS = (
     "analysts",  # five analyst clients query the live stream: does it keep its pace?
     "scaling",  # 1k, 10k, 100k markets: throughput, memory, HTTP pass time
     "compression",  # the firehose with permessage-deflate on and off: CPU and bytes per tick
+    "books",  # a day of order-book deltas: bytes per delta, book at T, deltas stored per second
     "chaos",  # faults at random, SIGKILL and a handover every 90 s, checked against the ledger
 )
 
@@ -58,6 +59,9 @@ class Plan:
     scaling_wait_s: float = 30.0  # per size and feed; past it the rate so far is reported
     compression_frames: int = 200_000
     compression_markets: int = 2_000
+    books_markets: int = 500
+    books_deltas: int = 3_000_000  # a day at about 35 deltas/s over the 500 markets
+    books_queries: int = 300
     chaos_s: float = 600.0
     chaos_kill_every_s: float = 90.0
     chaos_handover_every_s: float = 90.0  # a successor started, half a period off the kills
@@ -107,6 +111,9 @@ class Plan:
             scaling_frames=max(5_000, int(self.scaling_frames * f)),
             compression_frames=max(5_000, int(self.compression_frames * f)),
             compression_markets=max(200, int(self.compression_markets * f)),
+            books_markets=max(20, int(self.books_markets * f)),
+            books_deltas=max(3_000, int(self.books_deltas * f)),
+            books_queries=max(20, int(self.books_queries * f)),
             chaos_s=max(8.0, self.chaos_s * f),
             chaos_kill_every_s=max(4.0, self.chaos_kill_every_s * f),
             chaos_handover_every_s=max(4.0, self.chaos_handover_every_s * f),
@@ -144,6 +151,8 @@ QUICK = Plan(
     scaling_wait_s=8.0,
     compression_frames=40_000,
     compression_markets=1_000,
+    books_deltas=300_000,
+    books_queries=100,
     chaos_markets=1_000,
     chaos_s=75.0,
     chaos_kill_every_s=25.0,

@@ -174,6 +174,41 @@ TARGETS: tuple[Target, ...] = (
         ),
     ),
     Target(
+        "books_bytes_per_delta",
+        "order books: storage per delta in DuckDB (a day of deltas)",
+        "≤ 12 bytes",
+        "bytes",
+        lambda v, r: v <= 12,
+        lambda v, r: (
+            f"{v:.1f} bytes ({_d(r, 'books', 'deltas'):,.0f} deltas over "
+            f"{_d(r, 'books', 'markets'):,.0f} markets, ± "
+            f"{_d(r, 'books', 'bytes_per_delta_resolution'):.2f})"
+        ),
+    ),
+    Target(
+        "books_book_at_p99_ms",
+        "order books: the book of a market at time T over a day of deltas, p99",
+        "≤ 50 ms",
+        "ms",
+        lambda v, r: v <= 50,
+        lambda v, r: (
+            f"{v:,.1f} ms (p50 {r.get('books_book_at_p50_ms') or 0:,.1f} ms; "
+            f"{_d(r, 'books', 'queries'):,.0f} books, depth 10, through the client)"
+        ),
+    ),
+    Target(
+        "books_deltas_per_s_writer",
+        "order books: deltas stored per second (the writer's path, from a landing log of delta "
+        "frames; the engine's receive loop is not in it)",
+        "≥ 0.8 x the loopback limit for delta frames (not measured yet)",
+        "deltas/s",
+        None,
+        lambda v, r: (
+            f"{v:,.0f} deltas/s ({_d(r, 'books', 'deltas_per_cpu_s_writer'):,.0f} per second of "
+            "the writer's CPU)"
+        ),
+    ),
+    Target(
         "chaos_lost",
         "chaos: ticks sent while connected and never stored",
         "0",
@@ -258,6 +293,7 @@ KEYS = [t.key for t in TARGETS] + [
     "chaos_kill_gap_total_s",
     "scaling",
     "compression",
+    "books_book_at_p50_ms",
 ]
 
 

@@ -18,6 +18,7 @@ from typing import Any
 
 from kalshi_pipeline.bench import (
     analysts,
+    books,
     chaos,
     compression,
     latency,
@@ -43,6 +44,7 @@ RUNNERS: dict[str, Scenario] = {
     "analysts": analysts.run,
     "scaling": scaling.run,
     "compression": compression.run,
+    "books": books.run,
     "chaos": chaos.run,
 }
 
@@ -59,6 +61,7 @@ def expected_seconds(name: str, plan: Plan) -> float:
         "analysts": 20 + plan.analysts_s * 2,
         "scaling": sum(15 + plan.scaling_frames / 25_000 + m / 4_000 for m in plan.scaling_markets),
         "compression": 2 * (20 + plan.compression_frames / 10_000),
+        "books": 10 + plan.books_deltas / 20_000 + plan.books_queries / 20,
         "chaos": 25 + plan.chaos_s,
     }[name]
 

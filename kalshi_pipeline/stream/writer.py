@@ -43,6 +43,7 @@ from kalshi_pipeline.kalshi.messages import (
     decode_tick,
     decode_trades_page,
 )
+from kalshi_pipeline.stream.keyframes import KEYFRAME_S, KeyframeClock
 from kalshi_pipeline.stream.landing import (
     SOURCE_NAMES,
     Kind,
@@ -186,31 +187,31 @@ class _Batch(Batch):
         c["landing_offset"].append(rec.offset)
 
     def add_snapshot(self, snap: BookSnapshot, rec: Record, segment_id: int) -> None:
-        levels = [("yes", p, n) for p, n in snap.yes] + [("no", p, n) for p, n in snap.no]
         c = self.snapshots
-        for side, price, size in levels or [(None, None, None)]:  # an empty book: one row
-            c["market_ticker"].append(snap.market_ticker)
-            c["sid"].append(snap.sid)
-            c["seq"].append(snap.seq)
-            c["side"].append(side)
-            c["price"].append(price)
-            c["size"].append(size)
-            c["received_at"].append(rec.received_ns)
-            c["sent_at"].append(snap.sent_ts_ms)
-            c["landing_segment"].append(segment_id)
-            c["landing_offset"].append(rec.offset)
+        c["market_ticker"].append(snap.market_ticker)
+        c["sid"].append(snap.sid)
+        c["seq"].append(snap.seq)
+        c["yes_levels"].append([{"price": p, "size": n} for p, n in snap.yes])
+        c["no_levels"].append([{"price": p, "size": n} for p, n in snap.no])
+        c["received_at"].append(rec.received_ns)
+        c["sent_at"].append(snap.sent_ts_ms)
+        c["landing_segment"].append(segment_id)
+        c["landing_offset"].append(rec.offset)
 
     def add_delta(self, d: BookDelta, rec: Record, segment_id: int) -> None:
         c = self.deltas
+        received_ms = rec.received_ns // 1_000_000  # the view adds the lags back to this
         c["market_ticker"].append(d.market_ticker)
         c["sid"].append(d.sid)
         c["seq"].append(d.seq)
         c["side"].append(d.side)
         c["price"].append(d.price)
         c["delta"].append(d.delta)
-        c["exchange_ts"].append(d.exchange_ts_ms)
         c["received_at"].append(rec.received_ns)
-        c["sent_at"].append(d.sent_ts_ms)
+        c["exchange_lag_ms"].append(
+            None if d.exchange_ts_ms is None else received_ms - d.exchange_ts_ms
+        )
+        c["sent_lag_ms"].append(None if d.sent_ts_ms is None else received_ms - d.sent_ts_ms)
         c["landing_segment"].append(segment_id)
         c["landing_offset"].append(rec.offset)
 
@@ -268,6 +269,7 @@ class Writer:
         retention_s: float = 24 * 3600.0,
         keep_landing: bool = False,
         busy_timeout_s: float = 0.5,
+        keyframe_s: float = KEYFRAME_S,
     ) -> None:
         self.owner = owner
         self.landing_dir = Path(landing_dir)
@@ -293,6 +295,7 @@ class Writer:
         self._engines = Engines()
         self._windows: list[Window] = []
         self.duplicates_dropped = 0  # ticks received by two engines at once, stored once
+        self._keyframes = KeyframeClock(keyframe_s)
         self._backfills: dict[str, _BackfillCount] = {}
         # the owned connection during a cycle (replay sets its own): a backfill page asks it
         # which of its trades are stored already
@@ -434,6 +437,7 @@ class Writer:
                 f"{batch.errors_dropped} more parse errors or flagged values in this batch "
                 "(the frames are kept in the landing log)",
             )
+        batch.keyframe_windows = self._keyframes.due()
         return batch
 
     def _decode(self, rec: Record, seg: SegmentFile, batch: _Batch) -> None:
@@ -494,9 +498,11 @@ class Writer:
             self._flag(rec, batch, msg.market_ticker, msg.notes)
         elif isinstance(msg, BookDelta):
             batch.add_delta(msg, rec, seg.segment_id)
+            self._keyframes.frame(rec, seg)
             self._flag(rec, batch, msg.market_ticker, msg.notes)
         elif isinstance(msg, BookSnapshot):
             batch.add_snapshot(msg, rec, seg.segment_id)
+            self._keyframes.frame(rec, seg)
             self._flag(rec, batch, msg.market_ticker, msg.notes)
         elif isinstance(msg, Trade):
             batch.add_trade(msg, "websocket", rec, seg.segment_id)

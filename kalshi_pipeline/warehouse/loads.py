@@ -25,6 +25,8 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from kalshi_pipeline.warehouse.books import KEYFRAME_SQL
+
 PRICE = pa.decimal128(10, 4)
 COUNT = pa.decimal128(18, 2)
 TICK_SCHEMA = pa.schema(
@@ -46,14 +48,14 @@ TICK_SCHEMA = pa.schema(
         ("landing_offset", pa.int32()),
     ]
 )
+LEVELS = pa.list_(pa.struct([("price", PRICE), ("size", COUNT)]))
 SNAPSHOT_SCHEMA = pa.schema(
     [
         ("market_ticker", pa.string()),
         ("sid", pa.int32()),
         ("seq", pa.int64()),
-        ("side", pa.string()),
-        ("price", PRICE),
-        ("size", COUNT),
+        ("yes_levels", LEVELS),
+        ("no_levels", LEVELS),
         ("received_at", pa.timestamp("ns", tz="UTC")),
         ("sent_at", pa.timestamp("ms", tz="UTC")),
         ("landing_segment", pa.int64()),
@@ -68,9 +70,9 @@ DELTA_SCHEMA = pa.schema(
         ("side", pa.string()),
         ("price", PRICE),
         ("delta", COUNT),
-        ("exchange_ts", pa.timestamp("ms", tz="UTC")),
         ("received_at", pa.timestamp("ns", tz="UTC")),
-        ("sent_at", pa.timestamp("ms", tz="UTC")),
+        ("exchange_lag_ms", pa.int64()),
+        ("sent_lag_ms", pa.int64()),
         ("landing_segment", pa.int64()),
         ("landing_offset", pa.int32()),
     ]
@@ -152,6 +154,8 @@ class Batch:
         default_factory=lambda: {f.name: [] for f in SNAPSHOT_SCHEMA}
     )
     deltas: dict[str, list[Any]] = field(default_factory=lambda: {f.name: [] for f in DELTA_SCHEMA})
+    # (engine pid, start ns, end ns]: store the books that changed in these windows as keyframes
+    keyframe_windows: list[tuple[int, int, int]] = field(default_factory=list)
     trades: dict[str, list[Any]] = field(default_factory=lambda: {f.name: [] for f in TRADE_SCHEMA})
     overlap: list[int] = field(default_factory=list)  # tick rows received by two engines at once
     dropped: dict[str, int] = field(default_factory=dict)  # by source: already stored (commit)
@@ -162,7 +166,7 @@ class Batch:
 
     @property
     def size(self) -> int:
-        """Rows of every per-frame table (ticks, book levels and deltas, trades)."""
+        """Rows of every per-frame table (ticks, book snapshots and deltas, trades)."""
         return (
             self.rows
             + len(self.snapshots["market_ticker"])
@@ -193,7 +197,9 @@ def commit(con: duckdb.DuckDBPyConnection, batch: Batch) -> None:
             con.execute("INSERT INTO book_snapshots BY NAME SELECT * FROM _kp_snapshots")
         if batch.deltas["market_ticker"]:
             _kp_deltas = pa.Table.from_pydict(batch.deltas, schema=DELTA_SCHEMA)
-            con.execute("INSERT INTO book_deltas BY NAME SELECT * FROM _kp_deltas")
+            con.execute("INSERT INTO book_deltas_stored BY NAME SELECT * FROM _kp_deltas")
+        for engine, start_ns, end_ns in batch.keyframe_windows:
+            con.execute(KEYFRAME_SQL, [_ts(start_ns), _ts(end_ns), engine])
         if batch.trades["trade_id"]:
             # a trade Kalshi sent twice (a resubscription, a REST backfill of a gap) is stored once
             _kp_trades = pa.Table.from_pydict(batch.trades, schema=TRADE_SCHEMA)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import duckdb
 
+from kalshi_pipeline.warehouse.books import MACROS as BOOK_MACROS
+
 SCHEMA_VERSION = 3
 
 _V1 = [
@@ -99,35 +101,76 @@ _V2 = [
     "ALTER TABLE events ADD COLUMN IF NOT EXISTS exchange_index INTEGER",
 ]
 
-# Full-depth order books and trades, stored as received: a snapshot is one row per level (an empty
-# book, one row with side NULL), a delta one row; NO levels at NO-leg prices (the stream subscribes
-# with use_yes_price false, explicitly). `seq` is the subscription's (`sid`) counter.
+# Full-depth order books and trades, stored as received. NO levels are bids at NO-leg prices (the
+# stream subscribes with use_yes_price false, explicitly): a NO bid at p is a YES offer at 1 - p.
+# `seq` is the subscription's (`sid`) counter, shared by all its markets.
+#
+# Which deltas follow which snapshot: sids are per connection (a new connection starts again at
+# sid 1), and during a handover two engines receive the same books on two connections. A row's
+# `landing_segment` names its engine: its low 22 bits are the pid of the process that landed the
+# frame (the high bits the segment's start, in ms), and (landing_segment, landing_offset) orders
+# one engine's frames exactly. An engine holds one WebSocket connection at a time and Kalshi sends
+# a market's snapshot before its deltas on every subscription, so a snapshot's deltas are the same
+# engine's deltas of that market with the same sid after the snapshot's position, up to the next
+# snapshot (warehouse/books.py rebuilds books that way; its macros are created below).
 _V3 = [
     """
-    CREATE TABLE IF NOT EXISTS book_snapshots (
+    CREATE TABLE IF NOT EXISTS book_snapshots (    -- one row per orderbook_snapshot frame
         market_ticker   VARCHAR NOT NULL,
         sid             INTEGER,
         seq             BIGINT,
-        side            VARCHAR,                   -- 'yes' | 'no'; NULL: the book was empty
-        price           DECIMAL(10,4),
-        size            DECIMAL(18,2),
+        -- the bids as Kalshi sent them, [] for an empty side; NO bids at NO-leg prices
+        yes_levels      STRUCT(price DECIMAL(10,4), size DECIMAL(18,2))[] NOT NULL,
+        no_levels       STRUCT(price DECIMAL(10,4), size DECIMAL(18,2))[] NOT NULL,
         received_at     TIMESTAMPTZ NOT NULL,
-        sent_at         TIMESTAMPTZ,
+        sent_at         TIMESTAMPTZ,               -- the envelope's sending_ts_ms
+        landing_segment BIGINT NOT NULL,
+        landing_offset  INTEGER NOT NULL
+    )
+    """,
+    # Deltas are most of the rows, so their times are stored narrow: Kalshi's ts_ms and
+    # sending_ts_ms as whole milliseconds before the receive time (a few bits each, where a
+    # timestamp costs 2-3 bytes); the view `book_deltas` gives them back as TIMESTAMPTZ, exactly.
+    """
+    CREATE TABLE IF NOT EXISTS book_deltas_stored (  -- one row per orderbook_delta frame
+        market_ticker   VARCHAR NOT NULL,
+        sid             INTEGER,
+        seq             BIGINT,
+        side            VARCHAR NOT NULL,          -- 'yes' | 'no'
+        price           DECIMAL(10,4),
+        delta           DECIMAL(18,2),             -- signed change of the resting count
+        received_at     TIMESTAMPTZ NOT NULL,
+        exchange_lag_ms BIGINT,                    -- received_at's whole ms minus ts_ms
+        sent_lag_ms     BIGINT,                    -- received_at's whole ms minus sending_ts_ms
         landing_segment BIGINT NOT NULL,
         landing_offset  INTEGER NOT NULL
     )
     """,
     """
-    CREATE TABLE IF NOT EXISTS book_deltas (
+    CREATE OR REPLACE VIEW book_deltas AS
+    SELECT market_ticker, sid, seq, side, price, delta,
+           date_trunc('millisecond', received_at) - to_milliseconds(exchange_lag_ms)
+               AS exchange_ts,                     -- ts_ms: when the book changed
+           received_at,
+           date_trunc('millisecond', received_at) - to_milliseconds(sent_lag_ms)
+               AS sent_at,                         -- sending_ts_ms
+           landing_segment, landing_offset
+    FROM book_deltas_stored
+    """,
+    # Derived, to find a book without reading a day of deltas: every KEYFRAME_S of receive time,
+    # the writer stores each book that changed in it (the book after its last delta by then, at
+    # that delta's landing_segment/offset, on its connection) as if it were a snapshot
+    # (stream/keyframes.py, books.KEYFRAME_SQL). The book at T reads the deltas after the newest
+    # keyframe only; `snapshot_at` is the real snapshot the run started from (a gap since then
+    # still makes the book invalid).
+    """
+    CREATE TABLE IF NOT EXISTS book_keyframes (
         market_ticker   VARCHAR NOT NULL,
         sid             INTEGER,
-        seq             BIGINT,
-        side            VARCHAR NOT NULL,
-        price           DECIMAL(10,4),
-        delta           DECIMAL(18,2),             -- signed change of the resting count
-        exchange_ts     TIMESTAMPTZ,               -- ts_ms
-        received_at     TIMESTAMPTZ NOT NULL,
-        sent_at         TIMESTAMPTZ,
+        yes_levels      STRUCT(price DECIMAL(10,4), size DECIMAL(18,2))[] NOT NULL,
+        no_levels       STRUCT(price DECIMAL(10,4), size DECIMAL(18,2))[] NOT NULL,
+        snapshot_at     TIMESTAMPTZ NOT NULL,
+        received_at     TIMESTAMPTZ NOT NULL,      -- of the delta it follows
         landing_segment BIGINT NOT NULL,
         landing_offset  INTEGER NOT NULL
     )
@@ -153,6 +196,7 @@ _V3 = [
         landing_offset     INTEGER NOT NULL
     )
     """,
+    *BOOK_MACROS,
 ]
 
 MIGRATIONS: list[tuple[int, str, list[str]]] = [

@@ -43,6 +43,10 @@ FIGURES = (
     "chaos_kills",
     "chaos_kill_gap_max_s",
     "chaos_kill_gap_total_s",
+    "books_bytes_per_delta",
+    "books_book_at_p50_ms",
+    "books_book_at_p99_ms",
+    "books_deltas_per_s_writer",
 )
 
 

@@ -24,17 +24,6 @@ from kalshi_pipeline_tests.helpers import query, wait_for
 pytestmark = pytest.mark.timeout(120)
 
 D = Decimal
-BOOK_SQL = """
-WITH last_snapshot AS (
-    SELECT market_ticker, max(seq) AS seq FROM book_snapshots GROUP BY market_ticker),
-levels AS (
-    SELECT s.market_ticker, s.side, s.price, s.size AS size FROM book_snapshots s
-    JOIN last_snapshot l USING (market_ticker, seq) WHERE s.side IS NOT NULL
-    UNION ALL
-    SELECT d.market_ticker, d.side, d.price, d.delta FROM book_deltas d
-    JOIN last_snapshot l ON d.market_ticker = l.market_ticker AND d.seq > l.seq)
-SELECT market_ticker, side, price, sum(size) FROM levels GROUP BY ALL HAVING sum(size) > 0
-"""
 
 
 def _rest_book(sim: Any, ticker: str) -> dict[tuple[str, Decimal], Decimal]:
@@ -91,11 +80,14 @@ def test_stored_snapshots_and_deltas_rebuild_the_exchanges_book_and_trades_are_s
     finally:
         writer.close()
 
-    stored: dict[str, dict[tuple[str, Decimal], Decimal]] = defaultdict(dict)
-    for ticker, side, price, size in query(db, BOOK_SQL):
-        stored[ticker][(side, price)] = size
     for ticker in tickers:
-        assert stored[ticker] == _rest_book(sim, ticker), ticker
+        stored = {
+            (side, price): size
+            for side, price, size in query(
+                db, "SELECT side, price, size FROM book_at(?, now())", [ticker]
+            )
+        }
+        assert stored == _rest_book(sim, ticker), ticker
 
     deltas = query(db, "SELECT count(*), count(DISTINCT (sid, seq)) FROM book_deltas")[0]
     assert deltas[0] == deltas[1] == counts["orderbook_delta"]

@@ -18,6 +18,7 @@ import requests
 from kalshi_pipeline.stream.config import Scope
 from kalshi_pipeline.stream.engine import Engine
 from kalshi_pipeline.warehouse import connect, coverage
+from kalshi_pipeline.warehouse.books import book_at
 from kalshi_pipeline_tests.helpers import feed_events, query, wait_for
 from kalshi_pipeline_tests.stream.conftest import config_for
 from kalshi_pipeline_tests.stream.test_book_storage import _rest_book
@@ -50,37 +51,12 @@ def _live_books(engine: Engine, tickers: list[str]) -> dict[str, Any] | None:
 
 # Each market's newest snapshot (in landing order: sids restart after a resubscription) and the
 # deltas of the same subscription after it.
-STORED_BOOKS_SQL = """
-WITH last AS (
-    SELECT market_ticker, sid, landing_segment AS seg, landing_offset AS off FROM book_snapshots
-    QUALIFY row_number() OVER (PARTITION BY market_ticker
-                               ORDER BY landing_segment DESC, landing_offset DESC) = 1),
-levels AS (
-    SELECT s.market_ticker, s.side, s.price, s.size FROM book_snapshots s JOIN last l
-      ON s.market_ticker = l.market_ticker AND s.landing_segment = l.seg
-     AND s.landing_offset = l.off
-    WHERE s.side IS NOT NULL
-    UNION ALL
-    SELECT d.market_ticker, d.side, d.price, d.delta FROM book_deltas d JOIN last l
-      ON d.market_ticker = l.market_ticker AND d.sid = l.sid
-     AND (d.landing_segment, d.landing_offset) > (l.seg, l.off))
-SELECT market_ticker, side, price, sum(size) FROM levels GROUP BY ALL HAVING sum(size) > 0
-"""
-HAS_BOOK_AT = "SELECT count(*) FROM duckdb_functions() WHERE function_name = 'book_at'"
-
-
 def _stored_books(db: Path, tickers: list[str]) -> dict[str, dict[tuple[str, Decimal], Decimal]]:
-    """The stored books now: through the warehouse's `book_at` query where the schema has it,
-    else rebuilt here from the tables."""
-    out: dict[str, dict[tuple[str, Decimal], Decimal]] = {t: {} for t in tickers}
-    if query(db, HAS_BOOK_AT)[0][0]:
-        for t in tickers:
-            rows = query(db, "SELECT side, price, size FROM book_at(?, now())", [t])
-            out[t] = {(side, price): size for side, price, size in rows}
-        return out
-    for ticker, side, price, size in query(db, STORED_BOOKS_SQL):
-        if ticker in out:
-            out[ticker][(side, price)] = size
+    """The stored books now, through the warehouse's `book_at` query."""
+    out: dict[str, dict[tuple[str, Decimal], Decimal]] = {}
+    for t in tickers:
+        rows = query(db, "SELECT side, price, size FROM book_at(?, now())", [t])
+        out[t] = {(side, price): size for side, price, size in rows}
     return out
 
 
@@ -154,6 +130,15 @@ def test_a_dropped_book_frame_is_recorded_resynced_and_counted_in_coverage(
     ]
     _books_equal_the_exchange(sim, db, engine, tickers)
     assert _events(db, "sequence_gap") == gaps  # nothing else was lost, nothing resynced twice
+    # the book queries say so: invalid from the gap until the resync snapshot, valid after
+    with connect(db, read_only=True, timeout_s=60) as con:
+        [(gap_at,)] = con.execute(
+            "SELECT occurred_at FROM feed_events WHERE kind = 'sequence_gap'"
+        ).fetchall()
+        for t in tickers:
+            broken = book_at(con, t, gap_at)
+            assert not broken.valid and broken.reason and "sequence_gap" in broken.reason
+            assert book_at(con, t, datetime.now(UTC)).valid
 
     now = datetime.now(UTC)
     with connect(db, read_only=True, timeout_s=60) as con:

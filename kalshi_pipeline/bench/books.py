@@ -1,0 +1,200 @@
+"""Order books: bytes per delta, the book of a market at time T over a day of deltas, and deltas
+stored per second through the writer.
+
+A synthetic day (`bookday.py`: the simulator's own order flow over `books_markets` markets,
+`books_deltas` deltas spread over 24 hours) is landed as the feed lands frames, then loaded by the
+stream's writer (decode and commit, exactly the stream's path, timed: deltas stored per second).
+Bytes per delta are measured as the ticks' are (the table copied in stored order to a scratch
+database with the warehouse's block size, checkpointed, its used blocks counted), per column too.
+The book at T is asked through the warehouse client attached to the owner (as an analyst asks
+it), for random markets at random times of the day: p50 and p99.
+
+The throughput is the writer's path from a landing log of delta frames, not the engine's receive
+loop: the simulator's firehose sends ticker frames only, so there is no loopback limit for
+order-book frames to hold the engine against yet. Beside the wall-clock rate the writer's CPU
+time is reported, since the machine's load changes the former and hardly the latter.
+"""
+
+from __future__ import annotations
+
+import random
+import statistics
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from kalshi_pipeline.bench.bookday import write_day
+from kalshi_pipeline.bench.context import Context, free_port
+from kalshi_pipeline.stream.writer import Writer
+from kalshi_pipeline.warehouse import connect
+from kalshi_pipeline.warehouse.books import book_at
+from kalshi_pipeline.warehouse.owner import Owner
+
+DAY_START_NS = 1_764_201_600_000_000_000  # 2025-11-27 00:00 UTC: any fixed day will do
+DELTA_COLUMNS = (
+    "market_ticker",
+    "sid",
+    "seq",
+    "side",
+    "price",
+    "delta",
+    "received_at",
+    "exchange_lag_ms",
+    "sent_lag_ms",
+    "landing_segment",
+    "landing_offset",
+)
+
+
+def run(ctx: Context) -> dict[str, Any]:
+    plan = ctx.plan
+    folder = ctx.folder("books")
+    landing = folder / "k.landing"
+    db = folder / "k.duckdb"
+    ctx.display.status(
+        f"landing a day of {plan.books_deltas:,} deltas over {plan.books_markets} markets"
+    )
+    t0 = time.monotonic()
+    day = write_day(
+        landing,
+        markets=plan.books_markets,
+        deltas=plan.books_deltas,
+        start_ns=DAY_START_NS,
+        seed=ctx.seed,
+    )
+    landed_s = time.monotonic() - t0
+    ctx.display.status("loading the day through the writer")
+    owner = Owner(db, port=free_port())
+    writer = Writer(owner, landing)
+    try:
+        t0 = time.monotonic()
+        cpu0 = time.process_time()
+        while writer.load_once():
+            pass
+        load_s = time.monotonic() - t0
+        load_cpu_s = time.process_time() - cpu0
+        con = owner.connection()
+        stored = con.execute("SELECT count(*) FROM book_deltas_stored").fetchone()
+        deltas = int(stored[0]) if stored else 0
+        ctx.display.status("measuring bytes per delta")
+        table_bytes = stored_bytes(con, "book_deltas_stored", "*")
+        keyframe_bytes = stored_bytes(con, "book_keyframes", "*")
+        keyframes = int(con.execute("SELECT count(*) FROM book_keyframes").fetchone()[0])
+        snapshot_rows = int(con.execute("SELECT count(*) FROM book_snapshots").fetchone()[0])
+        columns = {
+            c: round(stored_bytes(con, "book_deltas_stored", c) / deltas, 2) for c in DELTA_COLUMNS
+        }
+        ctx.display.status("asking for books at random times")
+        with connect(db, read_only=True) as client:
+            latencies = book_latencies(
+                client, day.markets, day.start_ns, day.end_ns, plan.books_queries, ctx.seed
+            )
+        # the same books on the owner's own connection: the query without the client's hop
+        direct = book_latencies(
+            con, day.markets, day.start_ns, day.end_ns, plan.books_queries, ctx.seed
+        )
+    finally:
+        writer.close()
+    p50 = statistics.median(latencies)
+    p99 = quantile(latencies, 0.99)
+    return {
+        "figures": {
+            # keyframes are there for the deltas' sake: they count
+            "books_bytes_per_delta": round((table_bytes + keyframe_bytes) / deltas, 2)
+            if deltas
+            else None,
+            "books_book_at_p50_ms": round(p50, 1),
+            "books_book_at_p99_ms": round(p99, 1),
+            "books_deltas_per_s_writer": round(deltas / load_s) if load_s > 0 else None,
+        },
+        "details": {
+            "markets": plan.books_markets,
+            "deltas": deltas,
+            "deltas_landed": day.deltas,
+            "snapshots": snapshot_rows,
+            "keyframes": keyframes,
+            "bytes_per_delta_deltas_only": round(table_bytes / deltas, 2) if deltas else None,
+            "bytes_per_delta_keyframes": round(keyframe_bytes / deltas, 2) if deltas else None,
+            "day_hours": round((day.end_ns - day.start_ns) / 3.6e12, 2),
+            "frame_bytes_per_delta": round(day.frame_bytes / max(1, day.deltas), 1),
+            "bytes_per_delta_resolution": round(BLOCK / deltas, 3) if deltas else None,
+            "bytes_per_delta_by_column": columns,
+            "landing_s": round(landed_s, 1),
+            "load_s": round(load_s, 1),
+            "load_cpu_s": round(load_cpu_s, 1),
+            # the rate per second of the writer's own CPU: what a busy machine does not change
+            "deltas_per_cpu_s_writer": round(deltas / load_cpu_s) if load_cpu_s > 0 else None,
+            "queries": len(latencies),
+            "book_at_max_ms": round(max(latencies), 1),
+            "book_at_direct_p50_ms": round(statistics.median(direct), 1),
+            "book_at_direct_p99_ms": round(quantile(direct, 0.99), 1),
+            "db_file_bytes": db.stat().st_size if db.exists() else None,
+            "throughput_path": "writer (landing log of delta frames -> DuckDB)",
+        },
+    }
+
+
+BLOCK = 256 * 1024
+
+
+def stored_bytes(con: duckdb.DuckDBPyConnection, table: str, columns: str) -> int:
+    """Bytes `columns` of `table` take in DuckDB: copied in stored order to a scratch database
+    with the warehouse's block size, checkpointed, used blocks counted less an empty table's."""
+    scratch = Path(
+        con.execute(
+            "SELECT path FROM duckdb_databases() WHERE database_name = current_database()"
+        ).fetchone()[0]
+    ).with_name(f"scratch-{table}.duckdb")
+    scratch.unlink(missing_ok=True)
+    con.execute(f"ATTACH '{scratch}' AS kp_scratch")
+    try:
+        con.execute(f"CREATE TABLE kp_scratch.t AS SELECT {columns} FROM {table} LIMIT 0")  # noqa: S608
+        con.execute("CHECKPOINT kp_scratch")
+        empty = _used(con)
+        con.execute(
+            f"INSERT INTO kp_scratch.t SELECT {columns} FROM {table} "  # noqa: S608
+            "ORDER BY landing_segment, landing_offset"
+        )
+        con.execute("CHECKPOINT kp_scratch")
+        return max(0, _used(con) - empty)
+    finally:
+        con.execute("DETACH kp_scratch")
+        scratch.unlink(missing_ok=True)
+
+
+def _used(con: duckdb.DuckDBPyConnection) -> int:
+    row = con.execute(
+        "SELECT used_blocks * block_size FROM pragma_database_size() "
+        "WHERE database_name = 'kp_scratch'"
+    ).fetchone()
+    return int(row[0]) if row and row[0] is not None else 0
+
+
+def book_latencies(
+    con: Any, markets: list[str], start_ns: int, end_ns: int, queries: int, seed: int
+) -> list[float]:
+    """Milliseconds per `book_at` (levels and validity), random markets at random times."""
+    rng = random.Random(seed)
+    out: list[float] = []
+    book_at(con, markets[0], _dt(end_ns))  # attach and warm up: not a measured query
+    for _ in range(queries):
+        ticker = rng.choice(markets)
+        at = _dt(rng.randint(start_ns + 1_000_000_000, end_ns))
+        t0 = time.perf_counter()
+        book = book_at(con, ticker, at, depth=10)
+        out.append((time.perf_counter() - t0) * 1000)
+        if book.snapshot_at is None:
+            raise RuntimeError(f"no book of {ticker} at {at}: the day was not loaded")
+    return out
+
+
+def _dt(ns: int) -> datetime:
+    return datetime.fromtimestamp(ns / 1e9, tz=UTC)
+
+
+def quantile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
