@@ -112,15 +112,35 @@ def sim_factory(kalshi_home: Path, tmp_path: Path) -> Iterator[Callable[..., Any
 
 # Files in the order they start: `make test` runs them on 3 workers, one file per worker at a
 # time (`--dist loadfile`), handed out in collection order (`--no-loadscope-reorder`; by default
-# xdist starts files with the most tests first, which left the minutes-long single-test files, a
-# real `dagster dev` each, to run alone at the end). Those start first, beside the quick unit
-# tests; the stream scenarios, many and each a few seconds, fill the end evenly.
+# xdist starts files with the most tests first, which left the minutes-long files to run alone
+# at the end). The two real `dagster dev` files start first, then the other costly files, most
+# costly first (CPU seconds measured one file at a time, Nov 2026, in the comments), so the
+# many quick files fill the end evenly and no long file starts late.
+_FIRST = (
+    "e2e/test_keepalive_dev.py",
+    "e2e/test_dagster_dev.py",
+    "stream/test_handover.py",  # 112
+    "bench/test_bench_smoke.py",  # 94
+    "reports/test_report_assets.py",  # 74
+    "stream/test_books_live.py",
+    "bench/test_books_check.py",
+    "warehouse/test_analyst_commands.py",  # 43
+    "warehouse/test_server.py",  # 39
+    "defs/test_status.py",  # 36
+    "stream/test_trade_backfill.py",
+    "defs/test_keepalive_sensor.py",  # 28
+    "defs/test_stream_op.py",  # 22
+    "kalshi/test_decoder_fuzz.py",  # 22
+)
 _ORDER = ("e2e", "bench", "kalshi", "defs", "warehouse", "reports", "simulator", "stream")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     def rank(item: pytest.Item) -> int:
+        name = f"{item.path.parent.name}/{item.path.name}"
+        if name in _FIRST:
+            return _FIRST.index(name)
         folder = item.path.parent.name
-        return _ORDER.index(folder) if folder in _ORDER else len(_ORDER)
+        return len(_FIRST) + (_ORDER.index(folder) if folder in _ORDER else len(_ORDER))
 
     items.sort(key=rank)  # stable: each file keeps its own order

@@ -20,6 +20,7 @@ SCENARIOS = (
     "scaling",  # 1k, 10k, 100k markets: throughput, memory, HTTP pass time
     "compression",  # the firehose with permessage-deflate on and off: CPU and bytes per tick
     "books",  # a day of order-book deltas: bytes per delta, book at T, deltas stored per second
+    "books_check",  # books and trades recorded with dropped frames, held to the exchange's ledger
     "chaos",  # faults at random, SIGKILL and a handover every 90 s, checked against the ledger
 )
 
@@ -62,6 +63,11 @@ class Plan:
     books_markets: int = 500
     books_deltas: int = 3_000_000  # a day at about 35 deltas/s over the 500 markets
     books_queries: int = 300
+    books_check_markets: int = 500
+    books_check_rate: float = 200.0  # ticker changes per second over them (books change more)
+    books_check_s: float = 600.0
+    books_check_drop_every_s: float = 30.0  # one order-book or trade frame dropped
+    books_check_times: int = 20  # moments at which a book is compared
     chaos_s: float = 600.0
     chaos_kill_every_s: float = 90.0
     chaos_handover_every_s: float = 90.0  # a successor started, half a period off the kills
@@ -114,6 +120,10 @@ class Plan:
             books_markets=max(20, int(self.books_markets * f)),
             books_deltas=max(3_000, int(self.books_deltas * f)),
             books_queries=max(20, int(self.books_queries * f)),
+            books_check_markets=max(50, int(self.books_check_markets * f)),
+            books_check_rate=max(20.0, self.books_check_rate * f),
+            books_check_s=max(20.0, self.books_check_s * f),
+            books_check_drop_every_s=max(4.0, self.books_check_drop_every_s * f),
             chaos_s=max(8.0, self.chaos_s * f),
             chaos_kill_every_s=max(4.0, self.chaos_kill_every_s * f),
             chaos_handover_every_s=max(4.0, self.chaos_handover_every_s * f),
@@ -153,6 +163,9 @@ QUICK = Plan(
     compression_markets=1_000,
     books_deltas=300_000,
     books_queries=100,
+    books_check_markets=100,
+    books_check_s=45.0,
+    books_check_drop_every_s=8.0,
     chaos_markets=1_000,
     chaos_s=75.0,
     chaos_kill_every_s=25.0,

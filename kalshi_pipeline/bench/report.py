@@ -209,6 +209,47 @@ TARGETS: tuple[Target, ...] = (
         ),
     ),
     Target(
+        "books_check_equal",
+        "books check: order books rebuilt from the warehouse at random moments, equal to the "
+        "exchange's own (outside recorded gaps)",
+        "every moment",
+        "moments",
+        lambda v, r: v == r.get("books_check_moments"),
+        lambda v, r: (
+            f"{v:,.0f} of {r.get('books_check_moments') or 0:,.0f} "
+            f"({_d(r, 'books_check', 'markets'):,.0f} markets, "
+            f"{_d(r, 'books_check', 'run_s') / 60:,.0f} min)"
+        ),
+    ),
+    Target(
+        "books_check_gaps_unrecorded",
+        "books check: frames the exchange dropped that no `sequence_gap` recorded",
+        "0",
+        "frames",
+        lambda v, r: v == 0,
+        lambda v, r: f"{v:,.0f} of {r.get('books_check_gaps_injected') or 0:,.0f} dropped",
+    ),
+    Target(
+        "books_check_trades_missing",
+        "books check: the exchange's trades missing from the warehouse; trades stored that it "
+        "never made, or twice",
+        "0; 0",
+        "trades",
+        lambda v, r: v == 0 and r.get("books_check_trades_extra") == 0,
+        lambda v, r: (
+            f"{v:,.0f}; {r.get('books_check_trades_extra') or 0:,.0f} "
+            f"(of {r.get('books_check_trades') or 0:,.0f} trades)"
+        ),
+    ),
+    Target(
+        "books_check_replay_differences",
+        "books check: rows of books and trades that differ after replaying the landing log",
+        "0",
+        "rows",
+        lambda v, r: v == 0,
+        _n,
+    ),
+    Target(
         "chaos_lost",
         "chaos: ticks sent while connected and never stored",
         "0",
@@ -294,6 +335,10 @@ KEYS = [t.key for t in TARGETS] + [
     "scaling",
     "compression",
     "books_book_at_p50_ms",
+    "books_check_moments",
+    "books_check_gaps_injected",
+    "books_check_trades",
+    "books_check_trades_extra",
 ]
 
 

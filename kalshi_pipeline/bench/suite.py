@@ -18,6 +18,7 @@ from typing import Any
 
 from kalshi_pipeline.bench import (
     analysts,
+    bookcheck,
     books,
     chaos,
     compression,
@@ -45,6 +46,7 @@ RUNNERS: dict[str, Scenario] = {
     "scaling": scaling.run,
     "compression": compression.run,
     "books": books.run,
+    "books_check": bookcheck.run,
     "chaos": chaos.run,
 }
 
@@ -62,6 +64,7 @@ def expected_seconds(name: str, plan: Plan) -> float:
         "scaling": sum(15 + plan.scaling_frames / 25_000 + m / 4_000 for m in plan.scaling_markets),
         "compression": 2 * (20 + plan.compression_frames / 10_000),
         "books": 10 + plan.books_deltas / 20_000 + plan.books_queries / 20,
+        "books_check": 40 + plan.books_check_s,
         "chaos": 25 + plan.chaos_s,
     }[name]
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import duckdb
 from filelock import FileLock, Timeout
 
+from kalshi_pipeline.warehouse.client import sql_literal
 from kalshi_pipeline.warehouse.connection import (
     LOCK_POLL_S,
     WarehouseBusyError,
@@ -65,3 +66,23 @@ def rows_held(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
 def landing_positions(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
     """Bytes of each landing segment already loaded."""
     return dict(con.execute("SELECT segment, position FROM landing_positions").fetchall())
+
+
+def differences(database: Path, other: Path, columns: dict[str, str]) -> dict[str, int]:
+    """Rows in one database and not the other (both ways, duplicates counted), per table, over
+    the given columns of each: what a replay must reproduce. Both files must be free."""
+    out: dict[str, int] = {}
+    con = duckdb.connect(str(database), read_only=True)
+    try:
+        con.execute(f"ATTACH {sql_literal(str(other))} AS other (READ_ONLY)")
+        for table, cols in columns.items():
+            mine = f"SELECT {cols} FROM main.{table}"  # our own table and column names
+            theirs = f"SELECT {cols} FROM other.{table}"
+            (n,) = con.execute(
+                f"SELECT (SELECT count(*) FROM ({mine} EXCEPT ALL {theirs})) "
+                f"+ (SELECT count(*) FROM ({theirs} EXCEPT ALL {mine}))"
+            ).fetchone()
+            out[table] = int(n)
+    finally:
+        con.close()
+    return out

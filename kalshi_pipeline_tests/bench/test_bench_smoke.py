@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from kalshi_pipeline.bench.plan import SCENARIOS
+
 FIGURES = (
     "throughput_ticks_per_s",
     "loopback_limit_msgs_per_s",
@@ -59,8 +61,8 @@ def test_bench_command_writes_every_figure(tmp_path: Path) -> None:
             "-m",
             "kalshi_pipeline.bench",
             "--quick",
-            "--scenarios",
-            "all",
+            "--scenarios",  # every scenario but the books check, which has a test of its own
+            ",".join(s for s in SCENARIOS if s != "books_check"),
             "--scale",
             "0.01",
             "--no-readme",
