@@ -20,6 +20,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -558,21 +559,37 @@ class Writer:
         self._flag(rec, batch, m.market_ticker, m.notes)
         self._meta.pop(m.market_ticker, None)  # let the next REST pass refresh it
 
-    def _decode_page(self, rec: Record, seg: SegmentFile, batch: _Batch) -> None:
+    def _split_page(
+        self,
+        rec: Record,
+        batch: _Batch,
+        what: str,
+        meta_decoder: msgspec.json.Decoder[Any],
+        decode_body: Callable[[bytes], Any],
+    ) -> tuple[Any, Any] | None:
+        """A REST page record: its meta line and decoded body, its bytes counted as HTTP
+        traffic; None (recorded as a parse error) when it cannot be read."""
         head, sep, body = rec.payload.partition(b"\n")
         try:
             if not sep:
-                raise FrameDecodeError("page record without meta line", rec.payload)
-            meta = _META.decode(head)
-            page = decode_markets_page(body)
+                raise FrameDecodeError(f"{what} record without meta line", rec.payload)
+            meta = meta_decoder.decode(head)
+            page = decode_body(body)
         except (msgspec.DecodeError, FrameDecodeError) as exc:
             self.stats.parse_errors += 1
             reason = exc.reason if isinstance(exc, FrameDecodeError) else str(exc)
             batch.error(rec, "parse_error", reason[:300])
-            return
+            return None
         traffic = batch.traffic.setdefault("http", [0, 0])
         traffic[0] += 1
         traffic[1] += len(body)
+        return meta, page
+
+    def _decode_page(self, rec: Record, seg: SegmentFile, batch: _Batch) -> None:
+        split = self._split_page(rec, batch, "page", _META, decode_markets_page)
+        if split is None:
+            return
+        meta, page = split
         for reason in page.skipped:
             self.stats.objects_skipped += 1  # counted every time, recorded once
             if reason not in self._skipped_seen:
@@ -632,20 +649,10 @@ class Writer:
         """A backfill's page of trades, stored with source 'http'; a trade stored already (the
         socket's copy, an earlier attempt's) is stored once (`loads.commit`). After the last
         page the backfill is recorded as `trades_backfilled`, with how many trades it added."""
-        head, sep, body = rec.payload.partition(b"\n")
-        try:
-            if not sep:
-                raise FrameDecodeError("trades page record without meta line", rec.payload)
-            meta = _TRADES_META.decode(head)
-            page = decode_trades_page(body)
-        except (msgspec.DecodeError, FrameDecodeError) as exc:
-            self.stats.parse_errors += 1
-            reason = exc.reason if isinstance(exc, FrameDecodeError) else str(exc)
-            batch.error(rec, "parse_error", reason[:300])
+        split = self._split_page(rec, batch, "trades page", _TRADES_META, decode_trades_page)
+        if split is None:
             return
-        traffic = batch.traffic.setdefault("http", [0, 0])
-        traffic[0] += 1
-        traffic[1] += len(body)
+        meta, page = split
         for reason in page.skipped:
             self.stats.objects_skipped += 1
             batch.error(rec, "parse_error", reason[:300])

@@ -438,20 +438,38 @@ def _gap_words(m: re.Match[str]) -> str:
     return f"{lost} lost"
 
 
+class _OpenIntervals:
+    """Intervals opened by key and closed at a time; one that closes where it opened is dropped
+    (nothing happened in between)."""
+
+    def __init__(self) -> None:
+        self.open: dict[Any, Interval] = {}
+        self.closed: list[Interval] = []
+
+    def close(self, key: Any, at: datetime) -> None:
+        iv = self.open.pop(key)
+        iv.ended_at = at
+        if iv.ended_at > iv.started_at:
+            self.closed.append(iv)
+
+    def close_all(self, at: datetime) -> None:
+        for key in list(self.open):
+            self.close(key, at)
+
+    def result(self, last_at: datetime | None, *, stream_alive: bool) -> list[Interval]:
+        """Every interval; the open ones end at `last_at` unless the stream is alive."""
+        if not stream_alive and last_at is not None:
+            self.close_all(last_at)
+        return self.closed + list(self.open.values())
+
+
 def sequence_gap_intervals(events: Sequence[Event], *, stream_alive: bool) -> list[Interval]:
     """`degraded` (`sequence_gap`) rows of the order-book and trade channels: from each
     `sequence_gap` until the sid's `book_resynced` (a trade gap: its backfill), a resubscription
     of the sid, the socket going down or subscribing anew, or the engine stopping."""
-    out: list[Interval] = []
-    open_: dict[tuple[str, int], Interval] = {}
+    intervals = _OpenIntervals()
+    open_, close = intervals.open, intervals.close
     run_id: str | None = None
-
-    def close(key: tuple[str, int], at: datetime) -> None:
-        iv = open_.pop(key)
-        iv.ended_at = at
-        if iv.ended_at > iv.started_at:
-            out.append(iv)
-
     last_at: datetime | None = None
     for e in events:
         last_at = e.at
@@ -460,8 +478,7 @@ def sequence_gap_intervals(events: Sequence[Event], *, stream_alive: bool) -> li
                 run = _RUN_ID.search(e.detail)
                 run_id = run.group(1) if run else None
             elif e.kind == "stop":
-                for key in list(open_):
-                    close(key, e.at)
+                intervals.close_all(e.at)
             continue
         if e.kind in _BACKFILLED:  # the backfill's events (source http, or websocket)
             for key in [k for k in open_ if k[0] == "trade"]:
@@ -470,8 +487,7 @@ def sequence_gap_intervals(events: Sequence[Event], *, stream_alive: bool) -> li
         if e.source != "websocket":
             continue
         if e.kind in _SEQ_ENDS:
-            for key in list(open_):
-                close(key, e.at)
+            intervals.close_all(e.at)
         elif e.kind == "sequence_gap":
             m = _SEQ_GAP.match(e.detail)
             if m is None:
@@ -496,10 +512,7 @@ def sequence_gap_intervals(events: Sequence[Event], *, stream_alive: bool) -> li
             m = _SID_PREFIX.match(e.detail)
             if m is not None and (m.group(1), int(m.group(2))) in open_:
                 close((m.group(1), int(m.group(2))), e.at)
-    if not stream_alive and last_at is not None:
-        for key in list(open_):
-            close(key, last_at)
-    return out + list(open_.values())
+    return intervals.result(last_at, stream_alive=stream_alive)
 
 
 def _exchange_states(detail: str) -> dict[str, str]:
@@ -521,22 +534,14 @@ def exchange_intervals(events: Sequence[Event], *, stream_alive: bool) -> list[I
     """The exchange's own `down` rows: while it, or a shard, was closed or in maintenance, as
     the stream last saw it. Known only while an engine runs: a clean stop or the last event of
     an engine that died ends them."""
-    out: list[Interval] = []
-    open_: dict[str, Interval] = {}
-
-    def close(key: str, at: datetime) -> None:
-        iv = open_.pop(key)
-        iv.ended_at = at
-        if iv.ended_at > iv.started_at:
-            out.append(iv)
-
+    intervals = _OpenIntervals()
+    open_, close = intervals.open, intervals.close
     last_at: datetime | None = None
     for e in events:
         last_at = e.at
         if e.source == "engine" and e.kind == "stop":
             if not e.detail.startswith((_HANDED_OVER, _SUPERSEDED)):
-                for key in list(open_):
-                    close(key, e.at)
+                intervals.close_all(e.at)
             continue
         if not (e.source == "http" and e.kind == "exchange_status"):
             continue
@@ -550,10 +555,7 @@ def exchange_intervals(events: Sequence[Event], *, stream_alive: bool) -> list[I
                 open_[key] = Interval(
                     EXCHANGE, DOWN, reason, e.at, None, None, f"{key}: {word}", channel=key
                 )
-    if not stream_alive and last_at is not None:
-        for key in list(open_):
-            close(key, last_at)
-    return out + list(open_.values())
+    return intervals.result(last_at, stream_alive=stream_alive)
 
 
 # --------------------------------------------------------------------------- the warehouse
