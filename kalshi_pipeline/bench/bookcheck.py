@@ -169,16 +169,30 @@ def check_books(
 ) -> tuple[list[Moment], int]:
     """`moments` random (market, time) pairs compared; how many draws fell in a gap."""
     gaps = _gap_rows(con, datetime.fromtimestamp(start_ms / 1000 - 3600, UTC))
-    snapshots = con.execute("SELECT DISTINCT market_ticker FROM book_snapshots").fetchall()
-    recorded = {m for (m,) in snapshots}
-    markets = sorted(recorded & ledger.times.keys())
+    # a market counts from the recorder's first snapshot of it on: before that it was not
+    # subscribed (the books follow the scope's open markets; one listed unopened joins later)
+    first = con.execute(
+        "SELECT market_ticker, epoch_ms(min(received_at)) FROM book_snapshots GROUP BY 1"
+    ).fetchall()
+    since = {m: int(ms) for m, ms in first}
+    # ... and until the recorder dropped it (determined, settled): its book is not followed after
+    until: dict[str, int] = {}
+    for e in read_events(con, datetime.fromtimestamp(start_ms / 1000 - 3600, UTC)):
+        if e.kind == "markets_removed" and e.detail.startswith("orderbook_delta: "):
+            until.setdefault(
+                e.detail.removeprefix("orderbook_delta: "), int(e.at.timestamp() * 1000)
+            )
+    markets = sorted(since.keys() & ledger.times.keys())
     out: list[Moment] = []
     in_gaps = 0
     while len(out) < moments:
         at_ms = rng.randint(start_ms, end_ms)
         for _ in range(DRAWS_PER_MOMENT):
             market = rng.choice(markets)
-            if ledger.quiet(market, at_ms):
+            followed = since[market] <= at_ms - QUIET_BEFORE_MS and at_ms < until.get(
+                market, end_ms + 1
+            )
+            if followed and ledger.quiet(market, at_ms):
                 break
         else:
             continue
