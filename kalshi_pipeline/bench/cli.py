@@ -1,7 +1,7 @@
 """`kalshi-pipeline bench`: measure the project's target figures.
 
-    kalshi-pipeline bench                 # the full run (about 21 min, chaos included)
-    kalshi-pipeline bench --quick         # every scenario but chaos, short (under 2 min)
+    kalshi-pipeline bench                 # the full run (about 36 min, chaos included)
+    kalshi-pipeline bench --quick         # every scenario but chaos, short (about 4 min)
     kalshi-pipeline bench --chaos         # the chaos scenario alone (10 min; with --quick, 75 s)
     kalshi-pipeline bench --output PATH   # where the results JSON goes
 
@@ -56,7 +56,7 @@ def _scenarios(text: str) -> list[str]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--quick", action="store_true", help="a short run of every scenario but chaos (< 2 min)"
+        "--quick", action="store_true", help="a short run of every scenario but chaos (about 4 min)"
     )
     parser.add_argument(
         "--chaos",
