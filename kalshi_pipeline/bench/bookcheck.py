@@ -35,7 +35,7 @@ from typing import Any
 from kalshi_pipeline.bench.context import Context
 from kalshi_pipeline.stream.replay import replay
 from kalshi_pipeline.warehouse import Warehouse, books
-from kalshi_pipeline.warehouse.coverage import coverage_intervals, read_events
+from kalshi_pipeline.warehouse.coverage import SEQUENCE_GAP, coverage_intervals, read_events
 from kalshi_pipeline.warehouse.paths import landing_folder
 from kalshi_pipeline.warehouse.replayed import differences
 
@@ -151,17 +151,14 @@ def _in_gap(gaps: list[tuple[str, datetime, datetime | None, str]], at: datetime
 
 
 def _names_seq(detail: str, channel: str, sid: int, seq: int) -> bool:
-    """A `sequence_gap` feed event ("<channel> sid S: seq E expected, G received; markets: ...")
-    names the lost frame (channel, sid, seq) when E <= seq < G."""
-    head = detail.split(";", 1)[0]
-    try:
-        where, numbers = head.split(":", 1)
-        their_channel, their_sid = where.rsplit(" sid ", 1)
-        expected = int(numbers.split("seq", 1)[1].split("expected", 1)[0])
-        received = int(numbers.split(",", 1)[1].split("received", 1)[0])
-    except (IndexError, ValueError):
-        return False
-    return (their_channel.strip(), int(their_sid)) == (channel, sid) and expected <= seq < received
+    """A `sequence_gap` feed event ("<channel> sid S: seq E expected, G received; ...") names
+    the lost frame (channel, sid, seq) when E <= seq < G."""
+    m = SEQUENCE_GAP.match(detail)
+    return bool(
+        m
+        and (m.group(1), int(m.group(2))) == (channel, sid)
+        and int(m.group(3)) <= seq < int(m.group(4))
+    )
 
 
 def check_books(

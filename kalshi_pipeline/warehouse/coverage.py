@@ -111,7 +111,8 @@ _MODE = re.compile(r"\bmode=(\w+)")
 _RUN_ID = re.compile(r"\b(?:run_id=|label=run )([\w-]+)")
 _BACKED_OFF = re.compile(r"backed off ([0-9.]+)s")
 # the feed's `sequence_gap` and `book_resynced` details (stream/wsfeed.py writes them)
-_SEQ_GAP = re.compile(
+# a `sequence_gap` event's detail: channel, sid, expected, received, kind, markets
+SEQUENCE_GAP = re.compile(
     r"^(orderbook_delta|trade) sid (\d+): seq (\d+) expected, (\d+) received"
     r"(?: \((duplicate|backward)\))?; markets: (.*)$",
     re.S,
@@ -489,7 +490,7 @@ def sequence_gap_intervals(events: Sequence[Event], *, stream_alive: bool) -> li
         if e.kind in _SEQ_ENDS:
             intervals.close_all(e.at)
         elif e.kind == "sequence_gap":
-            m = _SEQ_GAP.match(e.detail)
+            m = SEQUENCE_GAP.match(e.detail)
             if m is None:
                 continue
             key = (m.group(1), int(m.group(2)))

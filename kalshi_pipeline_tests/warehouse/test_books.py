@@ -259,7 +259,17 @@ def test_a_book_is_invalid_inside_a_sequence_gap_and_valid_after_the_resync_snap
 
     async def run() -> list[tuple[int, int]]:
         task = asyncio.create_task(record(sim.rest_url, sim.ws_url, landing, tickers, 10.0))
-        await asyncio.sleep(3.0)
+        # the fault drops the next order-book frame: set it once the recorder is subscribed
+        # (the simulator's ledger names each snapshot it sent on a socket)
+        await asyncio.to_thread(
+            wait_for,
+            lambda: any(
+                ln["type"] == "orderbook_snapshot" and "conn_id" in ln
+                for ln in sim.read_book_ledger()
+            ),
+            timeout=60,
+            what="the recorder's first snapshot",
+        )
         await asyncio.to_thread(
             sim.set_faults, drop_frames={"channel": "orderbook_delta", "count": 1}
         )
