@@ -271,12 +271,15 @@ KEYFRAME_SQL = f"""
 INSERT INTO book_keyframes
 WITH changed AS (
     SELECT market_ticker, sid, arg_max(landing_segment, pos) AS landing_segment,
-           arg_max(landing_offset, pos) AS landing_offset, max(received_at) AS received_at
+           arg_max(landing_offset, pos) AS landing_offset, max(received_at) AS received_at,
+           max(pos) AS pos
     FROM (SELECT *, {_pos("d")} AS pos FROM book_deltas_stored d
           WHERE d.received_at > $1 AND d.received_at <= $2 AND {_engine("d")} = $3)
     GROUP BY market_ticker, sid),
+-- each changed book's base: the newest snapshot or keyframe before its last delta in the window
+-- (a resync snapshot received after that delta starts a book of its own; it is not this one)
 bases AS (
-    SELECT * FROM (
+    SELECT b.*, c.pos AS until_pos FROM (
         SELECT s.market_ticker, s.sid, {_pos("s")} AS pos, s.received_at,
                s.received_at AS snapshot_at, s.yes_levels, s.no_levels
         FROM book_snapshots s WHERE s.received_at <= $2 AND {_engine("s")} = $3
@@ -284,9 +287,9 @@ bases AS (
         SELECT k.market_ticker, k.sid, {_pos("k")}, k.received_at, k.snapshot_at, k.yes_levels,
                k.no_levels
         FROM book_keyframes k WHERE k.received_at <= $2 AND {_engine("k")} = $3) b
-    WHERE EXISTS (SELECT 1 FROM changed c
-                  WHERE c.market_ticker = b.market_ticker AND c.sid IS NOT DISTINCT FROM b.sid)
-    QUALIFY row_number() OVER (PARTITION BY market_ticker, sid ORDER BY pos DESC) = 1),
+    JOIN changed c ON c.market_ticker = b.market_ticker AND c.sid IS NOT DISTINCT FROM b.sid
+    WHERE b.pos < c.pos
+    QUALIFY row_number() OVER (PARTITION BY b.market_ticker, b.sid ORDER BY b.pos DESC) = 1),
 levels AS (
     SELECT market_ticker, sid, 'yes' AS side, unnest(yes_levels, recursive := true) FROM bases
     UNION ALL
@@ -296,7 +299,7 @@ levels AS (
     FROM book_deltas_stored d JOIN bases b
       ON d.market_ticker = b.market_ticker AND d.sid IS NOT DISTINCT FROM b.sid
     WHERE d.received_at >= b.received_at AND d.received_at <= $2 AND {_engine("d")} = $3
-      AND {_pos("d")} > b.pos),
+      AND {_pos("d")} > b.pos AND {_pos("d")} <= b.until_pos),
 book AS (
     SELECT market_ticker, sid, side, price, sum(size)::DECIMAL(18,2) AS size FROM levels
     WHERE price IS NOT NULL GROUP BY ALL HAVING sum(size) <> 0),

@@ -23,6 +23,7 @@ from kalshi_pipeline.stream.landing import LandingLog
 from kalshi_pipeline.stream.writer import Writer
 from kalshi_pipeline.warehouse import connect
 from kalshi_pipeline.warehouse.books import (
+    KEYFRAME_SQL,
     BookQueryError,
     book_at,
     top_of_book,
@@ -380,6 +381,57 @@ def test_the_queries_answer_from_sql_by_name_and_refuse_naive_times(tmp_path: Pa
         assert not orphan.valid and orphan.yes == [] and orphan.snapshot_at is None
         assert orphan.reason and "no stored snapshot" in orphan.reason
         assert con.execute("FROM book_at('M', TIMESTAMPTZ '2026-11-27 12:00:07Z')").fetchall() == []
+
+
+def test_a_keyframe_is_the_book_at_its_delta_not_a_resync_snapshot_received_after_it(
+    tmp_path: Path,
+) -> None:
+    """A window whose last delta of a market came before a gap and its resync snapshot: the
+    keyframe is the book at that delta (from the first snapshot), so the book inside the gap is
+    still invalid and the book after the resync is the resync snapshot's."""
+    db = tmp_path / "k.duckdb"
+    level = "[{{'price': {p}, 'size': {n}}}]"
+    with Owner(db) as owner:  # the writer's own connection runs the keyframe statement
+        con = owner.connection()
+        for at, yes, no, offset in (
+            ("12:00:00", level.format(p=0.40, n=10), level.format(p=0.55, n=3), 10),
+            ("12:00:00.600", level.format(p=0.45, n=7), level.format(p=0.50, n=2), 40),
+        ):
+            con.execute(
+                "INSERT INTO book_snapshots (market_ticker, sid, seq, yes_levels, no_levels, "
+                f"received_at, landing_segment, landing_offset) VALUES ('M', 1, 1, {yes}, "
+                f"{no}, '2026-11-27 {at}Z', 4194305, {offset})"
+            )
+        con.execute(
+            "INSERT INTO book_deltas_stored (market_ticker, sid, seq, side, price, delta, "
+            "received_at, exchange_lag_ms, sent_lag_ms, landing_segment, landing_offset) VALUES "
+            "('M', 1, 2, 'yes', 0.4100, 5, '2026-11-27 12:00:00.200Z', 2, 1, 4194305, 20)"
+        )
+        con.execute(
+            "INSERT INTO feed_events VALUES ('2026-11-27 12:00:00.300Z', 'websocket', "
+            "'sequence_gap', 'orderbook_delta sid 1: seq 3 expected, 4 received; markets: M')"
+        )
+        con.execute(
+            KEYFRAME_SQL,
+            [_at(1_795_780_800_000), _at(1_795_780_801_000), 1],  # (12:00:00, 12:00:01]
+        )
+        keyframe = con.execute(
+            "SELECT yes_levels, snapshot_at, received_at FROM book_keyframes"
+        ).fetchall()
+        assert keyframe == [
+            (
+                [{"price": Decimal("0.4000"), "size": 10}, {"price": Decimal("0.4100"), "size": 5}],
+                _at(1_795_780_800_000),
+                _at(1_795_780_800_200),
+            )
+        ]
+        inside = book_at(con, "M", _at(1_795_780_800_400))
+        assert not inside.valid and "sequence_gap" in (inside.reason or "")
+        assert _macro(con, "M", _at(1_795_780_800_400))[1] is False
+        after = book_at(con, "M", _at(1_795_780_800_700))
+        assert after.valid and [(lv.price, lv.size) for lv in after.yes] == [
+            (Decimal("0.4500"), 7)
+        ]
 
 
 def test_books_from_keyframes_equal_books_from_the_snapshot(tmp_path: Path) -> None:
