@@ -429,9 +429,7 @@ def test_a_keyframe_is_the_book_at_its_delta_not_a_resync_snapshot_received_afte
         assert not inside.valid and "sequence_gap" in (inside.reason or "")
         assert _macro(con, "M", _at(1_795_780_800_400))[1] is False
         after = book_at(con, "M", _at(1_795_780_800_700))
-        assert after.valid and [(lv.price, lv.size) for lv in after.yes] == [
-            (Decimal("0.4500"), 7)
-        ]
+        assert after.valid and [(lv.price, lv.size) for lv in after.yes] == [(Decimal("0.4500"), 7)]
 
 
 def test_books_from_keyframes_equal_books_from_the_snapshot(tmp_path: Path) -> None:
