@@ -50,10 +50,9 @@ from kalshi_pipeline.warehouse.paths import adopt_legacy_landing, prepare_databa
 log = logging.getLogger(__name__)
 
 # The write loop's pace (see Engine._write_loop): commit once this many frames or pages wait,
-# but not sooner than the floor after the previous cycle began; look every WAIT_STEP_S.
+# but not sooner than the floor after the previous cycle began.
 COMMIT_RECORDS = 50
 COMMIT_FLOOR_S = 0.02
-WAIT_STEP_S = 0.01
 
 
 class EngineError(RuntimeError):
@@ -198,7 +197,7 @@ class Engine:
                 else:
                     name = threading.current_thread().name
                     log.exception("%s stopped by an unexpected error", name)
-                self._stop.set()
+                self._halt()
 
         return run
 
@@ -234,14 +233,17 @@ class Engine:
             self._handover_cycle()
             if loaded >= self.writer.batch_rows:
                 continue  # catching up: no pause
-            due = started + interval
-            while not self._stop.is_set():
-                now = time.monotonic()
-                if now >= due or (
-                    now - started >= floor and self._records_received() - mark >= COMMIT_RECORDS
-                ):
-                    break
-                self._stop.wait(min(WAIT_STEP_S, due - now))
+            # sleep until COMMIT_RECORDS more have arrived (the feed and the poller set
+            # `arrivals`), the interval is up, or the engine stops (which sets it too)
+            arrivals = self.stats.arrivals
+            self.stats.wake_at = mark + COMMIT_RECORDS
+            arrivals.clear()
+            if self._records_received() >= self.stats.wake_at:
+                arrivals.set()  # they arrived before the clear
+            arrivals.wait(max(0.0, started + interval - time.monotonic()))
+            rest = started + floor - time.monotonic()
+            if rest > 0:
+                self._stop.wait(rest)
 
     # ------------------------------------------------------------------ handover
 
@@ -357,20 +359,25 @@ class Engine:
         if err is not None:
             raise EngineError(f"the stream engine failed: {type(err).__name__}: {err}") from err
 
+    def _halt(self) -> None:
+        """Tell every loop to end (the write loop sleeps on `arrivals`: wake it too)."""
+        self._stop.set()
+        self.stats.arrivals.set()
+
     def stop(self, timeout_s: float = 10.0, reason: str = "requested") -> bool:
         """Stop reading, flush, store what can be stored in time. True when nothing is left."""
         if self._stopped:
             return self.stats.backlog_bytes == 0
         self._stopped = True
         if not hasattr(self, "writer"):  # start() failed before anything ran
-            self._stop.set()
+            self._halt()
             if hasattr(self, "landing"):
                 self.landing.close()
             self.owner.close()
             return True
         deadline = time.monotonic() + timeout_s
         self.events.emit("engine", "stop", reason)
-        self._stop.set()
+        self._halt()
         if self.ws_feed is not None and self._loop is not None and self._loop.is_running():
             fut = asyncio.run_coroutine_threadsafe(self.ws_feed.stop(), self._loop)
             with contextlib.suppress(Exception):

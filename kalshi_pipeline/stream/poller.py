@@ -222,6 +222,7 @@ class Poller:
                 self.landing.flush()
                 self.stats.http_pages += 1
                 self.stats.http_bytes += len(raw.body)
+                self.stats.records_arrived()
                 if self._stopping:
                     ok = False
                     break

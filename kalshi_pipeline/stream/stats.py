@@ -46,6 +46,16 @@ class EngineStats:
     _lag_ms: deque[float] = field(default_factory=lambda: deque(maxlen=20_000))
     _store_ms: deque[float] = field(default_factory=lambda: deque(maxlen=20_000))
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    # The write loop sleeps on `arrivals` until `wake_at` frames and pages have arrived in all
+    # (or its interval is up): one wake per commit, not a look every few milliseconds (on this
+    # kind of machine a wake-up from sleep costs more CPU than the look itself).
+    arrivals: threading.Event = field(default_factory=threading.Event)
+    wake_at: int = 0
+
+    def records_arrived(self) -> None:
+        """A frame or page was appended to the landing log (after its counter was raised)."""
+        if self.ws_frames + self.http_pages >= self.wake_at and not self.arrivals.is_set():
+            self.arrivals.set()
 
     def record_latencies(self, lag_ms: list[float], store_ms: list[float]) -> None:
         with self._lock:

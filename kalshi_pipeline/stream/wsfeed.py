@@ -542,6 +542,7 @@ class WebSocketFeed:
             append(Kind.WS_FRAME, Source.WEBSOCKET, data, frame.received_ns)
             stats.ws_frames += 1
             stats.ws_bytes += len(data)
+            stats.records_arrived()
             if not data.startswith(TICKER_PREFIX):
                 if data.startswith(DELTA_PREFIX):
                     seq.delta(data)
