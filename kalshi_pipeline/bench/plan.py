@@ -1,7 +1,7 @@
 """How big and how long each scenario is: the full run, `--quick`, and a scale for smoke tests.
 
 Every wait in a scenario is bounded by these figures (plus fixed margins), so a run's length is
-known in advance: the full run takes about 36 minutes (10 of them chaos, 10 the books check, 2.5
+known in advance: the full run takes about 37 minutes (10 of them chaos, 10 the books check, 2.5
 the books scenario's synthetic day; the engine's start-up reconciliation of 25,000 markets takes
 most of a minute in a few scenarios), `--quick` about 4.
 """
