@@ -220,3 +220,54 @@ def test_book_firehose_of_one_delta_is_refused_with_the_fix(tmp_path: Any) -> No
     assert proc.returncode == 2
     assert "--book-firehose 1" in proc.stderr
     assert "2 or more" in proc.stderr
+
+
+def test_book_firehose_honours_use_yes_price(
+    start_sim: Callable[..., SimulatorProcess], signer: TestSigner
+) -> None:
+    n = 400
+    sim = start_sim(markets=20, rate=0, book_firehose=n)
+    tickers = _book_tickers(sim)
+    deltas: list[dict[str, Any]] = []
+
+    async def run() -> None:
+        ws = await ws_connect(sim.ws_url, signer)
+        try:
+            params = {
+                "channels": ["orderbook_delta"],
+                "market_tickers": tickers,
+                "use_yes_price": True,
+            }
+            await ws.send(json.dumps({"id": 1, "cmd": "subscribe", "params": params}))
+            while len(deltas) < n:
+                frame = await recv(ws, 20)
+                if frame["type"] == "orderbook_delta":
+                    deltas.append(frame["msg"])
+        finally:
+            await ws.close()
+
+    asyncio.run(run())
+    wanted = set(tickers)
+    plain = wait_for(
+        lambda: (
+            (
+                lines := [
+                    x["msg"]
+                    for x in sim.read_book_ledger()
+                    if x["type"] == "orderbook_delta" and x["msg"]["market_ticker"] in wanted
+                ]
+            )
+            and len(lines) >= n
+            and lines
+        ),
+        timeout=10,
+    )
+    assert len(deltas) == len(plain) == n
+    for got, ledger in zip(deltas, plain, strict=True):
+        price = Decimal(ledger["price_dollars"])
+        shown = 1 - price if ledger["side"] == "no" else price
+        assert Decimal(got["price_dollars"]) == shown
+        assert {k: v for k, v in got.items() if k != "price_dollars"} == {
+            k: v for k, v in ledger.items() if k != "price_dollars"
+        }
+    assert any(d["side"] == "no" for d in deltas)
