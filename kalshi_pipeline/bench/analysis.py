@@ -55,6 +55,22 @@ def first_ws_received_ns(con: duckdb.DuckDBPyConnection) -> int | None:
     return int(row[0]) if row and row[0] is not None else None
 
 
+def stored_deltas(con: duckdb.DuckDBPyConnection) -> dict[str, int | None]:
+    """Order-book delta rows: how many, how many distinct (sid, seq) frames, the first and last
+    received (ns)."""
+    row = con.execute(
+        "SELECT count(*), count(DISTINCT (market_ticker, sid, seq)), epoch_ns(min(received_at)), "
+        "epoch_ns(max(received_at)) FROM book_deltas_stored"
+    ).fetchone()
+    assert row is not None
+    return {
+        "rows": int(row[0]),
+        "distinct_frames": int(row[1]),
+        "first_received_ns": None if row[2] is None else int(row[2]),
+        "last_received_ns": None if row[3] is None else int(row[3]),
+    }
+
+
 def count_ticks(con: duckdb.DuckDBPyConnection, source: str | None = None) -> int:
     if source is None:
         row = con.execute("SELECT count(*) FROM ticks").fetchone()

@@ -9,9 +9,9 @@ database with the warehouse's block size, checkpointed, its used blocks counted)
 The book at T is asked through the warehouse client attached to the owner (as an analyst asks
 it), for random markets at random times of the day: p50 and p99.
 
-The throughput is the writer's path from a landing log of delta frames, not the engine's receive
-loop: the simulator's firehose sends ticker frames only, so there is no loopback limit for
-order-book frames to hold the engine against yet. Beside the wall-clock rate the writer's CPU
+The throughput here is the writer's path from a landing log of delta frames, not the engine's
+receive loop; the engine's, against the loopback limit for delta frames, is the
+`books_throughput` scenario (bookthroughput.py). Beside the wall-clock rate the writer's CPU
 time is reported, since the machine's load changes the former and hardly the latter.
 """
 

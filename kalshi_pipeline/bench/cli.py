@@ -1,6 +1,6 @@
 """`kalshi-pipeline bench`: measure the project's target figures.
 
-    kalshi-pipeline bench                 # the full run (about 36 min, chaos included)
+    kalshi-pipeline bench                 # the full run (about 37 min, chaos included)
     kalshi-pipeline bench --quick         # every scenario but chaos, short (about 4 min)
     kalshi-pipeline bench --chaos         # the chaos scenario alone (10 min; with --quick, 75 s)
     kalshi-pipeline bench --output PATH   # where the results JSON goes

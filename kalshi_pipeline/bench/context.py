@@ -88,6 +88,7 @@ class Context:
         mode: str = "websocket",
         config: dict[str, Any] | None = None,
         target_ws_ticks: int | None = None,
+        target_book_deltas: int | None = None,
         status_every_s: float = 0.25,
         sample_every_s: float = 0.1,
         max_s: float = 3600.0,
@@ -101,6 +102,7 @@ class Context:
             "config": config or {},
             "status_every_s": status_every_s,
             "target_ws_ticks": target_ws_ticks,
+            "target_book_deltas": target_book_deltas,
             "max_s": max_s,
         }
         profile = None

@@ -1,7 +1,7 @@
 """How big and how long each scenario is: the full run, `--quick`, and a scale for smoke tests.
 
 Every wait in a scenario is bounded by these figures (plus fixed margins), so a run's length is
-known in advance: the full run takes about 36 minutes (10 of them chaos, 10 the books check, 2.5
+known in advance: the full run takes about 37 minutes (10 of them chaos, 10 the books check, 2.5
 the books scenario's synthetic day; the engine's start-up reconciliation of 25,000 markets takes
 most of a minute in a few scenarios), `--quick` about 4.
 """
@@ -21,6 +21,7 @@ SCENARIOS = (
     "scaling",  # 1k, 10k, 100k markets: throughput, memory, HTTP pass time
     "compression",  # the firehose with permessage-deflate on and off: CPU and bytes per tick
     "books",  # a day of order-book deltas: bytes per delta, book at T, deltas stored per second
+    "books_throughput",  # order-book firehose into DuckDB against the delta loopback limit
     "books_check",  # books and trades recorded with dropped frames, held to the exchange's ledger
     "chaos",  # faults at random, SIGKILL and a handover every 90 s, checked against the ledger
 )
@@ -64,6 +65,8 @@ class Plan:
     books_markets: int = 500
     books_deltas: int = 3_000_000  # a day at about 35 deltas/s over the 500 markets
     books_queries: int = 300
+    books_throughput_frames: int = 500_000
+    books_throughput_markets: int = 1_000  # the order-book firehose moves half of them (<= 500)
     books_check_markets: int = 500
     books_check_rate: float = 200.0  # ticker changes per second over them (books change more)
     books_check_s: float = 600.0
@@ -121,6 +124,8 @@ class Plan:
             books_markets=max(20, int(self.books_markets * f)),
             books_deltas=max(3_000, int(self.books_deltas * f)),
             books_queries=max(20, int(self.books_queries * f)),
+            books_throughput_frames=max(2_000, int(self.books_throughput_frames * f)),
+            books_throughput_markets=max(100, int(self.books_throughput_markets * f)),
             books_check_markets=max(50, int(self.books_check_markets * f)),
             books_check_rate=max(20.0, self.books_check_rate * f),
             books_check_s=max(20.0, self.books_check_s * f),
@@ -164,6 +169,7 @@ QUICK = Plan(
     compression_markets=1_000,
     books_deltas=300_000,
     books_queries=100,
+    books_throughput_frames=100_000,
     books_check_markets=100,
     books_check_s=45.0,
     books_check_drop_every_s=8.0,

@@ -2,10 +2,11 @@
 
 `python -m kalshi_pipeline.bench.runner SPEC`, where SPEC is a JSON object: `database`,
 `rest_url`, `ws_url`, `mode`, optional `config` (more `StreamConfig` fields), `status_every_s`,
-`target_ws_ticks`, `max_s`. It runs the same `Engine` as the CLI and the Dagster op, prints one
-JSON status line to stdout every `status_every_s` (counters only, no percentiles, so the status
-costs the engine next to nothing), one `target` line the moment the engine has stored
-`target_ws_ticks` WebSocket ticks, and stops cleanly on SIGTERM or SIGINT.
+`target_ws_ticks` or `target_book_deltas`, `max_s`. It runs the same `Engine` as the CLI and the
+Dagster op, prints one JSON status line to stdout every `status_every_s` (counters only, no
+percentiles, so the status costs the engine next to nothing), one `target` line the moment the
+engine has stored `target_ws_ticks` WebSocket ticks (or `target_book_deltas` order-book deltas),
+and stops cleanly on SIGTERM or SIGINT.
 
 Like `kalshi-pipeline stream`, it ends by itself (exit 0) when a successor started on the same
 database asks it to hand over: its `stop` feed event and its last line (`stopped`, with `ended`)
@@ -23,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from kalshi_pipeline.kalshi.settings import KalshiSettings
-from kalshi_pipeline.stream.config import Mode, StreamConfig
+from kalshi_pipeline.stream.config import Mode, Scope, StreamConfig
 from kalshi_pipeline.stream.engine import Engine
 from kalshi_pipeline.stream.stats import EngineStats
 
@@ -32,6 +33,8 @@ TARGET_POLL_S = 0.01
 
 def config_from_spec(spec: dict[str, Any]) -> StreamConfig:
     extra = dict(spec.get("config") or {})
+    if isinstance(extra.get("scope"), dict):  # JSON carries a scope as its three lists
+        extra["scope"] = Scope.of(**extra["scope"])
     return StreamConfig(
         mode=Mode(spec.get("mode", "websocket")),
         database=Path(spec["database"]),
@@ -47,6 +50,7 @@ def status(stats: EngineStats, event: str = "status") -> dict[str, Any]:
         "ticks_stored": stats.ticks_stored,
         "ticks_stored_ws": stats.ticks_stored_ws,
         "ticks_stored_http": stats.ticks_stored_http,
+        "book_deltas_stored": stats.book_deltas_stored,
         "ws_frames": stats.ws_frames,
         "http_pages": stats.http_pages,
         "backlog_bytes": stats.backlog_bytes,
@@ -77,6 +81,9 @@ def run(spec: dict[str, Any]) -> int:
     emit({"event": "started", "t_ns": time.time_ns()})
     every = float(spec.get("status_every_s", 0.5))
     target = spec.get("target_ws_ticks")
+    deltas_target = spec.get("target_book_deltas")
+    if deltas_target is not None:
+        target = None  # one target a run: the deltas'
     deadline = time.monotonic() + float(spec.get("max_s", 3600.0))
     next_status = time.monotonic()
     reason = "benchmark runner stopped"
@@ -89,11 +96,15 @@ def run(spec: dict[str, Any]) -> int:
             if target is not None and engine.stats.ticks_stored_ws >= target:
                 emit(status(engine.stats, "target"))
                 target = None
+            if deltas_target is not None and engine.stats.book_deltas_stored >= deltas_target:
+                emit(status(engine.stats, "target"))
+                deltas_target = None
             if now >= next_status:
                 emit(status(engine.stats))
                 next_status = now + every
                 engine.check()
-            stop.wait(TARGET_POLL_S if target is not None else max(0.0, next_status - now))
+            waiting = target is not None or deltas_target is not None
+            stop.wait(TARGET_POLL_S if waiting else max(0.0, next_status - now))
     except BaseException as exc:
         reason = f"failed: {type(exc).__name__}: {exc}"
         raise

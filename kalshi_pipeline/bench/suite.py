@@ -20,6 +20,7 @@ from kalshi_pipeline.bench import (
     analysts,
     bookcheck,
     books,
+    bookthroughput,
     chaos,
     compression,
     latency,
@@ -46,6 +47,7 @@ RUNNERS: dict[str, Scenario] = {
     "scaling": scaling.run,
     "compression": compression.run,
     "books": books.run,
+    "books_throughput": bookthroughput.run,
     "books_check": bookcheck.run,
     "chaos": chaos.run,
 }
@@ -64,6 +66,7 @@ def expected_seconds(name: str, plan: Plan) -> float:
         "scaling": sum(15 + plan.scaling_frames / 25_000 + m / 4_000 for m in plan.scaling_markets),
         "compression": 2 * (20 + plan.compression_frames / 10_000),
         "books": 10 + plan.books_deltas / 20_000 + plan.books_queries / 20,
+        "books_throughput": 15 + plan.books_throughput_frames / 15_000,
         "books_check": 40 + plan.books_check_s,
         "chaos": 25 + plan.chaos_s,
     }[name]

@@ -100,6 +100,7 @@ class SimConfig:
     book_ledger: Path | None = None
     book_depth_events: float = 1.5
     firehose: int = 0
+    book_firehose: int = 0
     market_lifetime_s: int = 3600
     hourly_strikes: int | None = None
     kalshi_home: Path | None = None
@@ -165,6 +166,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=0,
         metavar="N",
         help="pre-encode N ticker frames and send them to every new ticker subscription first",
+    )
+    a(
+        "--book-firehose",
+        type=int,
+        default=0,
+        metavar="N",
+        help="build N orderbook_delta frames over markets of their own (series KXSIMBOOK) and "
+        "send them, after the snapshots, to every order-book subscription once it covers all "
+        "those markets (0: off; otherwise at least 2)",
     )
     a(
         "--market-lifetime",
@@ -292,6 +302,7 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
         book_ledger=args.book_ledger,
         book_depth_events=max(0.0, args.book_depth_events),
         firehose=max(0, args.firehose),
+        book_firehose=max(0, args.book_firehose),
         market_lifetime_s=args.market_lifetime_s,
         hourly_strikes=args.hourly_strikes,
         kalshi_home=args.kalshi_home,

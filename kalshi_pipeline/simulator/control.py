@@ -100,6 +100,8 @@ async def get_stats(request: web.Request) -> web.Response:
         "now_ms": time.time_ns() // 1_000_000,
         "ledger_lines": rt.ledger.count,
         "firehose_frames": len(rt.firehose),
+        "book_firehose_frames": len(rt.book_firehose),
+        "book_firehose_frames_sent": c.book_firehose_frames_sent,
         "trades": hub.trades_published,
         "book_deltas": hub.book_deltas_published,
         "book_frames_queued": hub.book_frames_queued,

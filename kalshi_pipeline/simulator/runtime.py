@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from kalshi_pipeline.kalshi.ratelimit import TokenBucket
 from kalshi_pipeline.simulator.auth import KeyRegistry
+from kalshi_pipeline.simulator.bookfirehose import BookFirehose
 from kalshi_pipeline.simulator.config import READ_BUCKET_SECONDS, READ_REQUEST_COST, SimConfig
 from kalshi_pipeline.simulator.faults import Faults
 from kalshi_pipeline.simulator.firehose import Firehose
@@ -32,6 +33,7 @@ class Counters:
     handshakes_unauthorized: int = 0
     handshakes_refused: int = 0
     ticker_frames_sent: int = 0
+    book_firehose_frames_sent: int = 0
     snapshot_frames_sent: int = 0
     data_frames_sent: int = 0
     control_frames_sent: int = 0
@@ -49,6 +51,7 @@ class Runtime:
     faults: Faults
     keys: KeyRegistry
     firehose: Firehose
+    book_firehose: BookFirehose = field(default_factory=BookFirehose)
     tape: TradeTape = field(default_factory=TradeTape)
     counters: Counters = field(default_factory=Counters)
     sessions: dict[int, Session] = field(default_factory=dict)

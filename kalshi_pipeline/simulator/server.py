@@ -21,6 +21,7 @@ from aiohttp import web
 
 from kalshi_pipeline.simulator import control, rest
 from kalshi_pipeline.simulator.auth import KeyRegistry
+from kalshi_pipeline.simulator.bookfirehose import book_firehose_market_count
 from kalshi_pipeline.simulator.config import (
     SimConfig,
     add_arguments,
@@ -68,8 +69,12 @@ def build(config: SimConfig) -> tuple[Runtime, Engine]:
     engine = Engine(rt, builder, hourly, config.seed)
     start = now_us()
     firehose_markets = firehose_market_count(config.firehose, config.markets)
-    engine.bootstrap(max(0, config.markets - strikes - firehose_markets), start)
+    book_markets = book_firehose_market_count(config.book_firehose, config.markets)
+    engine.bootstrap(max(0, config.markets - strikes - firehose_markets - book_markets), start)
     rt.firehose.build(builder, ledger, engine.rng, config.firehose, firehose_markets, start)
+    rt.book_firehose.build(
+        builder, book_ledger, engine.rng, config.book_firehose, book_markets, start
+    )
     for m in rt.exchange.markets.values():
         rt.hub.record_book(m, start // 1000)
     ledger.flush()
@@ -128,7 +133,7 @@ async def serve(
         log.warning("listening on non-loopback address %s", config.host)
     log.info(
         "ready in %.1f s: %d markets (%d active), %d events, rate %.0f/s, lifetime %d s, "
-        "firehose %d frames, keys %s",
+        "firehose %d frames, order-book firehose %d frames, keys %s",
         time.monotonic() - started,
         len(rt.exchange.markets),
         rt.exchange.count_by_status()["active"],
@@ -136,6 +141,7 @@ async def serve(
         config.rate,
         config.market_lifetime_s,
         len(rt.firehose),
+        len(rt.book_firehose),
         ", ".join(rt.keys.key_ids()),
     )
     if on_ready is not None:

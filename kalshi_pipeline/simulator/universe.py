@@ -31,6 +31,7 @@ DAY_US = 86_400_000_000
 HOUR_US = 3_600_000_000
 HOURLY_SERIES = "KXSIMHOURLY"
 FIREHOSE_SERIES = "KXSIMFIRE"
+BOOK_FIREHOSE_SERIES = "KXSIMBOOK"
 
 
 @dataclass(frozen=True)
@@ -258,9 +259,14 @@ class Builder:
                     quote=quote,
                 )
 
-    def firehose_markets(self, count: int, now_us: int) -> list[Market]:
-        """Markets that only the firehose moves (the Poisson process leaves them alone)."""
-        series = self.series(FIREHOSE_SERIES, "Simulated firehose", "Simulator", "custom", now_us)
+    def firehose_markets(
+        self, count: int, now_us: int, series_ticker: str = FIREHOSE_SERIES
+    ) -> list[Market]:
+        """Markets that only a firehose moves (the Poisson process leaves them alone): the
+        ticker firehose's series, or the order-book firehose's (`BOOK_FIREHOSE_SERIES`)."""
+        book = series_ticker == BOOK_FIREHOSE_SERIES
+        name = "Simulated order-book firehose" if book else "Simulated firehose"
+        series = self.series(series_ticker, name, "Simulator", "custom", now_us)
         made: list[Market] = []
         per_event = 50
         for first in range(0, count, per_event):
@@ -268,8 +274,8 @@ class Builder:
             created_us = now_us - DAY_US
             event = self.event(
                 series,
-                f"{FIREHOSE_SERIES}-{ticker_date(close_us)}",
-                title="Simulated firehose market?",
+                f"{series_ticker}-{ticker_date(close_us)}",
+                title=f"{name} market?",
                 created_us=created_us,
                 strike_date_us=close_us,
                 strike_period="day",
@@ -279,7 +285,7 @@ class Builder:
                     self.market(
                         event,
                         f"T{k + 1}",
-                        title=f"Simulated firehose market {k + 1}?",
+                        title=f"{name} market {k + 1}?",
                         yes_sub_title=f"Above {k + 1}",
                         strike=float(k + 1),
                         created_us=created_us + k,

@@ -25,7 +25,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from aiohttp.abc import AbstractStreamWriter
 
 from kalshi_pipeline.simulator.auth import AuthFailure
-from kalshi_pipeline.simulator.firehose import SID1_PREFIX, Firehose
+from kalshi_pipeline.simulator.firehose import SID1_PREFIX, Firehose, ws_text_header
 from kalshi_pipeline.simulator.hub import (
     MARKET_LIFECYCLE,
     MVE_LIFECYCLE,
@@ -62,6 +62,7 @@ MAX_CLIENT_FRAME = 16 * 1024 * 1024
 FIREHOSE_CHUNK = 512
 
 K_TICKER, K_DATA, K_CTRL, K_SNAPSHOT, K_PING, K_PONG, K_FIREHOSE, K_CLOSE = range(8)
+K_BOOK_FIREHOSE = 8
 _COUNTED = (K_TICKER, K_DATA)
 HEARTBEAT = b"heartbeat"
 DATA_CHANNELS = (TICKER, TRADE, ORDERBOOK, MARKET_LIFECYCLE, MVE_LIFECYCLE)
@@ -103,6 +104,7 @@ class SessionStats:
     pongs_received: int = 0
     commands_received: int = 0
     frames_dropped_silenced: int = 0
+    book_firehose_frames_sent: int = 0
     sent_ranges: list[list[int]] = field(default_factory=list)
     """Ledger indexes of live ticker updates (and firehose frames) written to this socket."""
     snapshot_ranges: list[list[int]] = field(default_factory=list)
@@ -126,6 +128,7 @@ class SessionStats:
             "pongs_received": self.pongs_received,
             "commands_received": self.commands_received,
             "frames_dropped_silenced": self.frames_dropped_silenced,
+            "book_firehose_frames_sent": self.book_firehose_frames_sent,
             "sent_ranges": self.sent_ranges,
             "snapshot_ranges": self.snapshot_ranges,
         }
@@ -151,6 +154,10 @@ class Session:
         self.by_channel: dict[str, Subscription] = {}
         self.next_sid = 1
         self._firehose_after: list[int] = []  # ticker sids of the command being answered
+        self._book_firehose_base: dict[int, int] = {}
+        """Order-book sids given the order-book firehose, each with the seq before its first
+        frame (its seqs are reserved when it is queued)."""
+        self._book_firehose_due: list[int] = []  # order-book sids of the command being answered
         self.queue: deque[tuple[int, bytes, int]] = deque()
         self.queued_bytes = 0
         self.wake = asyncio.Event()
@@ -294,6 +301,8 @@ class Session:
                     stats.pongs_sent += 1
                 elif kind == K_FIREHOSE:
                     await self._send_firehose(index)
+                elif kind == K_BOOK_FIREHOSE:
+                    await self._send_book_firehose(index)
         except (ConnectionError, asyncio.CancelledError):
             return
         except Exception:
@@ -364,6 +373,56 @@ class Session:
             if sent:
                 self._count_ticker(fh.first_index + start, fh.first_index + start + sent - 1)
 
+    async def _send_book_firehose(self, sid: int) -> None:
+        """The order-book firehose on `sid`, numbered from the seqs reserved for it, as fast as
+        the socket takes them: on an uncompressed connection a chunk of whole frames goes to the
+        transport in one write, then the writer waits for it to drain (this task writes every
+        byte of the socket, so nothing interleaves); with permessage-deflate each frame goes
+        through aiohttp's compressor. Every frame is sent even if the subscription drops some
+        of the firehose's markets meanwhile (they were queued before that, as live frames
+        are); it stops if the subscription goes or the connection is being dropped. The
+        drop, reorder and malformed faults leave it alone; a silenced connection loses it."""
+        sub = self.subs.get(sid)
+        base = self._book_firehose_base.get(sid)
+        if sub is None or base is None:
+            return
+        msgs = self.rt.book_firehose.msgs_for(sub.use_yes_price)
+        faults = self.rt.faults
+        stats = self.stats
+        prefix = b'{"type":"orderbook_delta","sid":%d,"seq":' % sid
+        transport = self.stream.transport if self.stream is not None else None
+        raw = transport is not None and not self.ws.compress
+        send = self.ws.send_frame
+        text = WSMsgType.TEXT
+        n = len(msgs)
+        for start in range(0, n, FIREHOSE_CHUNK):
+            if not sub.active or self.closing:
+                return
+            stop = min(start + FIREHOSE_CHUNK, n)
+            if faults.silenced(self.opened_mono):
+                stats.frames_dropped_silenced += stop - start
+                continue
+            sending = now_ms()
+            frames = [
+                b'%s%d,"msg":%s,"sending_ts_ms":%d}\n' % (prefix, base + 1 + i, msgs[i], sending)
+                for i in range(start, stop)
+            ]
+            if raw:
+                assert transport is not None and self.stream is not None
+                if transport.is_closing() or self.ws.closed:
+                    raise ConnectionResetError("connection closing")
+                transport.write(b"".join(ws_text_header(len(f)) + f for f in frames))
+                self._count_book_firehose(len(frames))
+                await self.stream.drain()
+            else:
+                for frame in frames:
+                    await send(frame, text)
+                    self._count_book_firehose(1)
+
+    def _count_book_firehose(self, n: int) -> None:
+        self.stats.book_firehose_frames_sent += n
+        self.rt.counters.book_firehose_frames_sent += n
+
     def _count_ticker(self, first: int, last: int) -> None:
         n = last - first + 1
         self.stats.ticker_frames_sent += n
@@ -403,6 +462,10 @@ class Session:
                 self._list(cmd)
         except CommandError as err:
             self.error(err.code, cmd.id, err.sid)
+        # the order-book firehose follows the whole answer, as data follows a reply
+        for sid in self._book_firehose_due:
+            self._push(K_BOOK_FIREHOSE, b"", sid)
+        self._book_firehose_due.clear()
 
     def _subscribe(self, cmd: Command) -> None:
         p = cmd.params
@@ -510,6 +573,7 @@ class Session:
             hub.add(sub)
             self._subscribed(cid, sub)
             self._book_snapshots(sub, sel.tickers)
+            self._book_firehose_if_covered(sub)
             return
         added = [t for t in sel.tickers if t not in sub.tickers]
         if len(sub.tickers) + len(added) > self.rt.config.max_markets_per_subscription:
@@ -518,6 +582,20 @@ class Session:
         hub.add_markets(sub, added)
         self._ok(cid, sub, skip_ack)
         self._book_snapshots(sub, added)
+        self._book_firehose_if_covered(sub)
+
+    def _book_firehose_if_covered(self, sub: Subscription) -> None:
+        """Once an order-book subscription covers every market of the order-book firehose (its
+        snapshots queued), the firehose is due on it, once per sid; its seqs are reserved now.
+        It is queued after the whole answer to the command."""
+        fh = self.rt.book_firehose
+        if not len(fh) or sub.sid in self._book_firehose_base:
+            return
+        if not fh.covered_by(sub.tickers):
+            return
+        self._book_firehose_base[sub.sid] = sub.seq
+        sub.seq += len(fh)
+        self._book_firehose_due.append(sub.sid)
 
     def _book_snapshots(self, sub: Subscription, tickers: list[str]) -> None:
         markets = self.rt.exchange.markets
@@ -655,6 +733,7 @@ class Session:
             hub.add_markets(sub, added)
             self._ok(cmd.id, sub, skip_ack)
             self._book_snapshots(sub, added)
+            self._book_firehose_if_covered(sub)
         elif action == "delete_markets":
             gone = [t for t in sel.tickers if t in sub.tickers]
             for t in gone:

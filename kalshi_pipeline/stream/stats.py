@@ -28,6 +28,7 @@ class EngineStats:
     ticks_stored: int = 0
     ticks_stored_ws: int = 0
     ticks_stored_http: int = 0
+    book_deltas_stored: int = 0  # order-book delta rows committed
     rows_loaded_batches: int = 0
     parse_errors: int = 0
     objects_skipped: int = 0  # objects of a REST page that could not be read at all

@@ -698,6 +698,7 @@ class Writer:
         self.stats.ticks_stored += batch.rows - dropped
         self.stats.ticks_stored_ws += ws - dropped_ws
         self.stats.ticks_stored_http += batch.rows - ws - (dropped - dropped_ws)
+        self.stats.book_deltas_stored += len(batch.deltas["market_ticker"])
         self.stats.rows_loaded_batches += 1
         lag = []
         store = []

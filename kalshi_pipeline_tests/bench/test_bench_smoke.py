@@ -49,6 +49,9 @@ FIGURES = (
     "books_book_at_p50_ms",
     "books_book_at_p99_ms",
     "books_deltas_per_s_writer",
+    "books_deltas_per_s_engine",
+    "books_loopback_limit_deltas_per_s",
+    "books_deltas_vs_limit",
 )
 
 
@@ -89,6 +92,13 @@ def test_bench_command_writes_every_figure(tmp_path: Path) -> None:
         for k in ("wire_bytes_per_tick", "client_cpu_us_per_tick", "engine_cpu_us_per_tick")
     )
     assert {"cpu", "cores", "ram_gb", "python", "duckdb"} <= set(results["machine"])
+    # the order-book firehose: every delta reached the bare client, and the engine stored each
+    # exactly once
+    deltas = results["details"]["books_throughput"]
+    assert deltas["loopback"]["frames"] == deltas["frames"]
+    assert deltas["loopback"]["decode_errors"] == 0
+    assert deltas["engine_deltas_stored"] == deltas["frames"]
+    assert deltas["engine_distinct_delta_frames"] == deltas["frames"]
     # chaos, however short, hands over at least once and kills at least once
     chaos = results["details"]["chaos"]
     assert results["chaos_handovers"] >= 1, chaos["handover_log"]
