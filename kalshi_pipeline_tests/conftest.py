@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from kalshi_pipeline.kalshi.devkey import ensure_dev_key
-from kalshi_pipeline_tests.helpers import free_port
+from kalshi_pipeline.ports import free_port
 
 
 @pytest.fixture(autouse=True)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -41,13 +40,6 @@ def read_ledger(path: Path) -> list[dict[str, Any]]:
         except ValueError:
             break  # a line being written right now
     return out
-
-
-def free_port() -> int:
-    """A loopback port nobody listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def query(db: Path, sql: str, params: Iterable[Any] = ()) -> list[tuple[Any, ...]]:

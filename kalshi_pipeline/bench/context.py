@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import socket
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -22,16 +21,11 @@ from kalshi_pipeline.bench.procs import (
     run_child,
 )
 from kalshi_pipeline.kalshi.devkey import ensure_dev_key
+from kalshi_pipeline.ports import free_port
 from kalshi_pipeline.simulator.process import SimulatorProcess
 from kalshi_pipeline.warehouse import Warehouse
 
 MB = 1024 * 1024
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 # The firehose scenarios (throughput, memory, locked, scaling) measure the engine against the

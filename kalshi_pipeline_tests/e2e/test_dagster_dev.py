@@ -16,7 +16,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -32,6 +31,7 @@ import requests
 from dagster._core.instance.ref import InstanceRef
 from dagster_graphql import DagsterGraphQLClient, DagsterGraphQLClientError
 
+from kalshi_pipeline.ports import free_port
 from kalshi_pipeline.stream.landing import list_segments
 from kalshi_pipeline.warehouse import Warehouse
 from kalshi_pipeline.warehouse.paths import landing_folder
@@ -93,12 +93,6 @@ query Freshness {
   }
 }
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass

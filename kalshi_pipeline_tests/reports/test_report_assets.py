@@ -18,11 +18,12 @@ from kalshi_pipeline.defs.resources import WarehouseResource
 from kalshi_pipeline.kalshi.devkey import ensure_dev_key
 from kalshi_pipeline.kalshi.rest import RestClient
 from kalshi_pipeline.kalshi.settings import KalshiSettings
+from kalshi_pipeline.ports import free_port
 from kalshi_pipeline.stream.config import Mode, StreamConfig
 from kalshi_pipeline.stream.engine import Engine
 from kalshi_pipeline.warehouse import Warehouse
 from kalshi_pipeline.warehouse.reports import measure_storage
-from kalshi_pipeline_tests.helpers import free_port, query, wait_for
+from kalshi_pipeline_tests.helpers import query, wait_for
 
 pytestmark = pytest.mark.timeout(300)
 SELECTION = dg.AssetSelection.groups("reports") | dg.AssetSelection.checks_for_assets(raw_ticks.key)

@@ -14,13 +14,13 @@ from typing import Any
 
 import pytest
 
+from kalshi_pipeline.ports import free_port
 from kalshi_pipeline.stream.landing import Kind, list_segments, read_records
 from kalshi_pipeline.warehouse.paths import landing_folder
 from kalshi_pipeline_tests.helpers import (
     Holder,
     down_intervals,
     feed_events,
-    free_port,
     query,
     sent_indices,
     wait_for,
