@@ -460,3 +460,53 @@ def test_a_resync_the_server_refuses_falls_back_to_delete_and_add(
     assert resynced == [f"orderbook_delta sid {sid}: fresh snapshots for 1 markets: {other}"]
     assert not [d for d in _events(db, "server_error")]  # the refusal was the caller's to record
     _books_equal_the_exchange(sim, db, engine, [*tickers, other])
+
+
+def test_a_book_the_recorder_stopped_following_is_invalid_from_its_removal(
+    sim_factory: Any, engines: Any, tmp_path: Path
+) -> None:
+    """A determined market leaves the order books (`markets_removed`): its book from then on is
+    the last one the recorder held, not the exchange's, and the queries say so."""
+    sim = sim_factory(markets=12, rate=30, market_lifetime="20s")
+    open_now = _open_tickers(sim)
+    hourly = [t for t in open_now if "HOURLY" in t][:3]
+    steady = [t for t in open_now if "HOURLY" not in t][:2]
+    assert hourly and steady
+    db = tmp_path / "k.duckdb"
+    _start(sim, engines, db, hourly + steady, channels=("orderbook_delta",))
+    removed = wait_for(
+        lambda: query(
+            db,
+            "SELECT detail, occurred_at FROM feed_events WHERE kind = 'markets_removed' "
+            "ORDER BY occurred_at",
+        ),
+        timeout=90,
+        what="a determined market removed from the order books",
+    )
+    detail, removed_at = removed[0]
+    gone = detail.removeprefix("orderbook_delta: ")
+    assert detail.startswith("orderbook_delta: ") and gone in hourly
+    with connect(db, read_only=True, timeout_s=60) as con:
+        [(first_snapshot,)] = con.execute(
+            "SELECT min(received_at) FROM book_snapshots WHERE market_ticker = ?", [gone]
+        ).fetchall()
+        assert first_snapshot < removed_at
+        before = book_at(con, gone, removed_at - timedelta(milliseconds=1))
+        assert before.valid and before.reason is None
+        for at in (removed_at, removed_at + timedelta(seconds=5), datetime.now(UTC)):
+            after = book_at(con, gone, at)
+            assert not after.valid and after.snapshot_at == before.snapshot_at
+            assert after.reason is not None
+            assert after.reason.startswith("markets_removed at ")
+            assert after.reason.endswith(f": orderbook_delta: {gone}")
+            # the macros agree: every level row and the validity row say invalid, and why
+            rows = con.execute("SELECT DISTINCT valid FROM book_at(?, ?)", [gone, at]).fetchall()
+            assert rows in ([(False,)], [])
+            [(valid, reason)] = con.execute(
+                "SELECT valid, reason FROM book_validity(?, ?)", [gone, at]
+            ).fetchall()
+            assert not valid and reason.startswith("markets_removed at ")
+            assert reason.endswith(f": orderbook_delta: {gone}")
+        # the markets still followed are not touched by it
+        for t in steady:
+            assert book_at(con, t, datetime.now(UTC)).valid
