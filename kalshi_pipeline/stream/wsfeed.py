@@ -4,7 +4,9 @@ Reconnects use capped exponential backoff with full jitter, reset only after a h
 a clean close counts as a disconnect; each attempt signs afresh and resubscribes the same scope.
 It follows `market_lifecycle_v2` so markets that open inside a limited scope are added and
 settled ones dropped (`update_subscription`); with scope "all" the ticker subscription has no
-market filter and new markets arrive by themselves. Terminal errors (10, 25) resubscribe.
+market filter and new markets arrive by themselves. Terminal errors (10, 25) resubscribe; on an
+order-book subscription what was lost is recorded as a `sequence_gap` until its markets' fresh
+snapshots arrive on the new subscription (`book_resynced` of the old sid).
 
 The `channels` setting adds `trade` (the scope's markets, or no filter for "all") and
 `orderbook_delta`. Order books need market tickers: "all" means the markets open now (REST),
@@ -427,7 +429,7 @@ class WebSocketFeed:
                 else:
                     markets = ",".join(sorted(self._tickers))
                 self.events.emit("websocket", "sequence_gap", f.detail(markets))
-                if f.channel == BOOK and f.markets:
+                if f.channel == BOOK and f.markets and not f.ended:  # ended: resubscribed
                     self._want_resync(ws, f.sid, list(f.markets))
                 elif f.channel == TRADE and f.kind == "gap":
                     self._trade_gap(f)
@@ -597,6 +599,16 @@ class WebSocketFeed:
             if isinstance(msg, Unsubscribed) and msg.sid is not None:
                 seq.dropped(msg.sid)
         elif isinstance(msg, ErrorMessage):
+            error = msg.to_exception(data)
+            if error.terminal and msg.sid is not None and msg.sid in seq.sid_markets:
+                # an order-book sid the exchange ended (25: it dropped frames for a slow
+                # reader): the loss is a sequence gap until its markets' fresh snapshots
+                markets = seq.ended(msg.sid, msg.code, msg.seq)
+                self._spawn(
+                    self._resubscribe_books(ws, msg.sid, str(error), markets),
+                    f"resubscribe {BOOK} {msg.sid}",
+                )
+                return
             seq.number(msg.sid, msg.seq)
             self._error(ws, msg, data)
         elif isinstance(msg, EventLifecycle):
@@ -607,13 +619,6 @@ class WebSocketFeed:
 
     def _error(self, ws: KalshiWebSocket, msg: ErrorMessage, data: bytes) -> None:
         error = msg.to_exception(data)
-        if error.terminal and msg.sid is not None and msg.sid in self.seq.sid_markets:
-            markets = self.seq.dropped(msg.sid)
-            self._spawn(
-                self._resubscribe_books(ws, msg.sid, str(error), markets),
-                f"resubscribe {BOOK} {msg.sid}",
-            )
-            return
         channel = next((c for c, s in self._sids.items() if s == msg.sid), None)
         if error.terminal and channel is not None:
             self._spawn(self._resubscribe(ws, channel, str(error)), f"resubscribe {channel}")

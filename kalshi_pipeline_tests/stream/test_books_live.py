@@ -409,9 +409,12 @@ def test_a_book_that_drifts_from_rest_is_recorded_and_resynced(
     assert _events(db, "sequence_gap") == []
 
 
-def test_a_buffer_overflow_resubscribes_the_books_with_fresh_snapshots(
+def test_a_buffer_overflow_is_a_sequence_gap_until_the_books_are_resubscribed_and_snapshotted(
     sim_factory: Any, engines: Any, tmp_path: Path
 ) -> None:
+    """Error 25: the exchange dropped frames of the subscription and ended it. The loss is a
+    `sequence_gap` of the old sid (coverage `degraded` until its markets' fresh snapshots on the
+    new subscription, `book_resynced`), and every book is invalid from it to its new snapshot."""
     sim = sim_factory(markets=30, rate=30)
     tickers = _open_tickers(sim)[:4]
     db = tmp_path / "k.duckdb"
@@ -431,9 +434,65 @@ def test_a_buffer_overflow_resubscribes_the_books_with_fresh_snapshots(
         timeout=30,
         what="a new order-book sid",
     )
+    resynced = wait_for(lambda: _events(db, "book_resynced"), timeout=30, what="book_resynced")
+    assert resynced == [
+        f"orderbook_delta sid {old_sid}: fresh snapshots for {len(tickers)} markets: "
+        + ",".join(tickers)
+    ]
     _books_equal_the_exchange(sim, db, engine, tickers)
     assert engine.stats.reconnects == 0
-    assert _events(db, "sequence_gap") == []
+    [gap] = _events(db, "sequence_gap")
+    found = coverage.ENDED_GAP.match(gap)
+    assert found is not None, gap
+    assert gap == (
+        f"orderbook_delta sid {old_sid}: seq {found.group(3)} expected, none received "
+        f"(buffer overflow); markets: {','.join(tickers)}"
+    )
+    assert int(found.group(3)) > len(tickers)  # after the snapshots and some deltas
+    with connect(db, read_only=True, timeout_s=60) as con:
+        order = con.execute(
+            "SELECT kind, occurred_at FROM feed_events WHERE kind IN ('sequence_gap', "
+            "'resubscribe', 'book_resynced') AND detail LIKE 'orderbook_delta sid%' "
+            "ORDER BY occurred_at"
+        ).fetchall()
+        assert [k for k, _ in order] == ["sequence_gap", "resubscribe", "book_resynced"]
+        gap_at, resynced_at = order[0][1], order[2][1]
+        for t in tickers:
+            [(fresh_at,)] = con.execute(
+                "SELECT min(received_at) FROM book_snapshots WHERE market_ticker = ? "
+                "AND received_at > ?",
+                [t, gap_at],
+            ).fetchall()
+            assert gap_at < fresh_at <= resynced_at
+            assert book_at(con, t, gap_at - timedelta(microseconds=1)).valid
+            for at in (gap_at, fresh_at - timedelta(microseconds=1)):
+                inside = book_at(con, t, at)
+                assert not inside.valid and inside.reason is not None
+                assert inside.reason.startswith("sequence_gap at ")
+                assert inside.reason.endswith(gap)
+                [(valid,)] = con.execute(
+                    "SELECT valid FROM book_validity(?, ?)", [t, at]
+                ).fetchall()
+                assert not valid
+            assert book_at(con, t, fresh_at).valid
+            [(valid,)] = con.execute(
+                "SELECT valid FROM book_validity(?, ?)", [t, fresh_at]
+            ).fetchall()
+            assert valid
+
+    now = datetime.now(UTC)
+    with connect(db, read_only=True, timeout_s=60) as con:
+        rows = coverage.coverage_intervals(
+            con, since=now - timedelta(hours=1), stream_alive=True, now=now
+        )
+    books = [iv for iv in rows if iv.channel == "orderbook_delta"]
+    assert [(iv.state, iv.reason, iv.started_at, iv.ended_at) for iv in books] == [
+        ("degraded", "sequence_gap", gap_at, resynced_at)
+    ]
+    assert books[0].detail == (
+        f"sid {old_sid}: seq {found.group(3)} on lost (subscription ended: buffer overflow); "
+        f"markets: {','.join(tickers)}"
+    )
 
 
 def test_a_resync_the_server_refuses_falls_back_to_delete_and_add(
