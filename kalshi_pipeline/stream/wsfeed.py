@@ -624,7 +624,9 @@ class WebSocketFeed:
             self._spawn(self._resubscribe(ws, channel, str(error)), f"resubscribe {channel}")
         elif msg.cmd_id is not None and msg.code in (14, 26):
             return  # the answer to an order-book command: its caller acts on it and records it
-        elif msg.code == 14:
+        elif msg.code == 14 and msg.sid is not None and msg.sid in self.seq.sid_markets:
+            self._book_sid_lacks_markets(ws, msg.sid, error)
+        elif msg.code == 14 and msg.sid is None:
             self.events.emit(
                 "websocket",
                 "server_error",
@@ -633,6 +635,29 @@ class WebSocketFeed:
             )
         else:
             self.events.emit("websocket", "server_error", str(error)[:1000])
+
+    def _book_sid_lacks_markets(self, ws: KalshiWebSocket, sid: int, error: Exception) -> None:
+        """Error 14 (Market Ticker required) unasked, naming an order-book sid: Kalshi holds
+        that subscription without (some of) its markets, so its books may stop changing. They
+        are recorded invalid (`book_invalid` naming the sid's markets) and resynced:
+        `get_snapshot`, or if Kalshi refuses it, delete and add them again, or a new
+        subscription."""
+        markets = self.seq.markets_of(sid)
+        self.events.emit(
+            "websocket",
+            "server_error",
+            f"{error}: unasked, on {BOOK} sid {sid} ({len(markets)} markets); its books are "
+            "resynced"[:1000],
+        )
+        if not markets:
+            return
+        self.events.emit(
+            "websocket",
+            "book_invalid",
+            f"{BOOK} sid {sid}: error 14 (Market Ticker required) unasked on the subscription; "
+            f"markets: {','.join(markets)}",
+        )
+        self._want_resync(ws, sid, self.seq.invalidate(sid, markets))
 
     def _in_scope(self, m: MarketLifecycle) -> bool:
         scope = self.config.scope

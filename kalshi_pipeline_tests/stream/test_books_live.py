@@ -569,3 +569,67 @@ def test_a_book_the_recorder_stopped_following_is_invalid_from_its_removal(
         # the markets still followed are not touched by it
         for t in steady:
             assert book_at(con, t, datetime.now(UTC)).valid
+
+
+def test_an_unasked_error_14_on_a_book_subscription_is_recorded_and_its_books_resynced(
+    sim_factory: Any, engines: Any, tmp_path: Path
+) -> None:
+    """Error 14 (Market Ticker required) with the sid of an order-book subscription, answering
+    no command: Kalshi says that subscription lacks its markets, so its books can no longer be
+    trusted. The feed records it, marks the books invalid, resyncs them, and goes on."""
+    sim = sim_factory(markets=30, rate=30)
+    tickers = _open_tickers(sim)[:3]
+    db = tmp_path / "k.duckdb"
+    engine = _start(sim, engines, db, tickers)
+    assert engine.ws_feed is not None
+    (sid,) = list(engine.ws_feed.seq.sid_markets)
+    state = sim.set_faults(subscription_error={"channel": "orderbook_delta", "code": 14})
+    assert state["applied"] == {"subscription_error": 1}
+    errors = wait_for(lambda: _events(db, "server_error"), timeout=30, what="server_error")
+    assert len(errors) == 1
+    assert errors[0].startswith("Kalshi WebSocket error 14 Market Ticker required")
+    assert f"orderbook_delta sid {sid} ({len(tickers)} markets)" in errors[0]
+    assert "bug" not in errors[0]
+    assert _events(db, "book_invalid") == [
+        f"orderbook_delta sid {sid}: error 14 (Market Ticker required) unasked on the "
+        f"subscription; markets: {','.join(tickers)}"
+    ]
+    resynced = wait_for(lambda: _events(db, "book_resynced"), timeout=30, what="book_resynced")
+    assert resynced == [
+        f"orderbook_delta sid {sid}: fresh snapshots for {len(tickers)} markets: "
+        + ",".join(tickers)
+    ]
+    _books_equal_the_exchange(sim, db, engine, tickers)
+    # the error took its seq like any numbered frame: no gap; nothing reconnected
+    assert _events(db, "sequence_gap") == [] and engine.stats.reconnects == 0
+    assert list(engine.ws_feed.seq.sid_markets) == [sid]
+    with connect(db, read_only=True, timeout_s=60) as con:
+        [(invalid_at,)] = con.execute(
+            "SELECT occurred_at FROM feed_events WHERE kind = 'book_invalid'"
+        ).fetchall()
+        for t in tickers:
+            [(fresh_at,)] = con.execute(
+                "SELECT min(received_at) FROM book_snapshots WHERE market_ticker = ? "
+                "AND received_at > ?",
+                [t, invalid_at],
+            ).fetchall()
+            inside = book_at(con, t, invalid_at)
+            assert not inside.valid and inside.reason is not None
+            assert inside.reason.startswith("book_invalid at ")
+            [(valid,)] = con.execute(
+                "SELECT valid FROM book_validity(?, ?)", [t, invalid_at]
+            ).fetchall()
+            assert not valid
+            assert book_at(con, t, fresh_at).valid
+    # the same error on the trade subscription is recorded as it is, and touches no book
+    trade_sid = engine.ws_feed._sids["trade"]
+    sim.set_faults(subscription_error={"channel": "trade", "code": 14})
+    errors = wait_for(
+        lambda: _events(db, "server_error")[1:], timeout=30, what="a second server_error"
+    )
+    assert errors == [
+        f"Kalshi WebSocket error 14 Market Ticker required: Market Ticker required (sid "
+        f"{trade_sid})"
+    ]
+    assert len(_events(db, "book_invalid")) == 1 and engine.stats.reconnects == 0
+    assert _events(db, "sequence_gap") == []

@@ -386,7 +386,7 @@ def test_the_queries_answer_from_sql_by_name_and_refuse_naive_times(tmp_path: Pa
 def test_a_removed_market_is_invalid_until_a_later_snapshot(tmp_path: Path) -> None:
     """`markets_removed` of the order-book channel breaks the market's book (macro and Python
     alike) from its time until a later snapshot; a removal of another market, or from the ticker
-    subscription, leaves it alone."""
+    subscription, leaves it alone. So does a `book_invalid` of its subscription naming it."""
     db = tmp_path / "k.duckdb"
 
     def snapshot(at: str, offset: int) -> str:
@@ -425,6 +425,13 @@ def test_a_removed_market_is_invalid_until_a_later_snapshot(tmp_path: Path) -> N
         assert reason.startswith("markets_removed at 2026-11-27 12:00:03")
         assert reason.endswith(": orderbook_delta: M")
         assert state(6) == (True, None)
+        # a book_invalid of the market's subscription names it (or not)
+        other = "orderbook_delta sid 1: error 14 (Market Ticker required) unasked; markets: MM,N"
+        con.execute(event("2026-11-27 12:00:07Z", "book_invalid", other))
+        assert state(8) == (True, None)
+        mine = "orderbook_delta sid 1: error 14 (Market Ticker required) unasked; markets: N,M"
+        con.execute(event("2026-11-27 12:00:09Z", "book_invalid", mine))
+        assert state(10) == (False, f"book_invalid at 2026-11-27 12:00:09.000000: {mine}")
 
 
 def test_a_keyframe_is_the_book_at_its_delta_not_a_resync_snapshot_received_after_it(
