@@ -604,6 +604,7 @@ class WebSocketFeed:
                 # an order-book sid the exchange ended (25: it dropped frames for a slow
                 # reader): the loss is a sequence gap until its markets' fresh snapshots
                 markets = seq.ended(msg.sid, msg.code, msg.seq)
+                self._resync_wanted.pop(msg.sid, None)  # the new subscription brings snapshots
                 self._spawn(
                     self._resubscribe_books(ws, msg.sid, str(error), markets),
                     f"resubscribe {BOOK} {msg.sid}",
