@@ -241,6 +241,21 @@ class Sequencer:
             self._carried_over(None)  # no book to mend: said at once
         return markets
 
+    def trade_ended(self, sid: int, code: int, seq: int | None = None) -> SequenceGap | None:
+        """The exchange ended trade `sid` with error `code`: the trades from the last one
+        received (or the subscription's start) on are lost until the channel streams again.
+        Queues and returns the `SequenceGap` (its `since_ms` set, `until_ms` left for the feed
+        to fill once subscribed again); None when `sid` is no trade subscription of ours."""
+        state = self.sids.get(sid)
+        if state is None or state.channel != TRADE:
+            return None
+        del self.sids[sid]
+        since = state.last_trade_ms if state.last_trade_ms is not None else self.started_ms
+        kind = ENDED.get(code, f"error {code}")
+        gap = SequenceGap(TRADE, sid, state.expected, seq, kind, None, since, None)
+        self.found.append(gap)
+        return gap
+
     def _carried_over(self, ticker: str | None) -> None:
         """`ticker` has a fresh snapshot (or will never get one): the ended sids waiting only
         for it are resynced."""

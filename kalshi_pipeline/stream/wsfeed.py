@@ -6,7 +6,8 @@ It follows `market_lifecycle_v2` so markets that open inside a limited scope are
 settled ones dropped (`update_subscription`); with scope "all" the ticker subscription has no
 market filter and new markets arrive by themselves. Terminal errors (10, 25) resubscribe; on an
 order-book subscription what was lost is recorded as a `sequence_gap` until its markets' fresh
-snapshots arrive on the new subscription (`book_resynced` of the old sid).
+snapshots arrive on the new subscription (`book_resynced` of the old sid); on the trade
+subscription, the trades since the last one received are backfilled once it streams again.
 
 The `channels` setting adds `trade` (the scope's markets, or no filter for "all") and
 `orderbook_delta`. Order books need market tickers: "all" means the markets open now (REST),
@@ -120,6 +121,7 @@ class WebSocketFeed:
         self._book_markets: set[str] = set()  # markets asked for on order-book subscriptions
         self._book_batch = config.book_batch_size
         self._resync_wanted: dict[int, set[str]] = {}
+        self._trades_lost: SequenceGap | None = None  # a trade sid the exchange ended
         self._resync_tasks: dict[int, asyncio.Task[None]] = {}
         self._check_cursor = 0
         self._book_adds: dict[str, None] = {}  # created or reactivated, to be added
@@ -259,6 +261,7 @@ class WebSocketFeed:
         self._book_markets = set()
         self._resync_wanted.clear()
         self._resync_tasks.clear()
+        self._trades_lost = None
         self._book_adds.clear()
         self._book_refused.clear()
         self._adding = None
@@ -358,6 +361,9 @@ class WebSocketFeed:
         for sid, ch in ws.subscriptions.items():
             if ch != BOOK:
                 self._sids[ch] = sid
+        if channel == TRADE and self._trades_lost is not None:
+            lost, self._trades_lost = self._trades_lost, None
+            self._trade_gap(lost)  # up to now: the new subscription streams
         self.on_gap()
 
     async def _resubscribe_books(
@@ -610,7 +616,13 @@ class WebSocketFeed:
                     f"resubscribe {BOOK} {msg.sid}",
                 )
                 return
-            seq.number(msg.sid, msg.seq)
+            if error.terminal and msg.sid is not None:
+                # a trade sid: the trades from the last one received are lost until the new
+                # subscription streams; then they are backfilled from REST (`_resubscribe`)
+                lost = seq.trade_ended(msg.sid, msg.code, msg.seq)
+                self._trades_lost = lost or self._trades_lost
+            else:
+                seq.number(msg.sid, msg.seq)
             self._error(ws, msg, data)
         elif isinstance(msg, EventLifecycle):
             if msg.series_ticker:

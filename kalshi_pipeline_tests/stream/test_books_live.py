@@ -441,7 +441,8 @@ def test_a_buffer_overflow_is_a_sequence_gap_until_the_books_are_resubscribed_an
     ]
     _books_equal_the_exchange(sim, db, engine, tickers)
     assert engine.stats.reconnects == 0
-    [gap] = _events(db, "sequence_gap")
+    # the trade subscription was ended too: its own gap (pinned by the trade test below)
+    [gap] = [g for g in _events(db, "sequence_gap") if not g.startswith("trade sid ")]
     found = coverage.ENDED_GAP.match(gap)
     assert found is not None, gap
     assert gap == (
@@ -633,3 +634,84 @@ def test_an_unasked_error_14_on_a_book_subscription_is_recorded_and_its_books_re
     ]
     assert len(_events(db, "book_invalid")) == 1 and engine.stats.reconnects == 0
     assert _events(db, "sequence_gap") == []
+
+
+def test_a_buffer_overflow_on_the_trade_subscription_is_a_gap_backfilled_from_rest(
+    sim_factory: Any, engines: Any, tmp_path: Path
+) -> None:
+    """Error 25 ends the trade subscription too: the trades from the last one received until the
+    new subscription streams are a `sequence_gap` of the old sid, backfilled from REST once
+    subscribed again; coverage `degraded` until the backfill, and no trade missing."""
+    sim = sim_factory(markets=30, rate=60)
+    tickers = _open_tickers(sim)[:6]
+    db = tmp_path / "k.duckdb"
+    engine: Engine = engines(
+        config_for(sim, db, scope=Scope.of(tickers=tickers), channels=("ticker", "trade"))
+    )
+    wait_for(lambda: _events(db, "subscribe"), timeout=30, what="subscribed")
+    feed = engine.ws_feed
+    assert feed is not None
+    windows: list[tuple[int, int, list[str] | None]] = []
+    backfill = feed.on_trade_gap
+
+    def on_trade_gap(since: int, until: int, which: list[str] | None) -> object:
+        windows.append((since, until, which))
+        return backfill(since, until, which)
+
+    feed.on_trade_gap = on_trade_gap
+    wait_for(
+        lambda: query(db, "SELECT count(*) FROM trades")[0][0] >= 1,
+        timeout=60,
+        what="a trade stored",
+    )
+    old_sid = feed._sids["trade"]
+    sim.set_faults(buffer_overflow=True)
+    [gap] = wait_for(lambda: _events(db, "sequence_gap"), timeout=30, what="sequence_gap")
+    found = coverage.ENDED_GAP.match(gap)
+    assert found is not None, gap
+    assert gap == (
+        f"trade sid {old_sid}: seq {found.group(3)} expected, none received (buffer overflow); "
+        f"markets: {','.join(tickers)}"
+    )
+    done = wait_for(
+        lambda: [r for r in feed_events(db) if r[2] == "trades_backfilled"],
+        timeout=60,
+        what="trades_backfilled",
+    )
+    [(since, until, which)] = windows
+    assert which == tickers and since <= until
+    resubscribed = [d for d in _events(db, "resubscribe") if d.startswith("trade")]
+    assert resubscribed and feed._sids["trade"] != old_sid
+    # every trade of the markets from the first received to the window's end is stored:
+    # those the socket missed from REST
+
+    def missing() -> list[dict[str, Any]]:
+        stored = {r[0]: r[1] for r in query(db, "SELECT trade_id, source FROM trades")}
+        tape = [
+            ln["msg"]
+            for ln in sim.read_book_ledger()
+            if ln["type"] == "trade" and ln["msg"]["market_ticker"] in tickers
+        ]
+        first = next(i for i, m in enumerate(tape) if m["trade_id"] in stored)
+        return [m for m in tape[first:] if m["trade_id"] not in stored and m["ts_ms"] <= until]
+
+    wait_for(lambda: missing() == [], timeout=60, what="every trade stored")
+    now = datetime.now(UTC)
+    with connect(db, read_only=True, timeout_s=60) as con:
+        [(gap_at,)] = con.execute(
+            "SELECT occurred_at FROM feed_events WHERE kind = 'sequence_gap'"
+        ).fetchall()
+        [(again_at,)] = con.execute(
+            "SELECT occurred_at FROM feed_events WHERE kind = 'resubscribe' "
+            "AND detail LIKE 'trade%'"
+        ).fetchall()
+        # the window runs from the last trade received before the error to after the new
+        # subscription was made
+        assert since <= gap_at.timestamp() * 1000 and until >= again_at.timestamp() * 1000
+        rows = coverage.coverage_intervals(
+            con, since=now - timedelta(hours=1), stream_alive=True, now=now
+        )
+    assert [
+        (iv.state, iv.reason, iv.started_at, iv.ended_at) for iv in rows if iv.channel == "trade"
+    ] == [("degraded", "sequence_gap", gap_at, done[0][0])]
+    assert engine.stats.reconnects == 0

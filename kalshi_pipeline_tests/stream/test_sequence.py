@@ -236,3 +236,25 @@ def test_an_ended_subscription_with_a_seq_and_a_removed_market() -> None:
         SequenceGap("orderbook_delta", 3, 1, None, "buffer overflow", ()),
         BookResynced("orderbook_delta", 3, ()),
     ]
+
+
+def test_a_trade_subscription_the_exchange_ended_is_a_gap_from_its_last_trade() -> None:
+    s = Sequencer()
+    s.reset(now_ms=1_000)
+    s.subscribed(4, "trade")
+    assert s.trade_ended(4, 25) is not None  # before any trade: from the subscription's start
+    assert s.found == [SequenceGap("trade", 4, 1, None, "buffer overflow", None, 1_000, None)]
+    s.found.clear()
+    s.subscribed(5, "trade")
+    s.trade(trade(5, 1, 2_000))
+    gap = s.trade_ended(5, 25, seq=3)
+    assert gap == SequenceGap("trade", 5, 2, 3, "buffer overflow", None, 2_000, None)
+    assert gap.ended and 5 not in s.sids
+    assert (
+        gap.detail("all")
+        == "trade sid 5: seq 2 expected, 3 received (buffer overflow); markets: all"
+    )
+    s.found.clear()
+    assert s.trade_ended(5, 25) is None and s.found == []  # not ours any more
+    s.subscribed(6, "orderbook_delta")
+    assert s.trade_ended(6, 25) is None and 6 in s.sids  # a book sid: `ended`
