@@ -620,7 +620,7 @@ class WebSocketFeed:
                 # a trade sid: the trades from the last one received are lost until the new
                 # subscription streams; then they are backfilled from REST (`_resubscribe`)
                 lost = seq.trade_ended(msg.sid, msg.code, msg.seq)
-                self._trades_lost = lost or self._trades_lost
+                self._trades_lost = self._trades_lost or lost  # the earlier window covers it
             else:
                 seq.number(msg.sid, msg.seq)
             self._error(ws, msg, data)

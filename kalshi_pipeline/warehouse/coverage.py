@@ -36,8 +36,8 @@ with reason `sequence_gap` from each `sequence_gap` event (frames lost, duplicat
 on a subscription, or lost when the exchange ended the subscription: error 25, a buffer overflow)
 until its `book_resynced` (every market of the sid has a fresh snapshot), for trades until the
 gap's REST backfill (`trades_backfilled` or `backfill_failed`), or until the socket goes down or
-is subscribed anew, or the engine stops. The detail names the seq range and
-the markets. Outside those rows those channels are as live as the socket (the `ticker` rows).
+is subscribed anew, or the engine stops. The detail names the seq range and the markets. Outside
+those rows those channels are as live as the socket (the `ticker` rows).
 
 "Covered" is the union: a moment is covered when at least one source is live or degraded. A gap
 is a stretch with every source down. It is reckoned on the `ticker` rows: the order-book and
@@ -496,10 +496,12 @@ def sequence_gap_intervals(events: Sequence[Event], *, stream_alive: bool) -> li
                 run_id = run.group(1) if run else None
             elif e.kind == "stop":
                 intervals.close_all(e.at)
+                ended.clear()
             continue
         if e.kind in _BACKFILLED:  # the backfill's events (source http, or websocket)
             for key in [k for k in open_ if k[0] == "trade"]:
                 close(key, e.at)
+                ended.discard(key)
             continue
         if e.source != "websocket":
             continue
