@@ -61,6 +61,9 @@ def apply_faults(rt: Runtime, req: FaultRequest) -> dict[str, int]:
         applied["buffer_overflow"] = sum(
             s.terminate(25, channels=BUFFERED_CHANNELS) for s in sessions
         )
+    if req.subscription_error is not None:
+        channel, code = req.subscription_error
+        applied["subscription_error"] = sum(s.subscription_error(channel, code) for s in sessions)
     if req.drop_connections:
         applied["drop_connections"] = drop_all(rt)
     return applied

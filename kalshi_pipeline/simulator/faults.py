@@ -2,9 +2,13 @@
 
 A POST replaces the whole state: keys left out are off, so `{}` clears everything. Windows
 (`silence_s`, `refuse_handshakes_s`, `http_429_s`, `http_5xx_s`) start when the POST arrives.
-The one-shot actions (`drop_connections`, `channel_error`, `buffer_overflow`) are carried out by
-the server at once and are not part of the state. `paused_shards` pauses trading on some
-matching-engine shards, as a maintenance on one shard does on Kalshi.
+The one-shot actions (`drop_connections`, `channel_error`, `buffer_overflow`,
+`subscription_error`) are carried out by the server at once and are not part of the state.
+`subscription_error` (`{"channel": C, "code": N}`) sends error N unasked (no `id`) on every
+subscription of channel C, with its `sid` and, on a sequenced channel, the next `seq` (Kalshi's
+subscription-scoped errors carry both, kalshi-protocol.md §3.3); the subscription stays.
+`paused_shards` pauses trading on some matching-engine shards, as a maintenance on one shard does
+on Kalshi.
 
 `drop_frames` and `reorder_frames` (`{"channel": C, "count": N}`) act on the next sequenced data
 frames of channel C (`orderbook_delta`, `trade`, `market_lifecycle_v2`), whichever subscription
@@ -25,7 +29,7 @@ from typing import Any
 from kalshi_pipeline.simulator.model import SHARDS
 
 WINDOW_KEYS = ("silence_s", "refuse_handshakes_s", "http_429_s", "http_5xx_s")
-ACTION_KEYS = ("drop_connections", "channel_error", "buffer_overflow")
+ACTION_KEYS = ("drop_connections", "channel_error", "buffer_overflow", "subscription_error")
 FAULT_KEYS = (
     *ACTION_KEYS,
     "drop_every_s",
@@ -39,6 +43,10 @@ FAULT_KEYS = (
     "reorder_frames",
 )
 FRAME_FAULT_CHANNELS = ("orderbook_delta", "trade", "market_lifecycle_v2")
+SUBSCRIPTION_ERROR_CHANNELS = ("ticker", *FRAME_FAULT_CHANNELS)
+# the errors `subscription_error` sends: not the terminal ones (10, 25), which end the
+# subscription (`channel_error`, `buffer_overflow`)
+SUBSCRIPTION_ERROR_CODES = (11, 14, 17, 18, 26, 27)
 HTTP_5XX_STATUSES = (500, 502, 503)
 
 
@@ -63,6 +71,28 @@ class FaultRequest:
     paused_shards: frozenset[int] = frozenset()
     drop_frames: tuple[str, int] | None = None
     reorder_frames: tuple[str, int] | None = None
+    subscription_error: tuple[str, int] | None = None
+
+
+def _subscription_error(value: object) -> tuple[str, int] | None:
+    """`{"channel": C, "code": N}` -> (C, N)."""
+    if value is None:
+        return None
+    example = '{"channel": "orderbook_delta", "code": 14}'
+    if not isinstance(value, dict) or set(value) != {"channel", "code"}:
+        raise FaultError(f"subscription_error must be an object like {example}, got {value!r}")
+    channel, code = value["channel"], value["code"]
+    if channel not in SUBSCRIPTION_ERROR_CHANNELS:
+        raise FaultError(
+            f"subscription_error.channel must be one of {list(SUBSCRIPTION_ERROR_CHANNELS)}, "
+            f"got {channel!r}"
+        )
+    if isinstance(code, bool) or code not in SUBSCRIPTION_ERROR_CODES:
+        raise FaultError(
+            f"subscription_error.code must be one of {list(SUBSCRIPTION_ERROR_CODES)} (10 and 25 "
+            f"end the subscription: use channel_error or buffer_overflow), got {code!r}"
+        )
+    return (channel, code)
 
 
 def _frames(key: str, value: object) -> tuple[str, int] | None:
@@ -143,6 +173,7 @@ def parse_faults(body: object) -> FaultRequest:
         paused_shards=_shards(body.get("paused_shards")),
         drop_frames=_frames("drop_frames", body.get("drop_frames")),
         reorder_frames=_frames("reorder_frames", body.get("reorder_frames")),
+        subscription_error=_subscription_error(body.get("subscription_error")),
     )
 
 

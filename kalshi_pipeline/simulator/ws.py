@@ -228,6 +228,21 @@ class Session:
                 n += 1
         return n
 
+    def subscription_error(self, channel: str, code: int) -> int:
+        """Error `code` unasked (no `id`) on each subscription of `channel`, with its sid and, on
+        a sequenced channel, the next seq; the subscription stays. Returns how many."""
+        n = 0
+        for sid, sub in sorted(self.subs.items()):
+            if sub.channel != channel:
+                continue
+            body: dict[str, Any] = {"type": "error", "sid": sid}
+            if sub.channel in SEQUENCED:
+                body["seq"] = sub.next_seq()
+            body["msg"] = {"code": code, "msg": ERROR_TEXT[code]}
+            self.reply(body)
+            n += 1
+        return n
+
     def _remove(self, sub: Subscription) -> None:
         self.subs.pop(sub.sid, None)
         if self.by_channel.get(sub.channel) is sub:

@@ -14,6 +14,11 @@ and the deltas. What it finds is queued in `found` for the feed to record and ac
 - `BookInvalid`: a delta for a market with no snapshot, or one that would leave a negative size.
 - `BookResynced`: every snapshot asked for on a sid since its books went invalid has arrived.
 
+When the exchange ends an order-book subscription (error 25: it dropped frames of a reader too
+slow for its buffer; error 10), `ended` records that as a `SequenceGap` too (every frame from the
+next seq on is lost to those books) and follows its markets to their fresh snapshots on the
+subscription they are given next, whichever sid that is: then `BookResynced` names the old sid.
+
 It does no I/O: the feed asks for the snapshots (`update_subscription` `get_snapshot`), records
 the events and calls the trade backfill. Only the envelope and the few fields a book needs are
 decoded here (msgspec structs), so the hot path stays cheap; the writer decodes frames in full.
@@ -39,6 +44,9 @@ TRADE_PREFIX = b'{"type":"trade"'
 ZERO = Decimal(0)
 CENTS = Decimal(100)
 IN_ORDER, AFTER_GAP, LATE = range(3)
+# the `SequenceGap` kinds of a subscription the exchange ended, by its error code (the coverage
+# parser in warehouse/coverage.py reads these words)
+ENDED = {25: "buffer overflow", 10: "channel error"}
 
 
 class _DeltaMsg(msgspec.Struct):
@@ -76,14 +84,16 @@ _UNREADABLE = (msgspec.DecodeError, ValueError, ArithmeticError, InvalidOperatio
 @dataclass(frozen=True, slots=True)
 class SequenceGap:
     """Frames `expected`..`received - 1` never came (`kind` "gap"), or `received` came again or
-    late ("duplicate", "backward"). `markets`: the order-book markets of the sid, or None for a
-    trade sid (the feed names its scope). For trades, `since_ms`/`until_ms` are the times of the
-    last trade before and the first after, where the missing trades lie."""
+    late ("duplicate", "backward"), or the exchange ended the subscription (a kind of `ENDED`:
+    every frame from `expected` on is lost; `received` is the seq its error frame carried, if
+    any). `markets`: the order-book markets of the sid, or None for a trade sid (the feed names
+    its scope). For trades, `since_ms`/`until_ms` are the times of the last trade before and
+    the first after, where the missing trades lie."""
 
     channel: str
     sid: int
     expected: int
-    received: int
+    received: int | None
     kind: str
     markets: tuple[str, ...] | None = None
     since_ms: int | None = None
@@ -92,10 +102,16 @@ class SequenceGap:
     def detail(self, markets: str) -> str:
         """The `sequence_gap` feed event's detail (the coverage and book queries parse it)."""
         what = "" if self.kind == "gap" else f" ({self.kind})"
+        received = "none" if self.received is None else self.received
         return (
-            f"{self.channel} sid {self.sid}: seq {self.expected} expected, {self.received} "
+            f"{self.channel} sid {self.sid}: seq {self.expected} expected, {received} "
             f"received{what}; markets: {markets}"
         )
+
+    @property
+    def ended(self) -> bool:
+        """The exchange ended the subscription: its markets go on a new one, not resynced."""
+        return self.kind in ENDED.values()
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +166,8 @@ class Sequencer:
         self.pending: dict[int, set[str]] = {}  # markets awaiting a fresh snapshot, per sid
         self.resyncing: dict[int, list[str]] = {}  # markets invalidated since the last resync
         self.gone: set[str] = set()  # markets deleted from their subscription: late deltas pass
+        # sids the exchange ended: (their markets, those still without a fresh snapshot)
+        self.carried: dict[int, tuple[list[str], set[str]]] = {}
         self.found: list[Found] = []
         self.started_ms: int | None = None
 
@@ -160,6 +178,7 @@ class Sequencer:
         self.pending.clear()
         self.resyncing.clear()
         self.gone.clear()
+        self.carried.clear()
         self.found.clear()
         self.started_ms = now_ms
 
@@ -192,6 +211,7 @@ class Sequencer:
                 if waiting and t in waiting:
                     waiting.discard(t)
                     self._maybe_resynced(sid)
+            self._carried_over(t)  # it gets no snapshot on the new subscription either
 
     def dropped(self, sid: int) -> list[str]:
         """A sid ended (error 25, 10, unsubscribed): forget it; returns its markets."""
@@ -204,6 +224,47 @@ class Sequencer:
             if book is not None and book.sid == sid:
                 del self.books[t]
         return markets
+
+    def ended(self, sid: int, code: int, seq: int | None = None) -> list[str]:
+        """The exchange ended order-book `sid` with error `code` (25, 10; its frame's `seq`, if
+        it carried one): every frame from the next seq on is lost to its books. Queues the
+        `SequenceGap` naming its markets, forgets the sid, and waits for each market's fresh
+        snapshot on whatever subscription it is given next (`BookResynced` of this sid when all
+        are in). Returns the markets, for the feed to subscribe again."""
+        state = self.sids.get(sid)
+        expected = state.expected if state is not None else 1
+        markets = self.dropped(sid)
+        kind = ENDED.get(code, f"error {code}")
+        self.found.append(SequenceGap(BOOK, sid, expected, seq, kind, tuple(markets)))
+        self.carried[sid] = (markets, set(markets))
+        if not markets:
+            self._carried_over(None)  # no book to mend: said at once
+        return markets
+
+    def trade_ended(self, sid: int, code: int, seq: int | None = None) -> SequenceGap | None:
+        """The exchange ended trade `sid` with error `code`: the trades from the last one
+        received (or the subscription's start) on are lost until the channel streams again.
+        Queues and returns the `SequenceGap` (its `since_ms` set, `until_ms` left for the feed
+        to fill once subscribed again); None when `sid` is no trade subscription of ours."""
+        state = self.sids.get(sid)
+        if state is None or state.channel != TRADE:
+            return None
+        del self.sids[sid]
+        since = state.last_trade_ms if state.last_trade_ms is not None else self.started_ms
+        kind = ENDED.get(code, f"error {code}")
+        gap = SequenceGap(TRADE, sid, state.expected, seq, kind, None, since, None)
+        self.found.append(gap)
+        return gap
+
+    def _carried_over(self, ticker: str | None) -> None:
+        """`ticker` has a fresh snapshot (or will never get one): the ended sids waiting only
+        for it are resynced."""
+        for sid, (markets, waiting) in list(self.carried.items()):
+            if ticker is not None:
+                waiting.discard(ticker)
+            if not waiting:
+                del self.carried[sid]
+                self.found.append(BookResynced(BOOK, sid, tuple(markets)))
 
     def markets_of(self, sid: int) -> list[str]:
         return sorted(self.sid_markets.get(sid, ()))
@@ -294,6 +355,8 @@ class Sequencer:
         if order == LATE:
             self.invalidate(sid, [ticker])
             return snap
+        if self.carried:
+            self._carried_over(ticker)
         waiting = self.pending.get(sid)
         if waiting and ticker in waiting:
             waiting.discard(ticker)

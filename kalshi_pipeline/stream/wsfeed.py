@@ -4,7 +4,10 @@ Reconnects use capped exponential backoff with full jitter, reset only after a h
 a clean close counts as a disconnect; each attempt signs afresh and resubscribes the same scope.
 It follows `market_lifecycle_v2` so markets that open inside a limited scope are added and
 settled ones dropped (`update_subscription`); with scope "all" the ticker subscription has no
-market filter and new markets arrive by themselves. Terminal errors (10, 25) resubscribe.
+market filter and new markets arrive by themselves. Terminal errors (10, 25) resubscribe; on an
+order-book subscription what was lost is recorded as a `sequence_gap` until its markets' fresh
+snapshots arrive on the new subscription (`book_resynced` of the old sid); on the trade
+subscription, the trades since the last one received are backfilled once it streams again.
 
 The `channels` setting adds `trade` (the scope's markets, or no filter for "all") and
 `orderbook_delta`. Order books need market tickers: "all" means the markets open now (REST),
@@ -118,6 +121,7 @@ class WebSocketFeed:
         self._book_markets: set[str] = set()  # markets asked for on order-book subscriptions
         self._book_batch = config.book_batch_size
         self._resync_wanted: dict[int, set[str]] = {}
+        self._trades_lost: SequenceGap | None = None  # a trade sid the exchange ended
         self._resync_tasks: dict[int, asyncio.Task[None]] = {}
         self._check_cursor = 0
         self._book_adds: dict[str, None] = {}  # created or reactivated, to be added
@@ -257,6 +261,7 @@ class WebSocketFeed:
         self._book_markets = set()
         self._resync_wanted.clear()
         self._resync_tasks.clear()
+        self._trades_lost = None
         self._book_adds.clear()
         self._book_refused.clear()
         self._adding = None
@@ -356,6 +361,9 @@ class WebSocketFeed:
         for sid, ch in ws.subscriptions.items():
             if ch != BOOK:
                 self._sids[ch] = sid
+        if channel == TRADE and self._trades_lost is not None:
+            lost, self._trades_lost = self._trades_lost, None
+            self._trade_gap(lost)  # up to now: the new subscription streams
         self.on_gap()
 
     async def _resubscribe_books(
@@ -427,7 +435,7 @@ class WebSocketFeed:
                 else:
                     markets = ",".join(sorted(self._tickers))
                 self.events.emit("websocket", "sequence_gap", f.detail(markets))
-                if f.channel == BOOK and f.markets:
+                if f.channel == BOOK and f.markets and not f.ended:  # ended: resubscribed
                     self._want_resync(ws, f.sid, list(f.markets))
                 elif f.channel == TRADE and f.kind == "gap":
                     self._trade_gap(f)
@@ -598,7 +606,24 @@ class WebSocketFeed:
             if isinstance(msg, Unsubscribed) and msg.sid is not None:
                 seq.dropped(msg.sid)
         elif isinstance(msg, ErrorMessage):
-            seq.number(msg.sid, msg.seq)
+            error = msg.to_exception(data)
+            if error.terminal and msg.sid is not None and msg.sid in seq.sid_markets:
+                # an order-book sid the exchange ended (25: it dropped frames for a slow
+                # reader): the loss is a sequence gap until its markets' fresh snapshots
+                markets = seq.ended(msg.sid, msg.code, msg.seq)
+                self._resync_wanted.pop(msg.sid, None)  # the new subscription brings snapshots
+                self._spawn(
+                    self._resubscribe_books(ws, msg.sid, str(error), markets),
+                    f"resubscribe {BOOK} {msg.sid}",
+                )
+                return
+            if error.terminal and msg.sid is not None:
+                # a trade sid: the trades from the last one received are lost until the new
+                # subscription streams; then they are backfilled from REST (`_resubscribe`)
+                lost = seq.trade_ended(msg.sid, msg.code, msg.seq)
+                self._trades_lost = self._trades_lost or lost  # the earlier window covers it
+            else:
+                seq.number(msg.sid, msg.seq)
             self._error(ws, msg, data)
         elif isinstance(msg, EventLifecycle):
             if msg.series_ticker:
@@ -608,19 +633,14 @@ class WebSocketFeed:
 
     def _error(self, ws: KalshiWebSocket, msg: ErrorMessage, data: bytes) -> None:
         error = msg.to_exception(data)
-        if error.terminal and msg.sid is not None and msg.sid in self.seq.sid_markets:
-            markets = self.seq.dropped(msg.sid)
-            self._spawn(
-                self._resubscribe_books(ws, msg.sid, str(error), markets),
-                f"resubscribe {BOOK} {msg.sid}",
-            )
-            return
         channel = next((c for c, s in self._sids.items() if s == msg.sid), None)
         if error.terminal and channel is not None:
             self._spawn(self._resubscribe(ws, channel, str(error)), f"resubscribe {channel}")
         elif msg.cmd_id is not None and msg.code in (14, 26):
             return  # the answer to an order-book command: its caller acts on it and records it
-        elif msg.code == 14:
+        elif msg.code == 14 and msg.sid is not None and msg.sid in self.seq.sid_markets:
+            self._book_sid_lacks_markets(ws, msg.sid, error)
+        elif msg.code == 14 and msg.sid is None:
             self.events.emit(
                 "websocket",
                 "server_error",
@@ -629,6 +649,29 @@ class WebSocketFeed:
             )
         else:
             self.events.emit("websocket", "server_error", str(error)[:1000])
+
+    def _book_sid_lacks_markets(self, ws: KalshiWebSocket, sid: int, error: Exception) -> None:
+        """Error 14 (Market Ticker required) unasked, naming an order-book sid: Kalshi holds
+        that subscription without (some of) its markets, so its books may stop changing. They
+        are recorded invalid (`book_invalid` naming the sid's markets) and resynced:
+        `get_snapshot`, or if Kalshi refuses it, delete and add them again, or a new
+        subscription."""
+        markets = self.seq.markets_of(sid)
+        self.events.emit(
+            "websocket",
+            "server_error",
+            f"{error}: unasked, on {BOOK} sid {sid} ({len(markets)} markets); its books are "
+            "resynced"[:1000],
+        )
+        if not markets:
+            return
+        self.events.emit(
+            "websocket",
+            "book_invalid",
+            f"{BOOK} sid {sid}: error 14 (Market Ticker required) unasked on the subscription; "
+            f"markets: {','.join(markets)}",
+        )
+        self._want_resync(ws, sid, self.seq.invalidate(sid, markets))
 
     def _in_scope(self, m: MarketLifecycle) -> bool:
         scope = self.config.scope

@@ -19,8 +19,11 @@ How a book is rebuilt (the rules the macros share):
   the book at T follows the engine that received the market's latest frame at or before T (the
   one still running), from its latest snapshot.
 - A book is valid at T unless, after its snapshot and up to T, the feed recorded a
-  `sequence_gap` on the order-book channel naming the market (or the whole sid) or a
-  `book_invalid` of the market. A later snapshot (a resync) starts a valid book again.
+  `sequence_gap` on the order-book channel naming the market (or the whole sid), a
+  `book_invalid` of the market (or of its subscription, naming it), or its `markets_removed`
+  from the order books (`orderbook_delta: <ticker>`: determined, settled or deactivated; the
+  recorder stopped following it, so the book it held is not the exchange's any more). A later
+  snapshot (a resync, or the market added again) starts a valid book again.
 - NO levels are bids at NO-leg prices (the stream subscribes with `use_yes_price` false): the
   best YES ask is 1 minus the best NO bid, its size that level's size.
 """
@@ -45,11 +48,15 @@ def _pos(t: str) -> str:
 
 
 # A feed event (e, beside the book's base b) that breaks the book of `ticker`: a gap on an
-# order-book subscription naming the market (or naming no market, or "all": the whole sid), or
-# the market's book found inconsistent (the feed's wording: "<channel> sid <sid>: seq <n>
-# expected, <m> received; markets: T1,T2" and "<ticker>: <why>").
+# order-book subscription naming the market (or naming no market, or "all": the whole sid), the
+# market's book found inconsistent (alone, or with the other markets of its subscription), or
+# the market removed from the order books (the recorder stopped following it) (the feed's
+# wording: "<channel> sid <sid>: seq <n> expected, <m> received; markets: T1,T2", "<ticker>:
+# <why>", "orderbook_delta sid <sid>: <why>; markets: T1,T2" and "orderbook_delta: <ticker>").
 _BREAKS = """((e.kind = 'book_invalid' AND starts_with(e.detail, ticker || ':'))
-            OR (e.kind = 'sequence_gap' AND starts_with(e.detail, 'orderbook_delta sid ')
+            OR (e.kind = 'markets_removed' AND e.detail = 'orderbook_delta: ' || ticker)
+            OR (e.kind IN ('sequence_gap', 'book_invalid')
+                AND starts_with(e.detail, 'orderbook_delta sid ')
                 AND CASE WHEN trim(split_part(e.detail, 'markets:', 2)) IN ('', 'all')
                 THEN starts_with(e.detail, 'orderbook_delta sid ' || b.sid || ':')
                 ELSE contains(',' || replace(split_part(e.detail, 'markets:', 2), ' ', '') || ',',

@@ -33,10 +33,11 @@ the whole exchange was in maintenance or closed takes that reason.
 The order-book and trade channels of the WebSocket feed have rows of their own (source
 `websocket`, channel `orderbook_delta` or `trade`), from the feed's sequence checks: `degraded`
 with reason `sequence_gap` from each `sequence_gap` event (frames lost, duplicated or out of order
-on a subscription) until its `book_resynced` (every market of the sid has a fresh snapshot), for
-trades until the gap's REST backfill (`trades_backfilled` or `backfill_failed`), or until the
-socket goes down or is subscribed anew, or the engine stops. The detail names the seq range and
-the markets. Outside those rows those channels are as live as the socket (the `ticker` rows).
+on a subscription, or lost when the exchange ended the subscription: error 25, a buffer overflow)
+until its `book_resynced` (every market of the sid has a fresh snapshot), for trades until the
+gap's REST backfill (`trades_backfilled` or `backfill_failed`), or until the socket goes down or
+is subscribed anew, or the engine stops. The detail names the seq range and the markets. Outside
+those rows those channels are as live as the socket (the `ticker` rows).
 
 "Covered" is the union: a moment is covered when at least one source is live or degraded. A gap
 is a stretch with every source down. It is reckoned on the `ticker` rows: the order-book and
@@ -117,6 +118,15 @@ SEQUENCE_GAP = re.compile(
     r"(?: \((duplicate|backward)\))?; markets: (.*)$",
     re.S,
 )
+# the same groups, of a subscription the exchange ended (error 25 or 10: stream/sequence.py
+# ENDED): every frame from `expected` on was lost; `received` is "none" unless the error frame
+# carried a seq
+ENDED_GAP = re.compile(
+    r"^(orderbook_delta|trade) sid (\d+): seq (\d+) expected, (\d+|none) received"
+    r" \((buffer overflow|channel error)\); markets: (.*)$",
+    re.S,
+)
+_ENDED = {"buffer overflow", "channel error"}
 _SID_PREFIX = re.compile(r"^(orderbook_delta|trade) sid (\d+):")
 _SEQ_ENDS = {"disconnect", "silence", "subscribe"}  # the socket's sids are gone or new
 _BACKFILLED = {"trades_backfilled", "backfill_failed"}
@@ -432,7 +442,10 @@ def intervals_from(
 
 
 def _gap_words(m: re.Match[str]) -> str:
-    expected, received, kind = int(m.group(3)), int(m.group(4)), m.group(5)
+    expected, kind = int(m.group(3)), m.group(5)
+    if kind in _ENDED:
+        return f"seq {expected} on lost (subscription ended: {kind})"
+    received = int(m.group(4))
     if kind:
         return f"seq {received} {kind} (expected {expected})"
     lost = f"seq {expected}" if received - 1 == expected else f"seq {expected}-{received - 1}"
@@ -467,9 +480,12 @@ class _OpenIntervals:
 def sequence_gap_intervals(events: Sequence[Event], *, stream_alive: bool) -> list[Interval]:
     """`degraded` (`sequence_gap`) rows of the order-book and trade channels: from each
     `sequence_gap` until the sid's `book_resynced` (a trade gap: its backfill), a resubscription
-    of the sid, the socket going down or subscribing anew, or the engine stopping."""
+    of the sid, the socket going down or subscribing anew, or the engine stopping. A gap where
+    the exchange ended the subscription (error 25 or 10) is followed by that resubscription: it
+    lasts until the `book_resynced` of the old sid (its markets' fresh snapshots on the new one)."""
     intervals = _OpenIntervals()
     open_, close = intervals.open, intervals.close
+    ended: set[tuple[str, int]] = set()  # open rows of a subscription the exchange ended
     run_id: str | None = None
     last_at: datetime | None = None
     for e in events:
@@ -480,20 +496,25 @@ def sequence_gap_intervals(events: Sequence[Event], *, stream_alive: bool) -> li
                 run_id = run.group(1) if run else None
             elif e.kind == "stop":
                 intervals.close_all(e.at)
+                ended.clear()
             continue
         if e.kind in _BACKFILLED:  # the backfill's events (source http, or websocket)
             for key in [k for k in open_ if k[0] == "trade"]:
                 close(key, e.at)
+                ended.discard(key)
             continue
         if e.source != "websocket":
             continue
         if e.kind in _SEQ_ENDS:
             intervals.close_all(e.at)
+            ended.clear()
         elif e.kind == "sequence_gap":
-            m = SEQUENCE_GAP.match(e.detail)
+            m = SEQUENCE_GAP.match(e.detail) or ENDED_GAP.match(e.detail)
             if m is None:
                 continue
             key = (m.group(1), int(m.group(2)))
+            if m.group(5) in _ENDED:
+                ended.add(key)
             words = f"{_gap_words(m)}; markets: {m.group(6)}"
             iv = open_.get(key)
             if iv is None:
@@ -511,8 +532,10 @@ def sequence_gap_intervals(events: Sequence[Event], *, stream_alive: bool) -> li
                 iv.detail = f"{iv.detail} | {words}"[:500]
         elif e.kind in ("book_resynced", "resubscribe"):
             m = _SID_PREFIX.match(e.detail)
-            if m is not None and (m.group(1), int(m.group(2))) in open_:
-                close((m.group(1), int(m.group(2))), e.at)
+            key = (m.group(1), int(m.group(2))) if m is not None else None
+            if key in open_ and not (e.kind == "resubscribe" and key in ended):
+                close(key, e.at)
+                ended.discard(key)
     return intervals.result(last_at, stream_alive=stream_alive)
 
 

@@ -426,6 +426,18 @@ def test_update_subscription_and_its_errors_on_the_book_channel(
                 "params": {"channels": ["orderbook_delta"], "market_tickers": [a]},
             },
         )
+        # an unasked error on the book subscription: its sid and the next seq; it stays
+        await asyncio.to_thread(
+            sim.set_faults, subscription_error={"channel": "orderbook_delta", "code": 14}
+        )
+        unasked, before = await recv_until(ws, lambda f: f["type"] == "error", 10, "error 14")
+        assert "id" not in unasked and unasked["sid"] == 2 and error_code(unasked) == 14
+        await ws.send(json.dumps(upd(14, 2, "get_snapshot", market_tickers=[a])))
+        fresh, after = await recv_until(ws, lambda f: f["type"] == "orderbook_snapshot", 10)
+        # one counter: the frames of sid 2 before it, the error, and those after, in order
+        numbered = [f["seq"] for f in [*before, unasked, *after, fresh] if f.get("sid") == 2]
+        assert numbered == list(range(numbered[0], numbered[0] + len(numbered)))
+        assert numbered[0] <= unasked["seq"] < fresh["seq"] and fresh["sid"] == 2
         # a buffer overflow ends the book subscription with error 25
         await asyncio.to_thread(sim.set_faults, buffer_overflow=True)
         end, _ = await recv_until(ws, lambda f: f["type"] == "error", 10, "error 25")

@@ -159,3 +159,14 @@ def test_fault_parsing() -> None:
             parse_faults({"drop_frames": value})
     with pytest.raises(FaultError, match=re.escape("reorder_frames.channel")):
         parse_faults({"reorder_frames": {"channel": "fill"}})
+    req = parse_faults({"subscription_error": {"channel": "orderbook_delta", "code": 14}})
+    assert req.subscription_error == ("orderbook_delta", 14)
+    bad_errors: list[tuple[object, str]] = [
+        ({"channel": "fill", "code": 14}, "subscription_error.channel must be one of"),
+        ({"channel": "trade", "code": 25}, "10 and 25 end the subscription"),
+        ({"channel": "trade", "code": True}, "subscription_error.code must be one of"),
+        ({"channel": "trade"}, "subscription_error must be an object like"),
+    ]
+    for value, message in bad_errors:
+        with pytest.raises(FaultError, match=re.escape(message)):
+            parse_faults({"subscription_error": value})

@@ -409,9 +409,12 @@ def test_a_book_that_drifts_from_rest_is_recorded_and_resynced(
     assert _events(db, "sequence_gap") == []
 
 
-def test_a_buffer_overflow_resubscribes_the_books_with_fresh_snapshots(
+def test_a_buffer_overflow_is_a_sequence_gap_until_the_books_are_resubscribed_and_snapshotted(
     sim_factory: Any, engines: Any, tmp_path: Path
 ) -> None:
+    """Error 25: the exchange dropped frames of the subscription and ended it. The loss is a
+    `sequence_gap` of the old sid (coverage `degraded` until its markets' fresh snapshots on the
+    new subscription, `book_resynced`), and every book is invalid from it to its new snapshot."""
     sim = sim_factory(markets=30, rate=30)
     tickers = _open_tickers(sim)[:4]
     db = tmp_path / "k.duckdb"
@@ -431,9 +434,66 @@ def test_a_buffer_overflow_resubscribes_the_books_with_fresh_snapshots(
         timeout=30,
         what="a new order-book sid",
     )
+    resynced = wait_for(lambda: _events(db, "book_resynced"), timeout=30, what="book_resynced")
+    assert resynced == [
+        f"orderbook_delta sid {old_sid}: fresh snapshots for {len(tickers)} markets: "
+        + ",".join(tickers)
+    ]
     _books_equal_the_exchange(sim, db, engine, tickers)
     assert engine.stats.reconnects == 0
-    assert _events(db, "sequence_gap") == []
+    # the trade subscription was ended too: its own gap (pinned by the trade test below)
+    [gap] = [g for g in _events(db, "sequence_gap") if not g.startswith("trade sid ")]
+    found = coverage.ENDED_GAP.match(gap)
+    assert found is not None, gap
+    assert gap == (
+        f"orderbook_delta sid {old_sid}: seq {found.group(3)} expected, none received "
+        f"(buffer overflow); markets: {','.join(tickers)}"
+    )
+    assert int(found.group(3)) > len(tickers)  # after the snapshots and some deltas
+    with connect(db, read_only=True, timeout_s=60) as con:
+        order = con.execute(
+            "SELECT kind, occurred_at FROM feed_events WHERE kind IN ('sequence_gap', "
+            "'resubscribe', 'book_resynced') AND detail LIKE 'orderbook_delta sid%' "
+            "ORDER BY occurred_at"
+        ).fetchall()
+        assert [k for k, _ in order] == ["sequence_gap", "resubscribe", "book_resynced"]
+        gap_at, resynced_at = order[0][1], order[2][1]
+        for t in tickers:
+            [(fresh_at,)] = con.execute(
+                "SELECT min(received_at) FROM book_snapshots WHERE market_ticker = ? "
+                "AND received_at > ?",
+                [t, gap_at],
+            ).fetchall()
+            assert gap_at < fresh_at <= resynced_at
+            assert book_at(con, t, gap_at - timedelta(microseconds=1)).valid
+            for at in (gap_at, fresh_at - timedelta(microseconds=1)):
+                inside = book_at(con, t, at)
+                assert not inside.valid and inside.reason is not None
+                assert inside.reason.startswith("sequence_gap at ")
+                assert inside.reason.endswith(gap)
+                [(valid,)] = con.execute(
+                    "SELECT valid FROM book_validity(?, ?)", [t, at]
+                ).fetchall()
+                assert not valid
+            assert book_at(con, t, fresh_at).valid
+            [(valid,)] = con.execute(
+                "SELECT valid FROM book_validity(?, ?)", [t, fresh_at]
+            ).fetchall()
+            assert valid
+
+    now = datetime.now(UTC)
+    with connect(db, read_only=True, timeout_s=60) as con:
+        rows = coverage.coverage_intervals(
+            con, since=now - timedelta(hours=1), stream_alive=True, now=now
+        )
+    books = [iv for iv in rows if iv.channel == "orderbook_delta"]
+    assert [(iv.state, iv.reason, iv.started_at, iv.ended_at) for iv in books] == [
+        ("degraded", "sequence_gap", gap_at, resynced_at)
+    ]
+    assert books[0].detail == (
+        f"sid {old_sid}: seq {found.group(3)} on lost (subscription ended: buffer overflow); "
+        f"markets: {','.join(tickers)}"
+    )
 
 
 def test_a_resync_the_server_refuses_falls_back_to_delete_and_add(
@@ -460,3 +520,198 @@ def test_a_resync_the_server_refuses_falls_back_to_delete_and_add(
     assert resynced == [f"orderbook_delta sid {sid}: fresh snapshots for 1 markets: {other}"]
     assert not [d for d in _events(db, "server_error")]  # the refusal was the caller's to record
     _books_equal_the_exchange(sim, db, engine, [*tickers, other])
+
+
+def test_a_book_the_recorder_stopped_following_is_invalid_from_its_removal(
+    sim_factory: Any, engines: Any, tmp_path: Path
+) -> None:
+    """A determined market leaves the order books (`markets_removed`): its book from then on is
+    the last one the recorder held, not the exchange's, and the queries say so."""
+    sim = sim_factory(markets=12, rate=30, market_lifetime="20s")
+    open_now = _open_tickers(sim)
+    hourly = [t for t in open_now if "HOURLY" in t][:3]
+    steady = [t for t in open_now if "HOURLY" not in t][:2]
+    assert hourly and steady
+    db = tmp_path / "k.duckdb"
+    _start(sim, engines, db, hourly + steady, channels=("orderbook_delta",))
+    removed = wait_for(
+        lambda: query(
+            db,
+            "SELECT detail, occurred_at FROM feed_events WHERE kind = 'markets_removed' "
+            "ORDER BY occurred_at",
+        ),
+        timeout=90,
+        what="a determined market removed from the order books",
+    )
+    detail, removed_at = removed[0]
+    gone = detail.removeprefix("orderbook_delta: ")
+    assert detail.startswith("orderbook_delta: ") and gone in hourly
+    with connect(db, read_only=True, timeout_s=60) as con:
+        [(first_snapshot,)] = con.execute(
+            "SELECT min(received_at) FROM book_snapshots WHERE market_ticker = ?", [gone]
+        ).fetchall()
+        assert first_snapshot < removed_at
+        before = book_at(con, gone, removed_at - timedelta(milliseconds=1))
+        assert before.valid and before.reason is None
+        for at in (removed_at, removed_at + timedelta(seconds=5), datetime.now(UTC)):
+            after = book_at(con, gone, at)
+            assert not after.valid and after.snapshot_at == before.snapshot_at
+            assert after.reason is not None
+            assert after.reason.startswith("markets_removed at ")
+            assert after.reason.endswith(f": orderbook_delta: {gone}")
+            # the macros agree: every level row and the validity row say invalid, and why
+            rows = con.execute("SELECT DISTINCT valid FROM book_at(?, ?)", [gone, at]).fetchall()
+            assert rows in ([(False,)], [])
+            [(valid, reason)] = con.execute(
+                "SELECT valid, reason FROM book_validity(?, ?)", [gone, at]
+            ).fetchall()
+            assert not valid and reason.startswith("markets_removed at ")
+            assert reason.endswith(f": orderbook_delta: {gone}")
+        # the markets still followed are not touched by it
+        for t in steady:
+            assert book_at(con, t, datetime.now(UTC)).valid
+
+
+def test_an_unasked_error_14_on_a_book_subscription_is_recorded_and_its_books_resynced(
+    sim_factory: Any, engines: Any, tmp_path: Path
+) -> None:
+    """Error 14 (Market Ticker required) with the sid of an order-book subscription, answering
+    no command: Kalshi says that subscription lacks its markets, so its books can no longer be
+    trusted. The feed records it, marks the books invalid, resyncs them, and goes on."""
+    sim = sim_factory(markets=30, rate=30)
+    tickers = _open_tickers(sim)[:3]
+    db = tmp_path / "k.duckdb"
+    engine = _start(sim, engines, db, tickers)
+    assert engine.ws_feed is not None
+    (sid,) = list(engine.ws_feed.seq.sid_markets)
+    state = sim.set_faults(subscription_error={"channel": "orderbook_delta", "code": 14})
+    assert state["applied"] == {"subscription_error": 1}
+    errors = wait_for(lambda: _events(db, "server_error"), timeout=30, what="server_error")
+    assert len(errors) == 1
+    assert errors[0].startswith("Kalshi WebSocket error 14 Market Ticker required")
+    assert f"orderbook_delta sid {sid} ({len(tickers)} markets)" in errors[0]
+    assert "bug" not in errors[0]
+    assert _events(db, "book_invalid") == [
+        f"orderbook_delta sid {sid}: error 14 (Market Ticker required) unasked on the "
+        f"subscription; markets: {','.join(tickers)}"
+    ]
+    resynced = wait_for(lambda: _events(db, "book_resynced"), timeout=30, what="book_resynced")
+    assert resynced == [
+        f"orderbook_delta sid {sid}: fresh snapshots for {len(tickers)} markets: "
+        + ",".join(tickers)
+    ]
+    _books_equal_the_exchange(sim, db, engine, tickers)
+    # the error took its seq like any numbered frame: no gap; nothing reconnected
+    assert _events(db, "sequence_gap") == [] and engine.stats.reconnects == 0
+    assert list(engine.ws_feed.seq.sid_markets) == [sid]
+    with connect(db, read_only=True, timeout_s=60) as con:
+        [(invalid_at,)] = con.execute(
+            "SELECT occurred_at FROM feed_events WHERE kind = 'book_invalid'"
+        ).fetchall()
+        for t in tickers:
+            [(fresh_at,)] = con.execute(
+                "SELECT min(received_at) FROM book_snapshots WHERE market_ticker = ? "
+                "AND received_at > ?",
+                [t, invalid_at],
+            ).fetchall()
+            inside = book_at(con, t, invalid_at)
+            assert not inside.valid and inside.reason is not None
+            assert inside.reason.startswith("book_invalid at ")
+            [(valid,)] = con.execute(
+                "SELECT valid FROM book_validity(?, ?)", [t, invalid_at]
+            ).fetchall()
+            assert not valid
+            assert book_at(con, t, fresh_at).valid
+    # the same error on the trade subscription is recorded as it is, and touches no book
+    trade_sid = engine.ws_feed._sids["trade"]
+    sim.set_faults(subscription_error={"channel": "trade", "code": 14})
+    errors = wait_for(
+        lambda: _events(db, "server_error")[1:], timeout=30, what="a second server_error"
+    )
+    assert errors == [
+        f"Kalshi WebSocket error 14 Market Ticker required: Market Ticker required (sid "
+        f"{trade_sid})"
+    ]
+    assert len(_events(db, "book_invalid")) == 1 and engine.stats.reconnects == 0
+    assert _events(db, "sequence_gap") == []
+
+
+def test_a_buffer_overflow_on_the_trade_subscription_is_a_gap_backfilled_from_rest(
+    sim_factory: Any, engines: Any, tmp_path: Path
+) -> None:
+    """Error 25 ends the trade subscription too: the trades from the last one received until the
+    new subscription streams are a `sequence_gap` of the old sid, backfilled from REST once
+    subscribed again; coverage `degraded` until the backfill, and no trade missing."""
+    sim = sim_factory(markets=30, rate=60)
+    tickers = _open_tickers(sim)[:6]
+    db = tmp_path / "k.duckdb"
+    engine: Engine = engines(
+        config_for(sim, db, scope=Scope.of(tickers=tickers), channels=("ticker", "trade"))
+    )
+    wait_for(lambda: _events(db, "subscribe"), timeout=30, what="subscribed")
+    feed = engine.ws_feed
+    assert feed is not None
+    windows: list[tuple[int, int, list[str] | None]] = []
+    backfill = feed.on_trade_gap
+
+    def on_trade_gap(since: int, until: int, which: list[str] | None) -> object:
+        windows.append((since, until, which))
+        return backfill(since, until, which)
+
+    feed.on_trade_gap = on_trade_gap
+    wait_for(
+        lambda: query(db, "SELECT count(*) FROM trades")[0][0] >= 1,
+        timeout=60,
+        what="a trade stored",
+    )
+    old_sid = feed._sids["trade"]
+    sim.set_faults(buffer_overflow=True)
+    [gap] = wait_for(lambda: _events(db, "sequence_gap"), timeout=30, what="sequence_gap")
+    found = coverage.ENDED_GAP.match(gap)
+    assert found is not None, gap
+    assert gap == (
+        f"trade sid {old_sid}: seq {found.group(3)} expected, none received (buffer overflow); "
+        f"markets: {','.join(tickers)}"
+    )
+    done = wait_for(
+        lambda: [r for r in feed_events(db) if r[2] == "trades_backfilled"],
+        timeout=60,
+        what="trades_backfilled",
+    )
+    [(since, until, which)] = windows
+    assert which == tickers and since <= until
+    resubscribed = [d for d in _events(db, "resubscribe") if d.startswith("trade")]
+    assert resubscribed and feed._sids["trade"] != old_sid
+    # every trade of the markets from the first received to the window's end is stored:
+    # those the socket missed from REST
+
+    def missing() -> list[dict[str, Any]]:
+        stored = {r[0]: r[1] for r in query(db, "SELECT trade_id, source FROM trades")}
+        tape = [
+            ln["msg"]
+            for ln in sim.read_book_ledger()
+            if ln["type"] == "trade" and ln["msg"]["market_ticker"] in tickers
+        ]
+        first = next(i for i, m in enumerate(tape) if m["trade_id"] in stored)
+        return [m for m in tape[first:] if m["trade_id"] not in stored and m["ts_ms"] <= until]
+
+    wait_for(lambda: missing() == [], timeout=60, what="every trade stored")
+    now = datetime.now(UTC)
+    with connect(db, read_only=True, timeout_s=60) as con:
+        [(gap_at,)] = con.execute(
+            "SELECT occurred_at FROM feed_events WHERE kind = 'sequence_gap'"
+        ).fetchall()
+        [(again_at,)] = con.execute(
+            "SELECT occurred_at FROM feed_events WHERE kind = 'resubscribe' "
+            "AND detail LIKE 'trade%'"
+        ).fetchall()
+        # the window runs from the last trade received before the error to after the new
+        # subscription was made
+        assert since <= gap_at.timestamp() * 1000 and until >= again_at.timestamp() * 1000
+        rows = coverage.coverage_intervals(
+            con, since=now - timedelta(hours=1), stream_alive=True, now=now
+        )
+    assert [
+        (iv.state, iv.reason, iv.started_at, iv.ended_at) for iv in rows if iv.channel == "trade"
+    ] == [("degraded", "sequence_gap", gap_at, done[0][0])]
+    assert engine.stats.reconnects == 0

@@ -184,3 +184,77 @@ def test_frames_of_other_sids_and_unreadable_frames_are_left_alone() -> None:
     s.delta(delta(1, 3, "KXA", "yes", "0.4500", "1.00"))
     assert s.found == []
     assert s.number(1, 10) == AFTER_GAP
+
+
+def test_a_subscription_the_exchange_ended_is_a_gap_until_its_markets_are_snapshotted_again() -> (
+    None
+):
+    """Error 25 (the exchange dropped frames of a slow reader and ended the subscription): every
+    frame from the next seq on is lost to its books; its markets' fresh snapshots on the new
+    subscription (another sid) end it, with a `BookResynced` naming the old sid."""
+    s = books_of_two()
+    s.delta(delta(1, 3, "KXA", "yes", "0.4500", "1.00"))
+    assert s.ended(1, 25) == ["KXA", "KXB"]
+    assert s.found == [
+        SequenceGap("orderbook_delta", 1, 4, None, "buffer overflow", ("KXA", "KXB"))
+    ]
+    gap = s.found[0]
+    assert isinstance(gap, SequenceGap) and gap.ended
+    assert gap.detail("KXA,KXB") == (
+        "orderbook_delta sid 1: seq 4 expected, none received (buffer overflow); markets: KXA,KXB"
+    )
+    assert s.sid_markets == {} and s.books == {} and 1 not in s.sids
+    s.found.clear()
+    s.number(1, 5)  # a straggler of the ended sid: not ours any more, nothing found
+    s.subscribed(2, "orderbook_delta")
+    s.added(2, ["KXA", "KXB"])
+    s.snapshot(snapshot(2, 1, "KXA", [["0.4500", "11.00"]], []))
+    assert s.found == []
+    s.snapshot(snapshot(2, 2, "KXB", [], []))
+    assert s.found == [BookResynced("orderbook_delta", 1, ("KXA", "KXB"))]
+    assert s.carried == {} and s.books["KXA"].valid and s.books["KXA"].sid == 2
+
+
+def test_an_ended_subscription_with_a_seq_and_a_removed_market() -> None:
+    """The error frame's own seq is kept; a market removed meanwhile gets no snapshot and is not
+    waited for; a channel error (10) says so; a sid with no market is mended at once."""
+    s = books_of_two()
+    s.ended(1, 10, seq=7)
+    assert s.found[0].detail("KXA,KXB") == (  # type: ignore[union-attr]
+        "orderbook_delta sid 1: seq 3 expected, 7 received (channel error); markets: KXA,KXB"
+    )
+    s.found.clear()
+    s.removed(["KXB"])
+    assert s.found == []
+    s.subscribed(2, "orderbook_delta")
+    s.snapshot(snapshot(2, 1, "KXA", [], []))
+    assert s.found == [BookResynced("orderbook_delta", 1, ("KXA", "KXB"))]
+    s.found.clear()
+    s.subscribed(3, "orderbook_delta")
+    assert s.ended(3, 25) == []
+    assert s.found == [
+        SequenceGap("orderbook_delta", 3, 1, None, "buffer overflow", ()),
+        BookResynced("orderbook_delta", 3, ()),
+    ]
+
+
+def test_a_trade_subscription_the_exchange_ended_is_a_gap_from_its_last_trade() -> None:
+    s = Sequencer()
+    s.reset(now_ms=1_000)
+    s.subscribed(4, "trade")
+    assert s.trade_ended(4, 25) is not None  # before any trade: from the subscription's start
+    assert s.found == [SequenceGap("trade", 4, 1, None, "buffer overflow", None, 1_000, None)]
+    s.found.clear()
+    s.subscribed(5, "trade")
+    s.trade(trade(5, 1, 2_000))
+    gap = s.trade_ended(5, 25, seq=3)
+    assert gap == SequenceGap("trade", 5, 2, 3, "buffer overflow", None, 2_000, None)
+    assert gap.ended and 5 not in s.sids
+    assert (
+        gap.detail("all")
+        == "trade sid 5: seq 2 expected, 3 received (buffer overflow); markets: all"
+    )
+    s.found.clear()
+    assert s.trade_ended(5, 25) is None and s.found == []  # not ours any more
+    s.subscribed(6, "orderbook_delta")
+    assert s.trade_ended(6, 25) is None and 6 in s.sids  # a book sid: `ended`

@@ -383,6 +383,57 @@ def test_the_queries_answer_from_sql_by_name_and_refuse_naive_times(tmp_path: Pa
         assert con.execute("FROM book_at('M', TIMESTAMPTZ '2026-11-27 12:00:07Z')").fetchall() == []
 
 
+def test_a_removed_market_is_invalid_until_a_later_snapshot(tmp_path: Path) -> None:
+    """`markets_removed` of the order-book channel breaks the market's book (macro and Python
+    alike) from its time until a later snapshot; a removal of another market, or from the ticker
+    subscription, leaves it alone. So does a `book_invalid` of its subscription naming it."""
+    db = tmp_path / "k.duckdb"
+
+    def snapshot(at: str, offset: int) -> str:
+        return (
+            "INSERT INTO book_snapshots (market_ticker, sid, seq, yes_levels, no_levels, "
+            f"received_at, landing_segment, landing_offset) VALUES ('M', 1, {offset}, "
+            f"[{{'price': 0.4200, 'size': 10}}], [], '{at}', 4194305, {offset})"
+        )
+
+    def event(at: str, kind: str, detail: str) -> str:
+        return f"INSERT INTO feed_events VALUES ('{at}', 'websocket', '{kind}', '{detail}')"
+
+    with connect(db, create=True) as con:
+        con.execute(snapshot("2026-11-27 12:00:00Z", 10))
+        con.execute(event("2026-11-27 12:00:01Z", "markets_removed", "orderbook_delta: MM"))
+        con.execute(event("2026-11-27 12:00:02Z", "markets_removed", "M"))  # ticker channel
+        con.execute(event("2026-11-27 12:00:03Z", "markets_removed", "orderbook_delta: M"))
+        con.execute(snapshot("2026-11-27 12:00:05Z", 20))  # added again: a fresh snapshot
+
+        def state(second: int) -> tuple[bool, str | None]:
+            at = datetime(2026, 11, 27, 12, 0, second, tzinfo=UTC)
+            book = book_at(con, "M", at)
+            [(valid, reason)] = con.execute(
+                "SELECT valid, reason FROM book_validity('M', ?)", [at]
+            ).fetchall()
+            [(rows_valid,)] = con.execute(
+                "SELECT DISTINCT valid FROM book_at('M', ?)", [at]
+            ).fetchall()
+            assert book.valid == valid == rows_valid, (second, book, valid, rows_valid)
+            assert book.reason == reason
+            return book.valid, book.reason
+
+        assert state(2) == (True, None)
+        valid, reason = state(4)
+        assert not valid and reason is not None
+        assert reason.startswith("markets_removed at 2026-11-27 12:00:03")
+        assert reason.endswith(": orderbook_delta: M")
+        assert state(6) == (True, None)
+        # a book_invalid of the market's subscription names it (or not)
+        other = "orderbook_delta sid 1: error 14 (Market Ticker required) unasked; markets: MM,N"
+        con.execute(event("2026-11-27 12:00:07Z", "book_invalid", other))
+        assert state(8) == (True, None)
+        mine = "orderbook_delta sid 1: error 14 (Market Ticker required) unasked; markets: N,M"
+        con.execute(event("2026-11-27 12:00:09Z", "book_invalid", mine))
+        assert state(10) == (False, f"book_invalid at 2026-11-27 12:00:09.000000: {mine}")
+
+
 def test_a_keyframe_is_the_book_at_its_delta_not_a_resync_snapshot_received_after_it(
     tmp_path: Path,
 ) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from kalshi_pipeline.warehouse import connect
-from kalshi_pipeline.warehouse.coverage import REASONS, build_feed_coverage
+from kalshi_pipeline.warehouse.coverage import REASONS, SEQUENCE_GAP, build_feed_coverage
 from kalshi_pipeline_tests.warehouse.test_coverage import T0, WS, at, write
 
 SUBSCRIBED: tuple[float, str, str, str] = (
@@ -147,6 +147,57 @@ def test_a_trade_gap_is_degraded_until_its_backfill_and_a_resubscribe_ends_a_boo
             4.0,
             7.0,
             "sid 5: seq 1 lost; markets: KX-A",
+        ),
+    ]
+
+
+def test_a_subscription_the_exchange_ended_is_degraded_until_its_markets_resync(
+    tmp_path: Path,
+) -> None:
+    """Error 25 on an order-book sid: its `sequence_gap` ("none received (buffer overflow)") is
+    followed by the resubscription of its markets, which does not end it: the old sid's
+    `book_resynced` (the fresh snapshots on the new sid) does. One with an earlier gap of the
+    sid still open extends that row."""
+    db = tmp_path / "k.duckdb"
+    overflow = "orderbook_delta sid 5: seq 9 expected, none received (buffer overflow); "
+    write(
+        db,
+        [
+            (0.0, "engine", "start", WS),
+            SUBSCRIBED,
+            (2.0, "websocket", "sequence_gap", overflow + "markets: KX-A,KX-B"),
+            (2.1, "websocket", "resubscribe", "orderbook_delta sid 5: error 25; 2 markets"),
+            resynced(4.0, 5, ["KX-A", "KX-B"]),
+            gap(5.0, "orderbook_delta", 6, 3, 4, "KX-A,KX-B"),
+            (
+                6.0,
+                "websocket",
+                "sequence_gap",
+                overflow.replace("sid 5", "sid 6") + "markets: KX-A",
+            ),
+            (6.1, "websocket", "resubscribe", "orderbook_delta sid 6: error 25; 1 markets"),
+            resynced(8.0, 6, ["KX-A"]),
+        ],
+    )
+    ended = "seq 9 on lost (subscription ended: buffer overflow)"
+    # the plain gap pattern (which the bench reads for dropped seqs) does not take it
+    assert SEQUENCE_GAP.match(overflow + "markets: KX-A") is None
+    assert [r[:6] for r in rows(db, 10.0)] == [
+        (
+            "orderbook_delta",
+            "degraded",
+            "sequence_gap",
+            2.0,
+            4.0,
+            f"sid 5: {ended}; markets: KX-A,KX-B",
+        ),
+        (
+            "orderbook_delta",
+            "degraded",
+            "sequence_gap",
+            5.0,
+            8.0,
+            f"sid 6: seq 3 lost; markets: KX-A,KX-B | {ended}; markets: KX-A",
         ),
     ]
 
