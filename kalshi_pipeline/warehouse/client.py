@@ -39,7 +39,7 @@ from kalshi_pipeline.warehouse.connection import (
     sibling,
 )
 from kalshi_pipeline.warehouse.extensions import load_extensions
-from kalshi_pipeline.warehouse.schema import migrate
+from kalshi_pipeline.warehouse.schema import migrate, refresh_macros
 from kalshi_pipeline.warehouse.server import WarehouseServerError
 
 ALIAS = "kalshi"  # the attached owner's catalog name, in this client and in the shell
@@ -399,6 +399,7 @@ class Client:
         if not self._migrated:
             try:
                 migrate(con)
+                refresh_macros(con)
             except BaseException:
                 con.close()
                 raise

@@ -25,7 +25,7 @@ from kalshi_pipeline.warehouse.connection import (
     sibling,
 )
 from kalshi_pipeline.warehouse.extensions import load_extensions
-from kalshi_pipeline.warehouse.schema import migrate
+from kalshi_pipeline.warehouse.schema import migrate, refresh_macros
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +90,7 @@ class Owner:
                 config={"memory_limit": self.memory_limit, "threads": str(self.threads)},
             )
             migrate(con)
+            refresh_macros(con)
             load_extensions(con)
             self.endpoint = server.serve(con, self.path, port)
         except WarehouseBusyError:  # a program that opened the file directly: we try again

@@ -232,3 +232,18 @@ def migrate(con: duckdb.DuckDBPyConnection) -> int:
             con.execute("ROLLBACK")
             raise
     return SCHEMA_VERSION
+
+
+def refresh_macros(con: duckdb.DuckDBPyConnection) -> None:
+    """The query macros as this version defines them (each `CREATE OR REPLACE`), in one
+    transaction: a database made by an older version keeps its tables, and its macros follow
+    today's rules (the Python queries in `books.py` and the macros must agree). Run by whoever
+    opens the file to write (the owner, or a client that opened it directly)."""
+    con.execute("BEGIN TRANSACTION")
+    try:
+        for sql in BOOK_MACROS:
+            con.execute(sql)
+        con.execute("COMMIT")
+    except Exception:
+        con.execute("ROLLBACK")
+        raise

@@ -507,3 +507,22 @@ def test_books_from_keyframes_equal_books_from_the_snapshot(tmp_path: Path) -> N
             assert book == book_at(b, ticker, at), (ticker, at)
             levels = {(lv.side, lv.price): lv.size for lv in book.yes + book.no}
             assert (levels, book.valid) == _macro(a, ticker, at) == _macro(b, ticker, at)
+
+
+def test_a_database_made_by_an_older_version_gets_todays_query_rules(tmp_path: Path) -> None:
+    """The macros are created by a migration once; an owner that starts on an older file
+    replaces them, so `kalshi-pipeline sql` and the Python queries answer alike."""
+    db = tmp_path / "k.duckdb"
+    with Owner(db) as owner:  # as an older version left it: a book_validity of other rules
+        owner.connection().execute(
+            "CREATE OR REPLACE MACRO book_validity(ticker, at_time) AS TABLE "
+            "SELECT NULL::TIMESTAMPTZ AS snapshot_at, NULL::INTEGER AS sid, true AS valid, "
+            "NULL::VARCHAR AS reason"
+        )
+    with Owner(db) as owner:
+        con = owner.connection()
+        assert con.execute("FROM book_validity('M', now())").fetchall() == []  # today's rule
+        (definition,) = con.execute(
+            "SELECT macro_definition FROM duckdb_functions() WHERE function_name = 'book_validity'"
+        ).fetchone()
+        assert "book_base" in definition
