@@ -16,15 +16,13 @@ import argparse
 import asyncio
 import json
 import sys
-import time
 
+from kalshi_pipeline.bench.loopback import dev_socket, receive_frames
 from kalshi_pipeline.kalshi.auth import Signer
 from kalshi_pipeline.kalshi.devkey import ensure_dev_key, kalshi_home
-from kalshi_pipeline.kalshi.errors import FrameDecodeError, KalshiWebSocketError
 from kalshi_pipeline.kalshi.messages import BookDelta, decode_frame
 from kalshi_pipeline.kalshi.rest import RestClient
 from kalshi_pipeline.kalshi.settings import KalshiSettings
-from kalshi_pipeline.kalshi.websocket import KalshiWebSocket
 from kalshi_pipeline.simulator.universe import BOOK_FIREHOSE_SERIES
 
 DELTA_PREFIX = b'{"type":"orderbook_delta"'
@@ -49,57 +47,26 @@ def firehose_tickers(rest_url: str, ws_url: str) -> list[str]:
 
 
 async def receive(url: str, tickers: list[str], frames: int, timeout_s: float) -> dict[str, object]:
-    dev = ensure_dev_key(kalshi_home())
-    ws = KalshiWebSocket(url, Signer.from_file(dev.key_id, dev.private_key_path), compression=False)
+    ws = dev_socket(url, compression=False)
     await ws.connect()
-    cpu_first = time.process_time()
-    wire_first = ws.wire_bytes
-    n = errors = payload = 0
-    first = last = 0.0
-    cpu_last = 0.0
-    wire_last = 0
-
-    async def watchdog() -> None:  # one timer for the run, not one per frame
-        await asyncio.sleep(timeout_s)
-        await ws.close()
-
-    guard = asyncio.create_task(watchdog())
-    try:
-        await ws.subscribe(["orderbook_delta"], market_tickers=tickers, use_yes_price=False)
-        while n < frames:
-            try:
-                frame = await ws.recv()
-            except KalshiWebSocketError:
-                break  # closed by the watchdog or the server
-            data = frame.data
-            if not data.startswith(DELTA_PREFIX):
-                continue  # snapshots and acks
-            if n == 0:
-                first = time.perf_counter()
-            payload += len(data)
-            try:
-                if not isinstance(decode_frame(data), BookDelta):
-                    errors += 1
-            except FrameDecodeError:
-                errors += 1
-            n += 1
-        last = time.perf_counter()
-        cpu_last = time.process_time()
-        wire_last = ws.wire_bytes
-    finally:
-        guard.cancel()
-        await ws.close()
-    seconds = last - first if n > 1 else 0.0
+    got = await receive_frames(
+        ws,
+        lambda: ws.subscribe(["orderbook_delta"], market_tickers=tickers, use_yes_price=False),
+        DELTA_PREFIX,
+        lambda data: isinstance(decode_frame(data), BookDelta),
+        frames,
+        timeout_s,
+    )
     return {
-        "frames": n,
+        "frames": got.frames,
         "markets": len(tickers),
-        "decode_errors": errors,
-        "seconds": round(seconds, 4),
-        "msgs_per_s": round(n / seconds, 1) if seconds > 0 else None,
-        "complete": n >= frames,
-        "cpu_us_per_delta": round((cpu_last - cpu_first) / n * 1e6, 2) if n else None,
-        "wire_bytes_per_delta": round((wire_last - wire_first) / n, 1) if n else None,
-        "payload_bytes_per_delta": round(payload / n, 1) if n else None,
+        "decode_errors": got.decode_errors,
+        "seconds": round(got.seconds, 4),
+        "msgs_per_s": got.msgs_per_s,
+        "complete": got.frames >= frames,
+        "cpu_us_per_delta": got.per_frame(got.cpu_s * 1e6),
+        "wire_bytes_per_delta": got.per_frame(got.wire_bytes),
+        "payload_bytes_per_delta": got.per_frame(got.payload_bytes),
     }
 
 

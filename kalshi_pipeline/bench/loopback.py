@@ -17,6 +17,8 @@ import json
 import struct
 import sys
 import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from kalshi_pipeline.kalshi.auth import Signer
@@ -48,20 +50,43 @@ def read_frames(path: Path) -> list[bytes]:
     return out
 
 
-async def receive(
-    url: str, frames: int, timeout_s: float, capture_n: int, compression: bool = False
-) -> dict[str, object]:
-    dev = ensure_dev_key(kalshi_home())
-    ws = KalshiWebSocket(
-        url, Signer.from_file(dev.key_id, dev.private_key_path), compression=compression
-    )
-    await ws.connect()
-    # from here on (the handshake done) the CPU and the bytes are the feed's: the subscribe
-    # exchange adds a few hundred bytes in all, nothing per tick
+@dataclass
+class Received:
+    """What a bare client counted: frames of the wanted type, from the first to the last."""
+
+    frames: int = 0
+    decode_errors: int = 0
+    payload_bytes: int = 0
+    seconds: float = 0.0
+    cpu_s: float = 0.0
+    wire_bytes: int = 0
+    captured: list[bytes] = field(default_factory=list)
+
+    def per_frame(self, total: float) -> float | None:
+        return round(total / self.frames, 2) if self.frames else None
+
+    @property
+    def msgs_per_s(self) -> float | None:
+        return round(self.frames / self.seconds, 1) if self.seconds > 0 else None
+
+
+async def receive_frames(
+    ws: KalshiWebSocket,
+    subscribe: Callable[[], Awaitable[object]],
+    prefix: bytes,
+    decodes: Callable[[bytes], bool],
+    frames: int,
+    timeout_s: float,
+    capture_n: int = 0,
+) -> Received:
+    """On a connected socket: subscribe, then receive until `frames` frames starting with
+    `prefix` have arrived (others, such as acks and snapshots, are skipped) or `timeout_s`
+    passed; each is decoded (`decodes` False or a FrameDecodeError counts an error). The CPU
+    time and the socket's bytes are counted from the handshake's end (the subscribe exchange
+    adds a few hundred bytes in all, nothing per frame); then closes the socket."""
+    out = Received()
     cpu_first = time.process_time()
     wire_first = ws.wire_bytes
-    captured: list[bytes] = []
-    n = errors = payload = 0
     first = last = 0.0
     cpu_last = 0.0
     wire_last = 0
@@ -72,43 +97,71 @@ async def receive(
 
     guard = asyncio.create_task(watchdog())
     try:
-        await ws.subscribe(["ticker"])
-        while n < frames:
+        await subscribe()
+        while out.frames < frames:
             try:
                 frame = await ws.recv()
             except KalshiWebSocketError:
                 break  # closed by the watchdog or the server
             data = frame.data
-            if not data.startswith(TICKER_PREFIX):
+            if not data.startswith(prefix):
                 continue
-            if n == 0:
+            if out.frames == 0:
                 first = time.perf_counter()
-            payload += len(data)
+            out.payload_bytes += len(data)
             try:
-                decode_tick(data)
+                if not decodes(data):
+                    out.decode_errors += 1
             except FrameDecodeError:
-                errors += 1
-            n += 1
-            if len(captured) < capture_n:
-                captured.append(data)
+                out.decode_errors += 1
+            out.frames += 1
+            if len(out.captured) < capture_n:
+                out.captured.append(data)
         last = time.perf_counter()
         cpu_last = time.process_time()
         wire_last = ws.wire_bytes
     finally:
         guard.cancel()
         await ws.close()
-    seconds = last - first if n > 1 else 0.0
+    out.seconds = last - first if out.frames > 1 else 0.0
+    out.cpu_s = cpu_last - cpu_first
+    out.wire_bytes = wire_last - wire_first
+    return out
+
+
+def dev_socket(url: str, compression: bool) -> KalshiWebSocket:
+    """A socket signed with the simulator's dev key."""
+    dev = ensure_dev_key(kalshi_home())
+    return KalshiWebSocket(
+        url, Signer.from_file(dev.key_id, dev.private_key_path), compression=compression
+    )
+
+
+async def receive(
+    url: str, frames: int, timeout_s: float, capture_n: int, compression: bool = False
+) -> dict[str, object]:
+    ws = dev_socket(url, compression)
+    await ws.connect()
+    got = await receive_frames(
+        ws,
+        lambda: ws.subscribe(["ticker"]),
+        TICKER_PREFIX,
+        lambda data: decode_tick(data) is not None,
+        frames,
+        timeout_s,
+        capture_n,
+    )
     return {
-        "frames": n,
-        "decode_errors": errors,
-        "seconds": round(seconds, 4),
-        "msgs_per_s": round(n / seconds, 1) if seconds > 0 else None,
-        "complete": n >= frames,
+        "frames": got.frames,
+        "decode_errors": got.decode_errors,
+        "seconds": round(got.seconds, 4),
+        "msgs_per_s": got.msgs_per_s,
+        "complete": got.frames >= frames,
         "compression": ws.compressed,
-        "cpu_us_per_tick": round((cpu_last - cpu_first) / n * 1e6, 2) if n else None,
-        "wire_bytes_per_tick": round((wire_last - wire_first) / n, 1) if n else None,
-        "payload_bytes_per_tick": round(payload / n, 1) if n else None,
-        "captured": captured,
+        "cpu_us_per_tick": got.per_frame(got.cpu_s * 1e6),
+        "wire_bytes_per_tick": got.per_frame(got.wire_bytes),
+        "payload_bytes_per_tick": got.per_frame(got.payload_bytes),
+        "captured": got.captured,
     }
 
 
