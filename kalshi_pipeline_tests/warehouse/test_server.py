@@ -4,11 +4,13 @@ they should be. Real processes, real files, real loopback sockets."""
 from __future__ import annotations
 
 import json
+import logging
 import signal
 import socket
 import stat
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +20,7 @@ import psutil
 import pytest
 
 from kalshi_pipeline.warehouse import WarehouseError, connect
-from kalshi_pipeline.warehouse.owner import Owner
+from kalshi_pipeline.warehouse.owner import Owner, close_bounded
 from kalshi_pipeline.warehouse.server import WarehouseServerError, endpoint_path, token_path
 from kalshi_pipeline_tests.helpers import wait_for
 
@@ -223,3 +225,27 @@ def test_a_second_owner_on_the_same_port_is_refused_and_clients_reach_the_right_
     with pytest.raises(WarehouseServerError, match=str(warehouse_port)):
         Owner(tmp_path / "b" / "kalshi.duckdb").connection(timeout_s=5)
     assert beats(first) > 0
+
+
+def test_a_close_that_never_returns_is_left_behind_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """DuckDB 1.5.5's Quack server can hang in its destructor; a stopping owner goes on."""
+    release = threading.Event()
+
+    class Stuck:  # a handle whose close blocks, as the Quack destructor did
+        def close(self) -> None:
+            release.wait(60)
+
+    db = tmp_path / "kalshi.duckdb"
+    started = time.monotonic()
+    with caplog.at_level(logging.WARNING, logger="kalshi_pipeline.warehouse.owner"):
+        assert close_bounded(Stuck(), db, timeout_s=0.5) is False
+    assert time.monotonic() - started < 30
+    assert str(db) in caplog.text and "did not stop" in caplog.text
+    release.set()
+    other = tmp_path / "other.duckdb"
+    con = duckdb.connect(str(other))  # a real close returns in time, and closes
+    assert close_bounded(con, other) is True
+    with pytest.raises(duckdb.ConnectionException):
+        con.execute("SELECT 1")
