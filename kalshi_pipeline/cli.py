@@ -222,7 +222,7 @@ def _cmd_stream(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     print(f"stream ended: {summary['ended']}", file=sys.stderr)
-    code = 0 if summary["backlog_bytes"] == 0 else 1
+    code = 0 if summary["drained"] else 1
     if getattr(args, "own_process", False):
         exit_without_teardown(code)
     return code

@@ -389,10 +389,20 @@ class Engine:
         if self.backfill is not None:
             self.backfill.close()  # before the landing log closes: it lands what it fetched
         self.landing.sync()
-        drained = self.writer.drain(max(0.5, deadline - time.monotonic() - 0.3))
+        # Overtaken by a newer engine before taking over: the warehouse is that engine's, and its
+        # writer loads every segment of the shared landing log, ours too. Nothing to drain here.
+        superseded = self.finished is not None and self.finished.startswith("superseded by")
+        drained = superseded or self.writer.drain(max(0.5, deadline - time.monotonic() - 0.3))
         self.landing.close()
         self.writer.close()
-        if not drained:
+        if superseded and self.stats.backlog_bytes:
+            log.info(
+                "stopped with %d bytes received but not loaded by this engine; they stay in %s, "
+                "where the engine that took over loads them",
+                self.stats.backlog_bytes,
+                self.config.landing,
+            )
+        elif not drained:
             log.warning(
                 "stopped with %d bytes not yet in the database; they stay in %s and are "
                 "loaded by the next start",
@@ -445,5 +455,7 @@ def run_engine(
         reason = f"interrupted ({type(exc).__name__})"
         raise
     finally:
-        engine.stop(reason=reason)
-    return {**engine.summary(), "ended": reason}
+        drained = engine.stop(reason=reason)
+    # drained: nothing this engine received waits on it (stored, or left to the engine that
+    # took over, which loads the shared landing log)
+    return {**engine.summary(), "ended": reason, "drained": drained}

@@ -320,7 +320,13 @@ def _stop(context: dg.OpExecutionContext, engine: Engine, reason: str) -> bool:
         context.log.error(f"stopping the engine failed: {type(exc).__name__}: {exc}")
         return False
     summary = engine.summary()
-    if drained:
+    if drained and summary["backlog_bytes"]:  # superseded: the engine that took over loads it
+        context.log.info(
+            f"stream stopped ({reason}): {summary['ticks_stored']} ticks stored by this run; the "
+            f"{summary['backlog_bytes']} bytes it received since are in the landing log, which "
+            "the run that took over loads"
+        )
+    elif drained:
         context.log.info(
             f"stream stopped ({reason}): everything received is in DuckDB "
             f"({summary['ticks_stored']} ticks stored by this run)"
