@@ -331,11 +331,13 @@ def test_drop_and_reorder_faults_show_as_seq_gaps_the_ledger_names(
     assert len(missing) == 1 and len(seqs) == len(set(seqs))
     swapped = [(a, b) for a, b in itertools.pairwise(seqs) if b < a]
     assert len(swapped) == 1 and swapped[0][0] == swapped[0][1] + 1
-    faulted = wait_for(
-        lambda: [ln for ln in sim.read_book_ledger() if ln["type"] in ("dropped", "reordered")],
-        timeout=10,
-        what="the faulted frames in the book ledger",
-    )
+
+    def faulted_lines() -> list[dict[str, Any]]:
+        return [ln for ln in sim.read_book_ledger() if ln["type"] in ("dropped", "reordered")]
+
+    # the ledger is written as the simulator gets to it: wait for both lines, not the first
+    wait_for(lambda: len(faulted_lines()) >= 2, timeout=30, what="both faulted frames ledgered")
+    faulted = faulted_lines()
     assert [(ln["type"], ln["sid"], ln["conn_id"]) for ln in faulted] == [
         ("dropped", sid, 1),
         ("reordered", sid, 1),
