@@ -19,7 +19,7 @@ from __future__ import annotations
 from typing import Any
 
 from kalshi_pipeline.bench import analysis
-from kalshi_pipeline.bench.context import FIREHOSE_CONFIG, Context, open_db
+from kalshi_pipeline.bench.context import FIREHOSE_CONFIG, Context, backlog_and_rss, open_db
 from kalshi_pipeline.bench.procs import BenchError, EngineProcess
 from kalshi_pipeline.simulator.bookfirehose import book_firehose_market_count
 from kalshi_pipeline.simulator.universe import BOOK_FIREHOSE_SERIES
@@ -33,12 +33,7 @@ BOOK_FIREHOSE_CONFIG: dict[str, Any] = {
 
 
 def status(e: EngineProcess) -> str:
-    s = e.status
-    rss = e.sampler.last_rss_mb() if e.sampler else None
-    return (
-        f"deltas stored {s.get('book_deltas_stored', 0):,} | "
-        f"backlog {int(s.get('backlog_bytes', 0)) // 1024:,} KiB | rss {rss or 0:.0f} MB"
-    )
+    return f"deltas stored {e.status.get('book_deltas_stored', 0):,} | {backlog_and_rss(e)}"
 
 
 def run(ctx: Context) -> dict[str, Any]:

@@ -156,11 +156,14 @@ class Context:
 
 def engine_status(e: EngineProcess) -> str:
     s = e.status
+    stored = f"stored {s.get('ticks_stored', 0):,} (ws {s.get('ticks_stored_ws', 0):,})"
+    return f"{stored} | {backlog_and_rss(e)}"
+
+
+def backlog_and_rss(e: EngineProcess) -> str:
+    """The tail of every engine's status line: its landing backlog and its memory."""
     rss = e.sampler.last_rss_mb() if e.sampler else None
-    return (
-        f"stored {s.get('ticks_stored', 0):,} (ws {s.get('ticks_stored_ws', 0):,}) | "
-        f"backlog {int(s.get('backlog_bytes', 0)) // 1024:,} KiB | rss {rss or 0:.0f} MB"
-    )
+    return f"backlog {int(e.status.get('backlog_bytes', 0)) // 1024:,} KiB | rss {rss or 0:.0f} MB"
 
 
 @contextlib.contextmanager

@@ -52,6 +52,17 @@ class Book:
         """(price, size) ascending by price, so the best bid is last (as REST shows it)."""
         return sorted((self.yes if side == YES else self.no).items())
 
+    def apply(self, side: str, price: int, d: int) -> None:
+        """Change one level by `d`; a level that reaches 0 goes, one below 0 is our bug."""
+        levels = self.side(side)
+        size = levels.get(price, 0) + d
+        if size < 0:
+            raise AssertionError(f"book level {side} {price} would go negative")
+        if size:
+            levels[price] = size
+        else:
+            del levels[price]
+
 
 Delta = tuple[str, int, int]
 """(side, price in cents on that side's own leg, signed size change in hundredths)."""
@@ -173,14 +184,7 @@ class _Flow:
         self.change = Change()
 
     def _change(self, side: str, price: int, d: int) -> None:
-        levels = self.book.side(side)
-        size = levels.get(price, 0) + d
-        if size < 0:
-            raise AssertionError(f"book level {side} {price} would go negative")
-        if size:
-            levels[price] = size
-        else:
-            del levels[price]
+        self.book.apply(side, price, d)
         self.change.deltas.append((side, price, d))
 
     # Away from the L1: only the order book sees these.

@@ -43,18 +43,6 @@ def book_firehose_market_count(frames: int, markets: int) -> int:
     return max(1, min(frames // 2, MAX_BOOK_FIREHOSE_MARKETS, markets // 2))
 
 
-def _apply(book: Book, delta: Delta) -> None:
-    side, price, d = delta
-    levels = book.side(side)
-    size = levels.get(price, 0) + d
-    if size < 0:
-        raise AssertionError(f"book level {side} {price} would go negative")
-    if size:
-        levels[price] = size
-    else:
-        del levels[price]
-
-
 def _change(book: Book, rng: random.Random, add_only: bool) -> Delta:
     """One random change of a valid book that leaves it valid: an order added at or a little
     below the best bid of one side (never crossing the other side), or part or all of a
@@ -82,7 +70,7 @@ def market_deltas(book: Book, count: int, rng: random.Random) -> list[Delta]:
     forward: list[Delta] = []
     for j in range(count // 2):
         d = _change(work, rng, add_only=j == 0)
-        _apply(work, d)
+        work.apply(*d)
         forward.append(d)
     back = [(side, price, -d) for side, price, d in reversed(forward)]
     if count % 2:  # the first change, an added order, arrives in two parts
