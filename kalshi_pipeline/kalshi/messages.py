@@ -262,9 +262,12 @@ Message = (
 )
 
 # --------------------------------------------------------------------------- wire shapes
+# The firehose's structs (ticker, orderbook_delta) are not tracked by the garbage collector
+# (`gc=False`: they hold strings, numbers and each other, never a cycle): the bulk decoder
+# (`bulk.py`) makes 100,000 at a time, and tracking them set off collection after collection.
 
 
-class _TickerMsg(msgspec.Struct):
+class _TickerMsg(msgspec.Struct, gc=False):
     market_ticker: str
     market_id: str | None = None
     price_dollars: str | None = None
@@ -298,7 +301,7 @@ class _SnapshotMsg(msgspec.Struct):
     no: list[tuple[int, int]] | None = None
 
 
-class _DeltaMsg(msgspec.Struct):
+class _DeltaMsg(msgspec.Struct, gc=False):
     market_ticker: str
     side: str
     market_id: str | None = None
@@ -338,7 +341,7 @@ class _DataEnvelope(msgspec.Struct):
     sending_ts_ms: int | None = None
 
 
-class _TickerFrame(msgspec.Struct, tag_field="type", tag="ticker"):
+class _TickerFrame(msgspec.Struct, tag_field="type", tag="ticker", gc=False):
     msg: _TickerMsg
     sid: int | None = None
     seq: int | None = None
@@ -352,7 +355,7 @@ class _SnapshotFrame(msgspec.Struct, tag_field="type", tag="orderbook_snapshot")
     sending_ts_ms: int | None = None
 
 
-class _DeltaFrame(msgspec.Struct, tag_field="type", tag="orderbook_delta"):
+class _DeltaFrame(msgspec.Struct, tag_field="type", tag="orderbook_delta", gc=False):
     msg: _DeltaMsg
     sid: int | None = None
     seq: int | None = None

@@ -25,6 +25,7 @@ import zlib
 from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
+from typing import NamedTuple
 
 import psutil
 import zstandard
@@ -57,8 +58,10 @@ class Source(IntEnum):
 SOURCE_NAMES = {s.value: s.name.lower() for s in Source}
 
 
-@dataclass(frozen=True, slots=True)
-class Record:
+class Record(NamedTuple):
+    """One whole record (a tuple: the writer reads tens of thousands a second, and a frozen
+    dataclass's constructor was a tenth of its time)."""
+
     segment: str
     offset: int
     end: int
@@ -199,9 +202,13 @@ def _read_at(seg: SegmentFile, start: int, max_bytes: int) -> tuple[bytes, bool]
 
 
 def read_records(
-    seg: SegmentFile, start: int, *, max_bytes: int = 32 * 1024 * 1024
+    seg: SegmentFile,
+    start: int,
+    *,
+    max_bytes: int = 32 * 1024 * 1024,
+    max_records: int | None = None,
 ) -> tuple[list[Record], int, str | None]:
-    """Whole, CRC-checked records from `start`, up to about `max_bytes`.
+    """Whole, CRC-checked records from `start`, up to about `max_bytes` (and `max_records`).
 
     Returns (records, next_position, problem): `problem` is set when a closed segment has a
     damaged record that will never become whole (a torn tail after a crash, or corruption).
@@ -216,7 +223,8 @@ def read_records(
     pos = 0
     n = len(data)
     problem: str | None = None
-    while pos + HEADER.size <= n:
+    room = max_records if max_records is not None else n
+    while pos + HEADER.size <= n and len(records) < room:
         kind, source, _r, length, received_ns, crc = HEADER.unpack_from(data, pos)
         end = pos + HEADER.size + length
         if length > MAX_RECORD or kind not in Kind._value2member_map_:
@@ -224,7 +232,9 @@ def read_records(
             break
         if end > n:
             if pos == 0 and more:  # one record bigger than the read window
-                return read_records(seg, start, max_bytes=HEADER.size + length)
+                return read_records(
+                    seg, start, max_bytes=HEADER.size + length, max_records=max_records
+                )
             break
         payload = data[pos + HEADER.size : end]
         if zlib.crc32(payload) != crc:
@@ -234,7 +244,7 @@ def read_records(
             Record(seg.name, start + pos, start + end, kind, source, received_ns, payload)
         )
         pos = end
-    if problem is None and not seg.open and not more and pos < n:
+    if problem is None and not seg.open and not more and pos < n and len(records) < room:
         problem = f"torn record at offset {start + pos} ({n - pos} bytes)"
     if seg.open and problem is not None:
         problem = None  # the writer may still be finishing that record

@@ -290,7 +290,7 @@ def replay(
                         ):
                             summary.records_in_range += 1
                             decoder._decode(rec, seg, batch)
-                        if batch.rows >= batch_rows:
+                        if batch.size >= batch_rows:
                             break
                     if problem and end == nxt:
                         summary.damaged.append(f"{seg.path}: {problem}")
@@ -298,6 +298,7 @@ def replay(
                             time.time_ns(), "writer", "landing_damaged", f"{seg.name}: {problem}"
                         )
                         end = max(end, segment_size(seg))
+                    decoder.finish_batch(batch)
                     if batch.errors_dropped:
                         batch.event(
                             time.time_ns(),
@@ -323,12 +324,11 @@ def replay(
 
 
 def _count(summary: ReplaySummary, batch: _Batch) -> None:
-    sources = batch.cols["source"]
-    ws = sum(1 for s in sources if s == "websocket")
+    ws = batch.ws_ticks
     dropped_ws = batch.dropped.get("websocket", 0)
     dropped_http = batch.dropped.get("http", 0)
     summary.ticks_websocket += ws - dropped_ws
-    summary.ticks_http += len(sources) - ws - dropped_http
+    summary.ticks_http += batch.rows - ws - dropped_http
     summary.ticks = summary.ticks_websocket + summary.ticks_http
     summary.markets += len(batch.markets)
     summary.events += len(batch.events)

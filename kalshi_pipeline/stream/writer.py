@@ -21,7 +21,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ from typing import Any
 import duckdb
 import msgspec
 
+from kalshi_pipeline.kalshi.bulk import delta_columns, ticker_columns
 from kalshi_pipeline.kalshi.errors import FrameDecodeError
 from kalshi_pipeline.kalshi.messages import (
     BookDelta,
@@ -66,6 +67,7 @@ from kalshi_pipeline.warehouse.owner import Owner
 log = logging.getLogger(__name__)
 
 TICKER_PREFIX = b'{"type":"ticker"'
+DELTA_PREFIX = b'{"type":"orderbook_delta"'
 MAX_ERROR_ROWS_PER_BATCH = 200
 MAX_SKIPPED_REMEMBERED = 10_000
 LIFECYCLE_STATUS = {
@@ -164,6 +166,13 @@ class _Batch(Batch):
 
     errors_logged: int = 0
     errors_dropped: int = 0
+    # frames kept for the bulk decoder (`Writer.finish_batch`), with their segments
+    pending_ticks: list[tuple[Record, SegmentFile]] = field(default_factory=list)
+    pending_deltas: list[tuple[Record, SegmentFile]] = field(default_factory=list)
+
+    @property
+    def size(self) -> int:
+        return super().size + len(self.pending_ticks) + len(self.pending_deltas)
 
     def add_tick(
         self, t: Tick, source: str, rec: Record, segment_id: int, overlap: bool = False
@@ -415,12 +424,15 @@ class Writer:
                 continue
             if size <= start:
                 continue
-            records, _next, problem = read_records(seg, start)
+            records, _next, problem = read_records(
+                seg, start, max_records=max(1, self.batch_rows - batch.size)
+            )
             end = start
             for rec in records:
                 self._decode(rec, seg, batch)
                 end = rec.end
-                if batch.size >= self.batch_rows:
+                # a frame is at most one row, and `max_records` bounds them; a page is many
+                if rec.kind != Kind.WS_FRAME and batch.size >= self.batch_rows:
                     break
             if problem and end == _next:
                 # a closed segment whose rest will never become whole: record it and skip it
@@ -430,6 +442,7 @@ class Writer:
                 batch.positions[seg.name] = end
             if batch.size >= self.batch_rows:
                 break
+        self.finish_batch(batch)
         if batch.errors_dropped:
             batch.event(
                 time.time_ns(),
@@ -440,6 +453,40 @@ class Writer:
             )
         batch.keyframe_windows = self._keyframes.due()
         return batch
+
+    def finish_batch(self, batch: _Batch) -> None:
+        """Decode the frames `_decode` kept for the bulk decoder: the plain ones into columns,
+        the rest one by one, as any other frame."""
+        if batch.pending_ticks:
+            pending, batch.pending_ticks = batch.pending_ticks, []
+            got = ticker_columns([rec.payload for rec, _seg in pending])
+            for i in got.rest:
+                self._decode_ws(*pending[i], batch, bulk=False)
+            self._add_wire(batch.wire_ticks, got.values, [pending[i] for i in got.rows])
+        if batch.pending_deltas:
+            pending, batch.pending_deltas = batch.pending_deltas, []
+            got = delta_columns([rec.payload for rec, _seg in pending])
+            for i in got.rest:
+                self._decode_ws(*pending[i], batch, bulk=False)
+            rows = [pending[i] for i in got.rows]
+            self._add_wire(batch.wire_deltas, got.values, rows)
+            batch.wire_deltas["received_ms"].extend(
+                rec.received_ns // 1_000_000 for rec, _seg in rows
+            )
+
+    @staticmethod
+    def _add_wire(
+        wire: dict[str, list[Any]],
+        values: dict[str, list[object]],
+        rows: list[tuple[Record, SegmentFile]],
+    ) -> None:
+        if not rows:
+            return
+        for name, column in values.items():
+            wire[name].extend(column)
+        wire["received_at"].extend(rec.received_ns for rec, _seg in rows)
+        wire["landing_segment"].extend(seg.segment_id for _rec, seg in rows)
+        wire["landing_offset"].extend(rec.offset for rec, _seg in rows)
 
     def _decode(self, rec: Record, seg: SegmentFile, batch: _Batch) -> None:
         source = SOURCE_NAMES.get(rec.source, "engine")
@@ -480,8 +527,17 @@ class Writer:
                 }
             )
 
-    def _decode_ws(self, rec: Record, seg: SegmentFile, batch: _Batch) -> None:
+    def _decode_ws(self, rec: Record, seg: SegmentFile, batch: _Batch, bulk: bool = True) -> None:
         data = rec.payload
+        if bulk:  # the firehose's frames wait for the bulk decoder (`finish_batch`)
+            if data.startswith(TICKER_PREFIX):
+                if not self._overlap(rec):  # a handover's overlap is compared row by row
+                    batch.pending_ticks.append((rec, seg))
+                    return
+            elif data.startswith(DELTA_PREFIX):
+                batch.pending_deltas.append((rec, seg))
+                self._keyframes.frame(rec, seg)
+                return
         try:
             if data.startswith(TICKER_PREFIX):
                 tick = decode_tick(data)
@@ -494,6 +550,8 @@ class Writer:
             self.stats.parse_errors += 1
             batch.error(rec, "parse_error", exc.reason[:300])
             return
+        if isinstance(msg, BookDelta | BookSnapshot | Trade):
+            msg = self._storable_ids(msg, rec, batch)
         if isinstance(msg, Tick):
             batch.add_tick(msg, "websocket", rec, seg.segment_id, self._overlap(rec))
             self._flag(rec, batch, msg.market_ticker, msg.notes)
@@ -525,6 +583,25 @@ class Writer:
             batch.error(rec, "unknown_frame", f"unknown message type {msg.type!r}")
         elif isinstance(msg, ErrorMessage):
             pass  # the feed acts on error frames and records them as feed events
+
+    def _storable_ids(self, msg: Any, rec: Record, batch: _Batch) -> Any:
+        """A sid or seq wider than its column (INTEGER, BIGINT) is stored as NULL, flagged: a
+        frame that cannot be stored as it is must not stop every frame after it."""
+        odd = {}
+        if msg.sid is not None and not -(2**31) <= msg.sid < 2**31:
+            odd["sid"] = msg.sid
+        if msg.seq is not None and not -(2**63) <= msg.seq < 2**63:
+            odd["seq"] = msg.seq
+        if not odd:
+            return msg
+        what = msg.trade_id if isinstance(msg, Trade) else msg.market_ticker
+        self._flag(
+            rec,
+            batch,
+            what,
+            tuple(f"{k}={v} is too large for its column; stored as NULL" for k, v in odd.items()),
+        )
+        return msgspec.structs.replace(msg, **dict.fromkeys(odd))
 
     def _flag(self, rec: Record, batch: _Batch, what: str, notes: tuple[str, ...]) -> None:
         """An object stored despite values that break the spec: say what was done, and where
@@ -691,14 +768,14 @@ class Writer:
     def _after_commit(self, batch: _Batch) -> None:
         now_ns = time.time_ns()
         src = batch.cols["source"]
-        ws = sum(1 for s in src if s == "websocket")
+        ws = batch.ws_ticks
         dropped_ws = batch.dropped.get("websocket", 0)
         dropped = dropped_ws + batch.dropped.get("http", 0)
         self.duplicates_dropped += dropped
         self.stats.ticks_stored += batch.rows - dropped
         self.stats.ticks_stored_ws += ws - dropped_ws
         self.stats.ticks_stored_http += batch.rows - ws - (dropped - dropped_ws)
-        self.stats.book_deltas_stored += len(batch.deltas["market_ticker"])
+        self.stats.book_deltas_stored += batch.book_deltas
         self.stats.rows_loaded_batches += 1
         lag = []
         store = []
@@ -714,6 +791,15 @@ class Writer:
                 continue
             # the feed's lag is received minus Kalshi's send time; frames without
             # sending_ts_ms (older servers) fall back to the market change time (ts_ms)
+            if sent is not None:
+                lag.append(rcv / 1e6 - sent)
+            elif ex is not None:
+                lag.append(rcv / 1e6 - ex)
+        wire = batch.wire_ticks
+        for sent, ex, rcv in zip(
+            wire["sent_at"], wire["exchange_ts"], wire["received_at"], strict=True
+        ):
+            store.append((now_ns - rcv) / 1e6)
             if sent is not None:
                 lag.append(rcv / 1e6 - sent)
             elif ex is not None:

@@ -138,6 +138,55 @@ MARKET_FIELDS = (
 # `ticks` as stored: the writer's columns plus the commit's `stored_at` (reports select these)
 TICK_COLUMNS: tuple[str, ...] = (*TICK_SCHEMA.names, "stored_at")
 
+# Plain WebSocket ticks and deltas decoded in bulk (`kalshi/bulk.py`): decimals as the strings
+# received, cast here by DuckDB (exact: the bulk decoder passes only strings the cast keeps as
+# they are); the other columns as in TICK_SCHEMA and DELTA_SCHEMA.
+WIRE_TICK_SCHEMA = pa.schema(
+    [
+        ("market_ticker", pa.string()),
+        ("exchange_ts", pa.timestamp("ms", tz="UTC")),
+        ("received_at", pa.timestamp("ns", tz="UTC")),
+        ("sent_at", pa.timestamp("ms", tz="UTC")),
+        *((name, pa.string()) for name in TICK_SCHEMA.names[5:13]),
+        ("landing_segment", pa.int64()),
+        ("landing_offset", pa.int32()),
+    ]
+)
+WIRE_DELTA_SCHEMA = pa.schema(
+    [
+        ("market_ticker", pa.string()),
+        ("sid", pa.int32()),
+        ("seq", pa.int64()),
+        ("side", pa.string()),
+        ("price", pa.string()),
+        ("delta", pa.string()),
+        ("received_at", pa.timestamp("ns", tz="UTC")),
+        ("received_ms", pa.int64()),
+        ("ts_ms", pa.int64()),
+        ("sent_ms", pa.int64()),
+        ("landing_segment", pa.int64()),
+        ("landing_offset", pa.int32()),
+    ]
+)
+_WIRE_TICKS_SQL = (
+    "INSERT INTO ticks BY NAME SELECT market_ticker, 'websocket' AS source, exchange_ts, "
+    "received_at, sent_at, "
+    + ", ".join(
+        f"CAST(NULLIF({f.name}, '') AS {'DECIMAL(10,4)' if f.type == PRICE else 'DECIMAL(18,2)'}) "
+        f"AS {f.name}"
+        for f in TICK_SCHEMA
+        if isinstance(f.type, pa.Decimal128Type)
+    )
+    + ", landing_segment, landing_offset, now() AS stored_at FROM _kp_wire_ticks"
+)
+_WIRE_DELTAS_SQL = (
+    "INSERT INTO book_deltas_stored BY NAME SELECT market_ticker, sid, seq, side, "
+    "CAST(NULLIF(price, '') AS DECIMAL(10,4)) AS price, "
+    "CAST(NULLIF(delta, '') AS DECIMAL(18,2)) AS delta, received_at, "
+    "received_ms - ts_ms AS exchange_lag_ms, received_ms - sent_ms AS sent_lag_ms, "
+    "landing_segment, landing_offset FROM _kp_wire_deltas"
+)
+
 
 @dataclass
 class Batch:
@@ -157,12 +206,30 @@ class Batch:
     # (engine pid, start ns, end ns]: store the books that changed in these windows as keyframes
     keyframe_windows: list[tuple[int, int, int]] = field(default_factory=list)
     trades: dict[str, list[Any]] = field(default_factory=lambda: {f.name: [] for f in TRADE_SCHEMA})
+    wire_ticks: dict[str, list[Any]] = field(
+        default_factory=lambda: {f.name: [] for f in WIRE_TICK_SCHEMA}
+    )
+    wire_deltas: dict[str, list[Any]] = field(
+        default_factory=lambda: {f.name: [] for f in WIRE_DELTA_SCHEMA}
+    )
     overlap: list[int] = field(default_factory=list)  # tick rows received by two engines at once
     dropped: dict[str, int] = field(default_factory=dict)  # by source: already stored (commit)
 
     @property
     def rows(self) -> int:
-        return len(self.cols["market_ticker"])
+        """Ticks, both ways decoded."""
+        return len(self.cols["market_ticker"]) + len(self.wire_ticks["market_ticker"])
+
+    @property
+    def ws_ticks(self) -> int:
+        """WebSocket ticks, both ways decoded (before any overlap was dropped)."""
+        return len(self.wire_ticks["market_ticker"]) + sum(
+            1 for s in self.cols["source"] if s == "websocket"
+        )
+
+    @property
+    def book_deltas(self) -> int:
+        return len(self.deltas["market_ticker"]) + len(self.wire_deltas["market_ticker"])
 
     @property
     def size(self) -> int:
@@ -170,7 +237,7 @@ class Batch:
         return (
             self.rows
             + len(self.snapshots["market_ticker"])
-            + len(self.deltas["market_ticker"])
+            + self.book_deltas
             + len(self.trades["trade_id"])
         )
 
@@ -184,7 +251,13 @@ def commit(con: duckdb.DuckDBPyConnection, batch: Batch) -> None:
     """
     con.execute("BEGIN TRANSACTION")
     try:
-        if batch.rows:
+        if batch.wire_ticks["market_ticker"]:
+            _kp_wire_ticks = pa.Table.from_pydict(batch.wire_ticks, schema=WIRE_TICK_SCHEMA)
+            con.execute(_WIRE_TICKS_SQL)
+        if batch.wire_deltas["market_ticker"]:
+            _kp_wire_deltas = pa.Table.from_pydict(batch.wire_deltas, schema=WIRE_DELTA_SCHEMA)
+            con.execute(_WIRE_DELTAS_SQL)
+        if batch.cols["market_ticker"]:
             # read by DuckDB's replacement scan (the local name): registering and unregistering
             # a view would be two more statements in every commit
             _kp_ticks = pa.Table.from_pydict(batch.cols, schema=TICK_SCHEMA)
