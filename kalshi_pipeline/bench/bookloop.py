@@ -5,7 +5,8 @@ the simulator's order-book firehose.
 markets (series `KXSIMBOOK`) over REST, connects with the project's `KalshiWebSocket`
 (uncompressed, as the firehose scenarios run), subscribes to `orderbook_delta` for all of them
 as the stream does (`use_yes_price: false`, one command), decodes every `orderbook_delta` frame
-with `decode_frame` (the stream's decoder) and stores nothing. It prints one JSON line as the
+as the stream's writer does (the bulk decoder on chunks, `decode_frame` for what it leaves) and
+stores nothing. It prints one JSON line as the
 ticker loopback does: delta frames, seconds from the first delta frame to the last, frames per
 second, the CPU time per frame over the same span, and the bytes per frame on the socket.
 """
@@ -17,8 +18,9 @@ import asyncio
 import json
 import sys
 
-from kalshi_pipeline.bench.loopback import dev_socket, receive_frames
+from kalshi_pipeline.bench.loopback import ChunkDecoder, dev_socket, receive_frames
 from kalshi_pipeline.kalshi.auth import Signer
+from kalshi_pipeline.kalshi.bulk import delta_columns
 from kalshi_pipeline.kalshi.devkey import ensure_dev_key, kalshi_home
 from kalshi_pipeline.kalshi.messages import BookDelta, decode_frame
 from kalshi_pipeline.kalshi.rest import RestClient
@@ -53,7 +55,7 @@ async def receive(url: str, tickers: list[str], frames: int, timeout_s: float) -
         ws,
         lambda: ws.subscribe(["orderbook_delta"], market_tickers=tickers, use_yes_price=False),
         DELTA_PREFIX,
-        lambda data: isinstance(decode_frame(data), BookDelta),
+        ChunkDecoder(delta_columns, lambda data: isinstance(decode_frame(data), BookDelta)),
         frames,
         timeout_s,
     )

@@ -1,12 +1,13 @@
 """The loopback limit: a bare client that only receives and decodes the firehose.
 
 `python -m kalshi_pipeline.bench.loopback WS_URL FRAMES [--capture PATH --capture-n N]` connects
-with the project's `KalshiWebSocket`, subscribes to `ticker`, decodes every ticker frame with
-`decode_tick` and stores nothing. It prints one JSON line: frames, seconds from the first ticker
-frame to the last, and frames per second; the process's CPU time over the same span and the bytes
-that arrived on the socket (compressed, with `--compression`) against the frames' own bytes. With
-`--capture` it also writes the first N raw ticker frames (length-prefixed) for the predecessor's
-write path to replay.
+with the project's `KalshiWebSocket`, subscribes to `ticker`, decodes every ticker frame as the
+stream's writer does (`ChunkDecoder`: the bulk decoder on chunks of frames, the per-frame decoder
+for any frame it leaves) and stores nothing. It prints one JSON line: frames, seconds from the
+first ticker frame to the last, and frames per second; the process's CPU time over the same span
+and the bytes that arrived on the socket (compressed, with `--compression`) against the frames'
+own bytes. With `--capture` it also writes the first N raw ticker frames (length-prefixed) for
+the predecessor's write path to replay.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kalshi_pipeline.kalshi.auth import Signer
+from kalshi_pipeline.kalshi.bulk import Columns, ticker_columns
 from kalshi_pipeline.kalshi.devkey import ensure_dev_key, kalshi_home
 from kalshi_pipeline.kalshi.errors import FrameDecodeError, KalshiWebSocketError
 from kalshi_pipeline.kalshi.messages import decode_tick
@@ -50,6 +52,41 @@ def read_frames(path: Path) -> list[bytes]:
     return out
 
 
+class ChunkDecoder:
+    """Decodes frames as the writer does: `bulk` on each chunk of `chunk` frames, then
+    `one_by_one` on the frames it leaves (False or a FrameDecodeError: an error). Calling it
+    keeps the frame; `flush()` decodes what is kept and returns the errors."""
+
+    def __init__(
+        self,
+        bulk: Callable[[list[bytes]], Columns],
+        one_by_one: Callable[[bytes], bool],
+        chunk: int = 2_000,
+    ) -> None:
+        self.bulk = bulk
+        self.one_by_one = one_by_one
+        self.chunk = chunk
+        self.kept: list[bytes] = []
+        self.errors = 0
+
+    def __call__(self, data: bytes) -> bool:
+        self.kept.append(data)
+        if len(self.kept) >= self.chunk:
+            self.flush()
+        return True
+
+    def flush(self) -> int:
+        kept, self.kept = self.kept, []
+        if kept:
+            for i in self.bulk(kept).rest:
+                try:
+                    if not self.one_by_one(kept[i]):
+                        self.errors += 1
+                except FrameDecodeError:
+                    self.errors += 1
+        return self.errors
+
+
 @dataclass
 class Received:
     """What a bare client counted: frames of the wanted type, from the first to the last."""
@@ -74,14 +111,14 @@ async def receive_frames(
     ws: KalshiWebSocket,
     subscribe: Callable[[], Awaitable[object]],
     prefix: bytes,
-    decodes: Callable[[bytes], bool],
+    decodes: ChunkDecoder,
     frames: int,
     timeout_s: float,
     capture_n: int = 0,
 ) -> Received:
     """On a connected socket: subscribe, then receive until `frames` frames starting with
     `prefix` have arrived (others, such as acks and snapshots, are skipped) or `timeout_s`
-    passed; each is decoded (`decodes` False or a FrameDecodeError counts an error). The CPU
+    passed; each is decoded by `decodes`, the last chunk before the clock stops. The CPU
     time and the socket's bytes are counted from the handshake's end (the subscribe exchange
     adds a few hundred bytes in all, nothing per frame); then closes the socket."""
     out = Received()
@@ -109,14 +146,11 @@ async def receive_frames(
             if out.frames == 0:
                 first = time.perf_counter()
             out.payload_bytes += len(data)
-            try:
-                if not decodes(data):
-                    out.decode_errors += 1
-            except FrameDecodeError:
-                out.decode_errors += 1
+            decodes(data)
             out.frames += 1
             if len(out.captured) < capture_n:
                 out.captured.append(data)
+        out.decode_errors = decodes.flush()
         last = time.perf_counter()
         cpu_last = time.process_time()
         wire_last = ws.wire_bytes
@@ -146,7 +180,7 @@ async def receive(
         ws,
         lambda: ws.subscribe(["ticker"]),
         TICKER_PREFIX,
-        lambda data: decode_tick(data) is not None,
+        ChunkDecoder(ticker_columns, lambda data: decode_tick(data) is not None),
         frames,
         timeout_s,
         capture_n,
