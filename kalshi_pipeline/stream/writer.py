@@ -69,6 +69,7 @@ log = logging.getLogger(__name__)
 TICKER_PREFIX = b'{"type":"ticker"'
 DELTA_PREFIX = b'{"type":"orderbook_delta"'
 MAX_ERROR_ROWS_PER_BATCH = 200
+READ_BYTES = 32 * 1024 * 1024
 MAX_SKIPPED_REMEMBERED = 10_000
 LIFECYCLE_STATUS = {
     "created": "initialized",
@@ -275,7 +276,7 @@ class Writer:
         stats: EngineStats | None = None,
         *,
         landing: LandingLog | None = None,
-        batch_rows: int = 50_000,
+        batch_rows: int = 10_000,  # the engine's flush_rows: larger batches held more memory
         retention_s: float = 24 * 3600.0,
         keep_landing: bool = False,
         busy_timeout_s: float = 0.5,
@@ -424,8 +425,11 @@ class Writer:
                 continue
             if size <= start:
                 continue
+            room = max(1, self.batch_rows - batch.size)
+            # read about what the batch has room for (a frame is ~500 bytes): a fixed 32 MiB
+            # window made every cycle hold 32 MiB and a copy of its records, whatever it used
             records, _next, problem = read_records(
-                seg, start, max_records=max(1, self.batch_rows - batch.size)
+                seg, start, max_records=room, max_bytes=min(READ_BYTES, room * 1024 + 65536)
             )
             end = start
             for rec in records:
