@@ -35,7 +35,12 @@ from typing import Any
 from kalshi_pipeline.bench.context import Context
 from kalshi_pipeline.stream.replay import replay
 from kalshi_pipeline.warehouse import Warehouse, books
-from kalshi_pipeline.warehouse.coverage import SEQUENCE_GAP, coverage_intervals, read_events
+from kalshi_pipeline.warehouse.coverage import (
+    ENDED_GAP,
+    SEQUENCE_GAP,
+    coverage_intervals,
+    read_events,
+)
 from kalshi_pipeline.warehouse.paths import landing_folder
 from kalshi_pipeline.warehouse.replayed import differences
 
@@ -152,13 +157,15 @@ def _in_gap(gaps: list[tuple[str, datetime, datetime | None, str]], at: datetime
 
 def _names_seq(detail: str, channel: str, sid: int, seq: int) -> bool:
     """A `sequence_gap` feed event ("<channel> sid S: seq E expected, G received; ...") names
-    the lost frame (channel, sid, seq) when E <= seq < G."""
+    the lost frame (channel, sid, seq) when E <= seq < G; one of a subscription the exchange
+    ended ("... expected, none received (buffer overflow); ...") names every seq from E on."""
     m = SEQUENCE_GAP.match(detail)
-    return bool(
-        m
-        and (m.group(1), int(m.group(2))) == (channel, sid)
-        and int(m.group(3)) <= seq < int(m.group(4))
-    )
+    if m:
+        return (m.group(1), int(m.group(2))) == (channel, sid) and (
+            int(m.group(3)) <= seq < int(m.group(4))
+        )
+    m = ENDED_GAP.match(detail)
+    return bool(m and (m.group(1), int(m.group(2))) == (channel, sid) and int(m.group(3)) <= seq)
 
 
 def check_books(

@@ -117,3 +117,10 @@ def test_the_ledger_book_and_gap_matching_the_check_relies_on(tmp_path: Path) ->
     assert not bookcheck._names_seq(detail, "trade", 3, 7)
     assert not bookcheck._names_seq(detail, "orderbook_delta", 2, 7)
     assert not bookcheck._names_seq("garbled", "trade", 2, 7)
+    # a subscription the exchange ended (error 25): every frame from the expected seq on is lost
+    ended = "orderbook_delta sid 4: seq 30 expected, none received (buffer overflow); markets: A,B"
+    assert bookcheck._names_seq(ended, "orderbook_delta", 4, 30)
+    assert bookcheck._names_seq(ended, "orderbook_delta", 4, 31)
+    assert not bookcheck._names_seq(ended, "orderbook_delta", 4, 29)
+    assert not bookcheck._names_seq(ended, "orderbook_delta", 5, 30)
+    assert not bookcheck._names_seq(ended, "trade", 4, 30)
