@@ -61,6 +61,7 @@ from kalshi_pipeline.stream.landing import (
 from kalshi_pipeline.stream.overlap import Engines, Window, in_any
 from kalshi_pipeline.stream.stats import EngineStats
 from kalshi_pipeline.warehouse import WarehouseBusyError
+from kalshi_pipeline.warehouse.books import ENGINE_BITS
 from kalshi_pipeline.warehouse.loads import Batch, commit, stored_trade_ids
 from kalshi_pipeline.warehouse.owner import Owner
 
@@ -246,8 +247,10 @@ class _Batch(Batch):
         c["landing_segment"].append(segment_id)
         c["landing_offset"].append(rec.offset)
 
-    def event(self, at_ns: int, source: str, kind: str, detail: str) -> None:
-        self.feed_events.append((at_ns, source, kind, detail))
+    def event(
+        self, at_ns: int, source: str, kind: str, detail: str, engine: int | None = None
+    ) -> None:
+        self.feed_events.append((at_ns, source, kind, detail, engine))
 
     def error(self, rec: Record, kind: str, detail: str) -> None:
         if self.errors_logged < MAX_ERROR_ROWS_PER_BATCH:
@@ -509,7 +512,8 @@ class Writer:
             except msgspec.DecodeError:
                 batch.error(rec, "parse_error", "undecodable feed event")
                 return
-            batch.event(rec.received_ns, source, ev.kind, ev.detail)
+            # the engine whose feed recorded it: a gap breaks that engine's books only
+            batch.event(rec.received_ns, source, ev.kind, ev.detail, seg.pid & ENGINE_BITS)
         elif rec.kind == Kind.POLL_PASS:
             try:
                 p = _PASS.decode(rec.payload)

@@ -18,12 +18,13 @@ How a book is rebuilt (the rules the macros share):
 - Two engines receive the same books during a handover (each its own connection, sid and seq):
   the book at T follows the engine that received the market's latest frame at or before T (the
   one still running), from its latest snapshot.
-- A book is valid at T unless, after its snapshot and up to T, the feed recorded a
-  `sequence_gap` on the order-book channel naming the market (or the whole sid), a
-  `book_invalid` of the market (or of its subscription, naming it), or its `markets_removed`
-  from the order books (`orderbook_delta: <ticker>`: determined, settled or deactivated; the
-  recorder stopped following it, so the book it held is not the exchange's any more). A later
-  snapshot (a resync, or the market added again) starts a valid book again.
+- A book is valid at T unless, after its snapshot and up to T, the feed of its engine recorded
+  a `sequence_gap` on the order-book channel naming the market (or the whole sid) or a
+  `book_invalid` of the market (or of its subscription, naming it), or any feed recorded the
+  market's `markets_removed` from the order books (`orderbook_delta: <ticker>`: determined,
+  settled or deactivated; the recorder stopped following it, so the book it held is not the
+  exchange's any more). A later snapshot (a resync, or the market added again) starts a valid
+  book again.
 - NO levels are bids at NO-leg prices (the stream subscribes with `use_yes_price` false): the
   best YES ask is 1 minus the best NO bid, its size that level's size.
 """
@@ -48,14 +49,18 @@ def _pos(t: str) -> str:
 
 
 # A feed event (e, beside the book's base b) that breaks the book of `ticker`: a gap on an
-# order-book subscription naming the market (or naming no market, or "all": the whole sid), the
-# market's book found inconsistent (alone, or with the other markets of its subscription), or
-# the market removed from the order books (the recorder stopped following it) (the feed's
-# wording: "<channel> sid <sid>: seq <n> expected, <m> received; markets: T1,T2", "<ticker>:
-# <why>", "orderbook_delta sid <sid>: <why>; markets: T1,T2" and "orderbook_delta: <ticker>").
-_BREAKS = """((e.kind = 'book_invalid' AND starts_with(e.detail, ticker || ':'))
+# order-book subscription naming the market (or naming no market, or "all": the whole sid), or the
+# market's book found inconsistent (alone, or with the other markets of its subscription), each
+# recorded by the feed of the engine the book follows (or of no known engine: before schema
+# version 4); or the market removed from the order books (the recorder stopped following it).
+# The feed's wording: "<channel> sid <sid>: seq <n> expected, <m> received; markets: T1,T2",
+# "<ticker>: <why>", "orderbook_delta sid <sid>: <why>; markets: T1,T2" and
+# "orderbook_delta: <ticker>".
+_BREAKS = """((e.kind = 'book_invalid' AND starts_with(e.detail, ticker || ':')
+             AND (e.engine IS NULL OR e.engine = b.engine))
             OR (e.kind = 'markets_removed' AND e.detail = 'orderbook_delta: ' || ticker)
             OR (e.kind IN ('sequence_gap', 'book_invalid')
+                AND (e.engine IS NULL OR e.engine = b.engine)
                 AND starts_with(e.detail, 'orderbook_delta sid ')
                 AND CASE WHEN trim(split_part(e.detail, 'markets:', 2)) IN ('', 'all')
                 THEN starts_with(e.detail, 'orderbook_delta sid ' || b.sid || ':')
@@ -397,7 +402,7 @@ def book_at(con: _Connection, ticker: str, at: datetime, depth: int = 0) -> Book
             sizes[key] = sizes.get(key, Decimal(0)) + level["size"]
     rows = con.execute(
         _RUN_DELTAS_AND_BREAK,
-        [ticker, received_at, at, engine, sid, pos, ticker, sid, snapshot_at, at],
+        [ticker, received_at, at, engine, sid, pos, ticker, sid, engine, snapshot_at, at],
     ).fetchall()
     broken: tuple[Any, ...] | None = None
     for kind, side, price, size, occurred_at, detail in rows:
@@ -455,7 +460,7 @@ WHERE d.market_ticker = ? AND d.received_at >= ?::TIMESTAMPTZ
 GROUP BY ALL
 UNION ALL
 SELECT 'break', e.kind, NULL, NULL, e.occurred_at, e.detail
-FROM feed_events e, (SELECT ?::VARCHAR AS ticker, ?::INTEGER AS sid) b
+FROM feed_events e, (SELECT ?::VARCHAR AS ticker, ?::INTEGER AS sid, ?::INTEGER AS engine) b
 WHERE e.source = 'websocket' AND e.occurred_at >= ?::TIMESTAMPTZ
   AND e.occurred_at <= ?::TIMESTAMPTZ AND {_BREAKS}
 """

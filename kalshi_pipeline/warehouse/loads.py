@@ -195,7 +195,8 @@ class Batch:
     cols: dict[str, list[Any]] = field(default_factory=lambda: {f.name: [] for f in TICK_SCHEMA})
     markets: dict[str, dict[str, Any]] = field(default_factory=dict)
     events: dict[str, dict[str, Any]] = field(default_factory=dict)
-    feed_events: list[tuple[int, str, str, str]] = field(default_factory=list)
+    # (at ns, source, kind, detail, engine pid or None)
+    feed_events: list[tuple[int, str, str, str, int | None]] = field(default_factory=list)
     passes: list[dict[str, Any]] = field(default_factory=list)
     traffic: dict[str, list[int]] = field(default_factory=dict)
     positions: dict[str, int] = field(default_factory=dict)
@@ -298,18 +299,19 @@ def commit(con: duckdb.DuckDBPyConnection, batch: Batch) -> None:
                 ],
             )
         if batch.feed_events:  # a burst of parse errors is hundreds of rows: one statement
-            at_ns, source, kind, detail = zip(*batch.feed_events, strict=True)
+            at_ns, source, kind, detail, engine = zip(*batch.feed_events, strict=True)
             _kp_events = pa.table(
                 {
                     "at_ns": pa.array(at_ns, pa.int64()),
                     "source": source,
                     "kind": kind,
                     "detail": detail,
+                    "engine": pa.array(engine, pa.int32()),
                 }
             )
             con.execute(
-                "INSERT INTO feed_events SELECT make_timestamp_ns(at_ns)::TIMESTAMPTZ, source, "
-                "kind, detail FROM _kp_events"
+                "INSERT INTO feed_events BY NAME SELECT make_timestamp_ns(at_ns)::TIMESTAMPTZ "
+                "AS occurred_at, source, kind, detail, engine FROM _kp_events"
             )
         if batch.passes:
             con.executemany(

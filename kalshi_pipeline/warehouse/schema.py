@@ -6,7 +6,7 @@ import duckdb
 
 from kalshi_pipeline.warehouse.books import MACROS as BOOK_MACROS
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 _V1 = [
     """
@@ -199,10 +199,16 @@ _V3 = [
     *BOOK_MACROS,
 ]
 
+# The engine whose feed recorded an event (its pid, as the low 22 bits of `landing_segment`), so a
+# gap one engine saw during a handover breaks that engine's books, not the other's; NULL for the
+# writer's own events and for events recorded before version 4 (those break every engine's).
+_V4 = ["ALTER TABLE feed_events ADD COLUMN IF NOT EXISTS engine INTEGER"]
+
 MIGRATIONS: list[tuple[int, str, list[str]]] = [
     (1, "initial schema", _V1),
     (2, "Kalshi OpenAPI 3.34.0: sent_at, settlement bounds, exchange_index", _V2),
     (3, "order books and trades", _V3),
+    (4, "feed_events.engine", _V4),
 ]
 
 

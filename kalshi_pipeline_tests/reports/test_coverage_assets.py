@@ -42,7 +42,10 @@ def warehouse_with_a_gap(db: Path) -> datetime:
     ]
     with connect(db, create=True) as con:
         for row in events:
-            con.execute("INSERT INTO feed_events VALUES (?, ?, ?, ?)", list(row))
+            con.execute(
+                "INSERT INTO feed_events (occurred_at, source, kind, detail) VALUES (?, ?, ?, ?)",
+                list(row),
+            )
     return now
 
 

@@ -23,7 +23,11 @@ def main() -> int:
     print(f"serving {owner.endpoint.port}", flush=True)
     i = 0
     while not stop.is_set():
-        con.execute("INSERT INTO feed_events VALUES (now(), 'engine', 'beat', ?)", [str(i)])
+        con.execute(
+            "INSERT INTO feed_events (occurred_at, source, kind, detail) "
+            "VALUES (now(), 'engine', 'beat', ?)",
+            [str(i)],
+        )
         i += 1
         stop.wait(0.01)
     owner.close()

@@ -39,7 +39,10 @@ def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Path]:
     else:
         Warehouse(path).migrate()
         with Warehouse(path).connect() as con:
-            con.execute("INSERT INTO feed_events VALUES (now(), 'engine', 'beat', '0')")
+            con.execute(
+                "INSERT INTO feed_events (occurred_at, source, kind, detail) "
+                "VALUES (now(), 'engine', 'beat', '0')"
+            )
     try:
         yield path
     finally:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
 import random
 import sys
 import time
@@ -19,10 +20,11 @@ from typing import Any
 import pytest
 import requests
 
-from kalshi_pipeline.stream.landing import LandingLog
+from kalshi_pipeline.stream.landing import Kind, LandingLog, Source
 from kalshi_pipeline.stream.writer import Writer
 from kalshi_pipeline.warehouse import connect
 from kalshi_pipeline.warehouse.books import (
+    ENGINE_BITS,
     KEYFRAME_SQL,
     BookQueryError,
     book_at,
@@ -359,13 +361,15 @@ def test_the_queries_answer_from_sql_by_name_and_refuse_naive_times(tmp_path: Pa
     with connect(db) as con:
         # a gap on the trade channel naming M leaves its book alone
         con.execute(
-            "INSERT INTO feed_events VALUES ('2026-11-27 12:00:02Z', 'websocket', "
+            "INSERT INTO feed_events (occurred_at, source, kind, detail) "
+            "VALUES ('2026-11-27 12:00:02Z', 'websocket', "
             "'sequence_gap', 'trade sid 2: seq 5 expected, 7 received; markets: M')"
         )
         assert valid_at("2026-11-27 12:00:03Z")
         # a gap on the order-book sid with every market of it ("all") breaks it
         con.execute(
-            "INSERT INTO feed_events VALUES ('2026-11-27 12:00:04Z', 'websocket', "
+            "INSERT INTO feed_events (occurred_at, source, kind, detail) "
+            "VALUES ('2026-11-27 12:00:04Z', 'websocket', "
             "'sequence_gap', 'orderbook_delta sid 1: seq 3 expected, 4 received; markets: all')"
         )
     assert valid_at("2026-11-27 12:00:03Z") and not valid_at("2026-11-27 12:00:05Z")
@@ -383,6 +387,63 @@ def test_the_queries_answer_from_sql_by_name_and_refuse_naive_times(tmp_path: Pa
         assert con.execute("FROM book_at('M', TIMESTAMPTZ '2026-11-27 12:00:07Z')").fetchall() == []
 
 
+def test_a_gap_breaks_the_books_of_the_engine_that_saw_it_only(tmp_path: Path) -> None:
+    """During a handover two engines hold the same books, each on its own connection: a gap on
+    one engine's subscription breaks the books that follow that engine, not those that follow
+    the other (macro and Python alike); an event of no known engine (recorded before schema
+    version 4) breaks both. The writer records the engine of each feed event it loads."""
+    db = tmp_path / "k.duckdb"
+    landing = tmp_path / "landing"
+    log = LandingLog(landing)
+    log.append(Kind.FEED_EVENT, Source.WEBSOCKET, b'{"kind":"connect","detail":"ws://x"}')
+    log.close()
+    with Owner(db) as owner:
+        assert Writer(owner, landing).drain(30)
+        con = owner.connection(timeout_s=5)
+        assert con.execute("SELECT kind, engine FROM feed_events").fetchall() == [
+            ("connect", os.getpid() & ENGINE_BITS)
+        ]
+
+        def snapshot(at: str, engine: int, sid: int, offset: int) -> str:
+            return (
+                "INSERT INTO book_snapshots (market_ticker, sid, seq, yes_levels, no_levels, "
+                f"received_at, landing_segment, landing_offset) VALUES ('M', {sid}, 1, "
+                f"[{{'price': 0.4200, 'size': 10}}], [], '{at}', {4194304 + engine}, {offset})"
+            )
+
+        def gap(at: str, engine: int | None, sid: int) -> str:
+            detail = f"orderbook_delta sid {sid}: seq 5 expected, 7 received; markets: M"
+            return (
+                "INSERT INTO feed_events (occurred_at, source, kind, detail, engine) VALUES "
+                f"('{at}', 'websocket', 'sequence_gap', '{detail}', "
+                f"{'NULL' if engine is None else engine})"
+            )
+
+        def state(second: int) -> tuple[bool, int | None]:
+            at = datetime(2026, 11, 27, 12, 0, second, tzinfo=UTC)
+            book = book_at(con, "M", at)
+            [(valid, sid)] = con.execute(
+                "SELECT valid, sid FROM book_validity('M', ?)", [at]
+            ).fetchall()
+            [(rows_valid,)] = con.execute(
+                "SELECT DISTINCT valid FROM book_at('M', ?)", [at]
+            ).fetchall()
+            assert book.valid == valid == rows_valid, (second, book, valid, rows_valid)
+            return valid, sid
+
+        con.execute(snapshot("2026-11-27 12:00:00Z", 1, 1, 10))  # the engine handing over
+        con.execute(snapshot("2026-11-27 12:00:01Z", 2, 5, 10))  # its successor, later
+        assert state(2) == (True, 5)
+        con.execute(gap("2026-11-27 12:00:03Z", 1, 1))  # seen by the first engine only
+        assert state(4) == (True, 5)
+        con.execute(gap("2026-11-27 12:00:05Z", 2, 5))  # seen by the successor
+        assert state(6) == (False, 5)
+        con.execute(snapshot("2026-11-27 12:00:07Z", 2, 5, 20))  # its resync
+        assert state(8) == (True, 5)
+        con.execute(gap("2026-11-27 12:00:09Z", None, 1))  # an engine not known: both
+        assert state(10) == (False, 5)
+
+
 def test_a_removed_market_is_invalid_until_a_later_snapshot(tmp_path: Path) -> None:
     """`markets_removed` of the order-book channel breaks the market's book (macro and Python
     alike) from its time until a later snapshot; a removal of another market, or from the ticker
@@ -397,7 +458,10 @@ def test_a_removed_market_is_invalid_until_a_later_snapshot(tmp_path: Path) -> N
         )
 
     def event(at: str, kind: str, detail: str) -> str:
-        return f"INSERT INTO feed_events VALUES ('{at}', 'websocket', '{kind}', '{detail}')"
+        return (
+            "INSERT INTO feed_events (occurred_at, source, kind, detail) "
+            f"VALUES ('{at}', 'websocket', '{kind}', '{detail}')"
+        )
 
     with connect(db, create=True) as con:
         con.execute(snapshot("2026-11-27 12:00:00Z", 10))
@@ -459,7 +523,8 @@ def test_a_keyframe_is_the_book_at_its_delta_not_a_resync_snapshot_received_afte
             "('M', 1, 2, 'yes', 0.4100, 5, '2026-11-27 12:00:00.200Z', 2, 1, 4194305, 20)"
         )
         con.execute(
-            "INSERT INTO feed_events VALUES ('2026-11-27 12:00:00.300Z', 'websocket', "
+            "INSERT INTO feed_events (occurred_at, source, kind, detail) "
+            "VALUES ('2026-11-27 12:00:00.300Z', 'websocket', "
             "'sequence_gap', 'orderbook_delta sid 1: seq 3 expected, 4 received; markets: M')"
         )
         con.execute(

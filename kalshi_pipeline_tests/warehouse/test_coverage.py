@@ -28,7 +28,8 @@ def write(db: Path, events: list[tuple[float, str, str, str]], ticks: list[float
     with connect(db, create=True) as con:
         for s, source, kind, detail in events:
             con.execute(
-                "INSERT INTO feed_events VALUES (?, ?, ?, ?)", [at(s), source, kind, detail]
+                "INSERT INTO feed_events (occurred_at, source, kind, detail) VALUES (?, ?, ?, ?)",
+                [at(s), source, kind, detail],
             )
         for n, s in enumerate(ticks):
             con.execute(
