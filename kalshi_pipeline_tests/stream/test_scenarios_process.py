@@ -134,3 +134,42 @@ def test_plain_duckdb_on_the_live_file_is_refused_and_the_stream_never_waits(
     expected, stored_keys = settle_and_compare(sim, db, engine)
     assert stored_keys == expected
     assert engine.stats.db_busy_since is None
+
+
+def test_the_stream_process_keeps_pandas_out(sim_factory, tmp_path):
+    """DuckDB and pyarrow would import pandas (~30 MB) on first use; `kalshi-pipeline stream`
+    never hands them a pandas object, so its process keeps pandas out (`stream/lean.py`) and
+    still stores everything, through Arrow."""
+    sim = sim_factory(markets=200, rate=300)
+    db = tmp_path / "data" / "k.duckdb"
+    env = dict(os.environ, KALSHI_REST_URL=sim.rest_url, KALSHI_WS_URL=sim.ws_url)
+    cmd = [sys.executable, "-m", "kalshi_pipeline.cli", "stream", "--database", str(db), "--quiet"]
+    proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(
+            lambda: db.exists() and query(db, "SELECT count(*) FROM ticks")[0][0] > 300,
+            timeout=60,
+            interval=0.5,
+            what="ticks stored by the stream",
+        )
+        maps = {m.path for m in psutil.Process(proc.pid).memory_maps()}
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert any("/pyarrow/" in p for p in maps)  # the batches did go through Arrow
+    assert not [p for p in maps if "/pandas/" in p]
+
+
+def test_pandas_kept_out_fails_with_a_message_that_says_why(tmp_path):
+    script = (
+        "from kalshi_pipeline.stream.lean import keep_pandas_out\n"
+        "assert keep_pandas_out()\n"
+        "import duckdb\n"
+        "con = duckdb.connect()\n"
+        "assert con.execute('SELECT ?::INTEGER + 1', [41]).fetchall() == [(42,)]\n"
+        "import pandas\n"
+    )
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 1
+    assert "pandas is kept out of this streaming process" in run.stderr
