@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import Any
 
 import msgspec
 
@@ -82,13 +83,18 @@ class Columns:
     rest: list[int] = field(default_factory=list)
 
 
-def _decode_list(decoder: msgspec.json.Decoder[list[object]], payloads: list[bytes]) -> list | None:  # type: ignore[type-arg]
+def _decode_list(
+    decoder: msgspec.json.Decoder[Any], payloads: list[bytes]
+) -> tuple[list[Any], list[Any]]:
+    """The frames and their `msg`s; both empty when msgspec rejects the batch as a whole."""
     try:
         frames = decoder.decode(b"[" + b",".join(payloads) + b"]")
     except (msgspec.DecodeError, RecursionError):
-        return None
+        return [], []
     # a payload holding two objects separated by a comma would shift every frame after it
-    return frames if len(frames) == len(payloads) else None
+    if len(frames) != len(payloads):
+        return [], []
+    return frames, [f.msg for f in frames]
 
 
 def _finish(values: dict[str, list[object]], n: int, bad: set[int]) -> Columns:
@@ -100,10 +106,9 @@ def _finish(values: dict[str, list[object]], n: int, bad: set[int]) -> Columns:
 
 def ticker_columns(payloads: list[bytes]) -> Columns:
     """`ticker` frames as the columns of `ticks` they fill (prices and counts as strings)."""
-    frames = _decode_list(_TICKER_FRAMES, payloads)
-    if frames is None:
+    frames, msgs = _decode_list(_TICKER_FRAMES, payloads)
+    if not frames:
         return Columns(rest=list(range(len(payloads))))
-    msgs = [f.msg for f in frames]
     bad: set[int] = {
         i
         for i, m in enumerate(msgs)
@@ -139,10 +144,9 @@ def ticker_columns(payloads: list[bytes]) -> Columns:
 def delta_columns(payloads: list[bytes]) -> Columns:
     """`orderbook_delta` frames as the columns of `book_deltas_stored` they fill (price and delta
     as strings; Kalshi's times as given, the warehouse takes them from the receive time)."""
-    frames = _decode_list(_DELTA_FRAMES, payloads)
-    if frames is None:
+    frames, msgs = _decode_list(_DELTA_FRAMES, payloads)
+    if not frames:
         return Columns(rest=list(range(len(payloads))))
-    msgs = [f.msg for f in frames]
     bad: set[int] = {
         i
         for i, m in enumerate(msgs)

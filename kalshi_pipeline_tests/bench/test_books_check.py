@@ -110,17 +110,20 @@ def test_the_ledger_book_and_gap_matching_the_check_relies_on(tmp_path: Path) ->
     assert ledger.book_at("M", 3000).levels("yes") == []
     assert not ledger.quiet("M", 3500) and ledger.quiet("M", 9000)
     assert [d["seq"] for d in ledger.dropped] == [7]
-    detail = "trade sid 2: seq 6 expected, 8 received; markets: all"
-    assert bookcheck._names_seq(detail, "trade", 2, 7)
-    assert bookcheck._names_seq(detail, "trade", 2, 6)
-    assert not bookcheck._names_seq(detail, "trade", 2, 8)
-    assert not bookcheck._names_seq(detail, "trade", 3, 7)
-    assert not bookcheck._names_seq(detail, "orderbook_delta", 2, 7)
-    assert not bookcheck._names_seq("garbled", "trade", 2, 7)
+    gap = "trade sid 2: seq 6 expected, 8 received; markets: all"
     # a subscription the exchange ended (error 25): every frame from the expected seq on is lost
     ended = "orderbook_delta sid 4: seq 30 expected, none received (buffer overflow); markets: A,B"
-    assert bookcheck._names_seq(ended, "orderbook_delta", 4, 30)
-    assert bookcheck._names_seq(ended, "orderbook_delta", 4, 31)
-    assert not bookcheck._names_seq(ended, "orderbook_delta", 4, 29)
-    assert not bookcheck._names_seq(ended, "orderbook_delta", 5, 30)
-    assert not bookcheck._names_seq(ended, "trade", 4, 30)
+    names = {
+        (gap, "trade", 2, 7): True,
+        (gap, "trade", 2, 6): True,
+        (gap, "trade", 2, 8): False,
+        (gap, "trade", 3, 7): False,
+        (gap, "orderbook_delta", 2, 7): False,
+        ("garbled", "trade", 2, 7): False,
+        (ended, "orderbook_delta", 4, 30): True,
+        (ended, "orderbook_delta", 4, 31): True,
+        (ended, "orderbook_delta", 4, 29): False,
+        (ended, "orderbook_delta", 5, 30): False,
+        (ended, "trade", 4, 30): False,
+    }
+    assert {case: bookcheck._names_seq(*case) for case in names} == names

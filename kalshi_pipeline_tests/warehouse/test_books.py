@@ -387,6 +387,22 @@ def test_the_queries_answer_from_sql_by_name_and_refuse_naive_times(tmp_path: Pa
         assert con.execute("FROM book_at('M', TIMESTAMPTZ '2026-11-27 12:00:07Z')").fetchall() == []
 
 
+def validity_everywhere(con: Any, ticker: str, second: int) -> tuple[bool, str | None, int | None]:
+    """(valid, reason, sid) of the book of `ticker` at 12:00:<second> on 2026-11-27, held equal
+    in Python's `book_at`, the `book_validity` macro and the `book_at` macro."""
+    at = datetime(2026, 11, 27, 12, 0, second, tzinfo=UTC)
+    book = book_at(con, ticker, at)
+    [(valid, reason, sid)] = con.execute(
+        "SELECT valid, reason, sid FROM book_validity(?, ?)", [ticker, at]
+    ).fetchall()
+    [(rows_valid,)] = con.execute(
+        "SELECT DISTINCT valid FROM book_at(?, ?)", [ticker, at]
+    ).fetchall()
+    assert book.valid == valid == rows_valid, (second, book, valid, rows_valid)
+    assert book.reason == reason
+    return valid, reason, sid
+
+
 def test_a_gap_breaks_the_books_of_the_engine_that_saw_it_only(tmp_path: Path) -> None:
     """During a handover two engines hold the same books, each on its own connection: a gap on
     one engine's subscription breaks the books that follow that engine, not those that follow
@@ -420,15 +436,7 @@ def test_a_gap_breaks_the_books_of_the_engine_that_saw_it_only(tmp_path: Path) -
             )
 
         def state(second: int) -> tuple[bool, int | None]:
-            at = datetime(2026, 11, 27, 12, 0, second, tzinfo=UTC)
-            book = book_at(con, "M", at)
-            [(valid, sid)] = con.execute(
-                "SELECT valid, sid FROM book_validity('M', ?)", [at]
-            ).fetchall()
-            [(rows_valid,)] = con.execute(
-                "SELECT DISTINCT valid FROM book_at('M', ?)", [at]
-            ).fetchall()
-            assert book.valid == valid == rows_valid, (second, book, valid, rows_valid)
+            valid, _reason, sid = validity_everywhere(con, "M", second)
             return valid, sid
 
         con.execute(snapshot("2026-11-27 12:00:00Z", 1, 1, 10))  # the engine handing over
@@ -471,17 +479,8 @@ def test_a_removed_market_is_invalid_until_a_later_snapshot(tmp_path: Path) -> N
         con.execute(snapshot("2026-11-27 12:00:05Z", 20))  # added again: a fresh snapshot
 
         def state(second: int) -> tuple[bool, str | None]:
-            at = datetime(2026, 11, 27, 12, 0, second, tzinfo=UTC)
-            book = book_at(con, "M", at)
-            [(valid, reason)] = con.execute(
-                "SELECT valid, reason FROM book_validity('M', ?)", [at]
-            ).fetchall()
-            [(rows_valid,)] = con.execute(
-                "SELECT DISTINCT valid FROM book_at('M', ?)", [at]
-            ).fetchall()
-            assert book.valid == valid == rows_valid, (second, book, valid, rows_valid)
-            assert book.reason == reason
-            return book.valid, book.reason
+            valid, reason, _sid = validity_everywhere(con, "M", second)
+            return valid, reason
 
         assert state(2) == (True, None)
         valid, reason = state(4)
