@@ -264,6 +264,7 @@ class LandingLog:
         self._n = 0
         self._file = None
         self._path: Path | None = None
+        self._stem = ""
         self._opened = 0.0
         self._size = 0
         self._dirty = False
@@ -274,6 +275,7 @@ class LandingLog:
         self._n += 1
         name = f"{time.time_ns() // 1_000_000}-{os.getpid()}-{self._n:06d}"
         self._path = self.folder / f"{name}.open"
+        self._stem = name
         self._file = open(self._path, "ab", buffering=1024 * 1024)  # noqa: SIM115
         self._opened = time.monotonic()
         self._size = 0
@@ -297,7 +299,7 @@ class LandingLog:
             f.write(payload)
             self._size += HEADER.size + len(payload)
             self._dirty = True
-            where = (self._path.stem, self._size)  # type: ignore[union-attr]
+            where = (self._stem, self._size)
             if self._size >= self.rotate_bytes:
                 self._rotate_locked()
             return where

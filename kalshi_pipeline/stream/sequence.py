@@ -26,6 +26,7 @@ decoded here (msgspec structs), so the hot path stays cheap; the writer decodes 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
@@ -47,6 +48,13 @@ IN_ORDER, AFTER_GAP, LATE = range(3)
 # the `SequenceGap` kinds of a subscription the exchange ended, by its error code (the coverage
 # parser in warehouse/coverage.py reads these words)
 ENDED = {25: "buffer overflow", 10: "channel error"}
+
+
+@functools.lru_cache(maxsize=1 << 14)
+def _decimal(text: str) -> Decimal:
+    """A wire decimal string's value, memoized: a book's prices and changes repeat, and Decimals
+    are immutable (the delta hot path built two a frame)."""
+    return Decimal(text)
 
 
 class _DeltaMsg(msgspec.Struct):
@@ -391,13 +399,13 @@ class Sequencer:
             return
         try:
             if m.price_dollars is not None:
-                price = Decimal(m.price_dollars)
+                price = _decimal(m.price_dollars)
             elif m.price is not None:
                 price = Decimal(m.price) / CENTS
             else:
                 return
             if m.delta_fp is not None:
-                change = Decimal(m.delta_fp)
+                change = _decimal(m.delta_fp)
             elif m.delta is not None:
                 change = Decimal(m.delta)
             else:

@@ -69,6 +69,7 @@ log = logging.getLogger(__name__)
 
 TICKER_PREFIX = b'{"type":"ticker"'
 DELTA_PREFIX = b'{"type":"orderbook_delta"'
+WS_FRAME = int(Kind.WS_FRAME)
 MAX_ERROR_ROWS_PER_BATCH = 200
 READ_BYTES = 32 * 1024 * 1024
 MAX_SKIPPED_REMEMBERED = 10_000
@@ -435,11 +436,12 @@ class Writer:
                 seg, start, max_records=room, max_bytes=min(READ_BYTES, room * 1024 + 65536)
             )
             end = start
+            decode = self._decode
             for rec in records:
-                self._decode(rec, seg, batch)
+                decode(rec, seg, batch)
                 end = rec.end
                 # a frame is at most one row, and `max_records` bounds them; a page is many
-                if rec.kind != Kind.WS_FRAME and batch.size >= self.batch_rows:
+                if rec.kind != WS_FRAME and batch.size >= self.batch_rows:
                     break
             if problem and end == _next:
                 # a closed segment whose rest will never become whole: record it and skip it
@@ -496,13 +498,16 @@ class Writer:
         wire["landing_offset"].extend(rec.offset for rec, _seg in rows)
 
     def _decode(self, rec: Record, seg: SegmentFile, batch: _Batch) -> None:
-        source = SOURCE_NAMES.get(rec.source, "engine")
-        if rec.kind == Kind.WS_FRAME:
-            traffic = batch.traffic.setdefault("websocket", [0, 0])
+        if rec.kind == WS_FRAME:  # nearly every record: first, and lean
+            traffic = batch.traffic.get("websocket")
+            if traffic is None:
+                traffic = batch.traffic["websocket"] = [0, 0]
             traffic[0] += 1
             traffic[1] += len(rec.payload)
             self._decode_ws(rec, seg, batch)
-        elif rec.kind == Kind.REST_PAGE:
+            return
+        source = SOURCE_NAMES.get(rec.source, "engine")
+        if rec.kind == Kind.REST_PAGE:
             self._decode_page(rec, seg, batch)
         elif rec.kind == Kind.TRADES_PAGE:
             self._decode_trades_page(rec, seg, batch)
