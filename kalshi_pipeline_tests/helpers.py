@@ -31,6 +31,17 @@ def wait_for(
     raise AssertionError(f"timed out after {timeout}s waiting for {what} (last value: {last!r})")
 
 
+def wait_for_ticks(db: Path, more_than: int, what: str = "ticks stored") -> None:
+    """Wait (60 s at most) until the database at `db` exists and holds more than `more_than`
+    ticks: a stream process started and stores."""
+    wait_for(
+        lambda: db.exists() and query(db, "SELECT count(*) FROM ticks")[0][0] > more_than,
+        timeout=60,
+        interval=0.5,
+        what=what,
+    )
+
+
 def read_ledger(path: Path) -> list[dict[str, Any]]:
     lines = path.read_text().splitlines() if path.exists() else []
     out = []

@@ -69,11 +69,10 @@ class ChunkDecoder:
         self.kept: list[bytes] = []
         self.errors = 0
 
-    def __call__(self, data: bytes) -> bool:
+    def __call__(self, data: bytes) -> None:
         self.kept.append(data)
         if len(self.kept) >= self.chunk:
             self.flush()
-        return True
 
     def flush(self) -> int:
         kept, self.kept = self.kept, []

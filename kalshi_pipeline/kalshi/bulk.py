@@ -170,12 +170,15 @@ def delta_columns(payloads: list[bytes]) -> Columns:
     _bad_signed_rows(values["delta"], bad)  # type: ignore[arg-type]
     _bad_ms(values["ts_ms"], bad)  # type: ignore[arg-type]
     _bad_ms(values["sent_ms"], bad)  # type: ignore[arg-type]
-    _bad_sid_rows(values["sid"], bad)  # type: ignore[arg-type]
+    _bad_int_rows(values["sid"], 32, bad)  # type: ignore[arg-type]
+    _bad_int_rows(values["seq"], 64, bad)  # type: ignore[arg-type]
     return _finish(values, len(frames), bad)
 
 
-def _bad_sid_rows(column: list[int | None], bad: set[int]) -> None:
-    """The table's sid is an INTEGER: a larger one is the per-frame decoder's to handle."""
+def _bad_int_rows(column: list[int | None], bits: int, bad: set[int]) -> None:
+    """The table's sid is an INTEGER, its seq a BIGINT: a wider number is the per-frame
+    decoder's to handle (it stores NULL and flags it)."""
+    limit = 2 ** (bits - 1)
     for i, v in enumerate(column):
-        if v is not None and not -(2**31) <= v < 2**31:
+        if v is not None and not -limit <= v < limit:
             bad.add(i)

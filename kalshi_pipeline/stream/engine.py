@@ -69,6 +69,8 @@ class Engine:
         self.label = label or f"pid {os.getpid()}"  # how a predecessor names us: "run 1a2b..."
         self.started_at = time.time()
         self.finished: str | None = None  # set when the engine should end normally, and why
+        # overtaken by a newer engine before taking over: the warehouse is that engine's
+        self.superseded = False
         self.predecessor: int | None = None  # pid of the owner this engine waits to succeed
         self._waiting_since: float | None = None
         self._requested_at: float | None = None
@@ -293,6 +295,7 @@ class Engine:
         newer = handover.newer_than(db, self.started_at)
         if newer is not None:
             self.finished = f"superseded by {newer.describe()} before taking over"
+            self.superseded = True
             return
         endpoint = server.live_endpoint(db)
         if endpoint is not None and endpoint.pid not in (self.predecessor, os.getpid()):
@@ -301,6 +304,7 @@ class Engine:
             started = _engine_started(self.config.landing, endpoint.pid)
             if started is not None and started > self.started_at:
                 self.finished = f"superseded by pid {endpoint.pid}, which took over first"
+                self.superseded = True
                 return
             self.predecessor, self._requested_at = endpoint.pid, None
         if self.handover_stalled and not self.stall_reported:
@@ -391,11 +395,10 @@ class Engine:
         self.landing.sync()
         # Overtaken by a newer engine before taking over: the warehouse is that engine's, and its
         # writer loads every segment of the shared landing log, ours too. Nothing to drain here.
-        superseded = self.finished is not None and self.finished.startswith("superseded by")
-        drained = superseded or self.writer.drain(max(0.5, deadline - time.monotonic() - 0.3))
+        drained = self.superseded or self.writer.drain(max(0.5, deadline - time.monotonic() - 0.3))
         self.landing.close()
         self.writer.close()
-        if superseded and self.stats.backlog_bytes:
+        if self.superseded and self.stats.backlog_bytes:
             log.info(
                 "stopped with %d bytes received but not loaded by this engine; they stay in %s, "
                 "where the engine that took over loads them",

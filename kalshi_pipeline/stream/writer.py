@@ -16,6 +16,7 @@ receiving never waits, the log grows.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import os
 import threading
@@ -29,7 +30,7 @@ from typing import Any
 import duckdb
 import msgspec
 
-from kalshi_pipeline.kalshi.bulk import delta_columns, ticker_columns
+from kalshi_pipeline.kalshi.bulk import Columns, delta_columns, ticker_columns
 from kalshi_pipeline.kalshi.errors import FrameDecodeError
 from kalshi_pipeline.kalshi.messages import (
     BookDelta,
@@ -466,32 +467,27 @@ class Writer:
     def finish_batch(self, batch: _Batch) -> None:
         """Decode the frames `_decode` kept for the bulk decoder: the plain ones into columns,
         the rest one by one, as any other frame."""
-        if batch.pending_ticks:
-            pending, batch.pending_ticks = batch.pending_ticks, []
-            got = ticker_columns([rec.payload for rec, _seg in pending])
-            for i in got.rest:
-                self._decode_ws(*pending[i], batch, bulk=False)
-            self._add_wire(batch.wire_ticks, got.values, [pending[i] for i in got.rows])
-        if batch.pending_deltas:
-            pending, batch.pending_deltas = batch.pending_deltas, []
-            got = delta_columns([rec.payload for rec, _seg in pending])
-            for i in got.rest:
-                self._decode_ws(*pending[i], batch, bulk=False)
-            rows = [pending[i] for i in got.rows]
-            self._add_wire(batch.wire_deltas, got.values, rows)
-            batch.wire_deltas["received_ms"].extend(
-                rec.received_ns // 1_000_000 for rec, _seg in rows
-            )
+        ticks, batch.pending_ticks = batch.pending_ticks, []
+        deltas, batch.pending_deltas = batch.pending_deltas, []
+        self._bulk(batch, ticks, ticker_columns, batch.wire_ticks)
+        self._bulk(batch, deltas, delta_columns, batch.wire_deltas)
 
-    @staticmethod
-    def _add_wire(
+    def _bulk(
+        self,
+        batch: _Batch,
+        pending: list[tuple[Record, SegmentFile]],
+        columns: Callable[[list[bytes]], Columns],
         wire: dict[str, list[Any]],
-        values: dict[str, list[object]],
-        rows: list[tuple[Record, SegmentFile]],
     ) -> None:
+        if not pending:
+            return
+        got = columns([rec.payload for rec, _seg in pending])
+        for i in got.rest:
+            self._decode_ws(*pending[i], batch, bulk=False)
+        rows = [pending[i] for i in got.rows] if got.rest else pending
         if not rows:
             return
-        for name, column in values.items():
+        for name, column in got.values.items():
             wire[name].extend(column)
         wire["received_at"].extend(rec.received_ns for rec, _seg in rows)
         wire["landing_segment"].extend(seg.segment_id for _rec, seg in rows)
@@ -792,27 +788,22 @@ class Writer:
         self.stats.rows_loaded_batches += 1
         lag = []
         store = []
-        for s, sent, ex, rcv in zip(
-            src,
-            batch.cols["sent_at"],
-            batch.cols["exchange_ts"],
-            batch.cols["received_at"],
-            strict=True,
+        wire = batch.wire_ticks
+        c = batch.cols
+        for s, sent, ex, rcv in itertools.chain(
+            zip(src, c["sent_at"], c["exchange_ts"], c["received_at"], strict=True),
+            (
+                ("websocket", sent, ex, rcv)
+                for sent, ex, rcv in zip(
+                    wire["sent_at"], wire["exchange_ts"], wire["received_at"], strict=True
+                )
+            ),
         ):
             store.append((now_ns - rcv) / 1e6)
             if s != "websocket":
                 continue
             # the feed's lag is received minus Kalshi's send time; frames without
             # sending_ts_ms (older servers) fall back to the market change time (ts_ms)
-            if sent is not None:
-                lag.append(rcv / 1e6 - sent)
-            elif ex is not None:
-                lag.append(rcv / 1e6 - ex)
-        wire = batch.wire_ticks
-        for sent, ex, rcv in zip(
-            wire["sent_at"], wire["exchange_ts"], wire["received_at"], strict=True
-        ):
-            store.append((now_ns - rcv) / 1e6)
             if sent is not None:
                 lag.append(rcv / 1e6 - sent)
             elif ex is not None:

@@ -161,7 +161,6 @@ WIRE_DELTA_SCHEMA = pa.schema(
         ("price", pa.string()),
         ("delta", pa.string()),
         ("received_at", pa.timestamp("ns", tz="UTC")),
-        ("received_ms", pa.int64()),
         ("ts_ms", pa.int64()),
         ("sent_ms", pa.int64()),
         ("landing_segment", pa.int64()),
@@ -183,7 +182,9 @@ _WIRE_DELTAS_SQL = (
     "INSERT INTO book_deltas_stored BY NAME SELECT market_ticker, sid, seq, side, "
     "CAST(NULLIF(price, '') AS DECIMAL(10,4)) AS price, "
     "CAST(NULLIF(delta, '') AS DECIMAL(18,2)) AS delta, received_at, "
-    "received_ms - ts_ms AS exchange_lag_ms, received_ms - sent_ms AS sent_lag_ms, "
+    # the receive time's whole ms (DuckDB truncates the ns to us, and so the ms are exact)
+    "epoch_ms(received_at) - ts_ms AS exchange_lag_ms, "
+    "epoch_ms(received_at) - sent_ms AS sent_lag_ms, "
     "landing_segment, landing_offset FROM _kp_wire_deltas"
 )
 

@@ -36,13 +36,13 @@ log = logging.getLogger(__name__)
 # thread: each client's query still runs on its own connection's thread, but none fans out over
 # every core, and the writer's small commits wake no worker thread (measured on 2 cores: a
 # 50-tick commit took 8.7 ms of CPU with threads=1 against 12.2 ms with 2).
+MEMORY_LIMIT = "1GB"
+THREADS = 1
 # How long closing the file may take before the owner stops waiting for it. DuckDB 1.5.5's Quack
 # server can hang in its destructor, joining a server thread that never ends (seen once under a
 # loaded test suite, right after a start); everything is checkpointed before, so what is left is
 # only the process's own handle, and a stream that is stopping must not wait forever on it.
 CLOSE_TIMEOUT_S = 15.0
-MEMORY_LIMIT = "1GB"
-THREADS = 1
 
 
 class Owner:
@@ -151,17 +151,15 @@ class _Closable(Protocol):
 def close_bounded(con: _Closable, path: Path, timeout_s: float = CLOSE_TIMEOUT_S) -> bool:
     """Close `con` in a thread of its own and wait at most `timeout_s`; False (and a warning
     naming the file) when it did not finish: it is left to finish in the background."""
-    done = threading.Event()
 
     def close() -> None:
-        try:
-            with contextlib.suppress(duckdb.Error):
-                con.close()
-        finally:
-            done.set()
+        with contextlib.suppress(duckdb.Error):
+            con.close()
 
-    threading.Thread(target=close, name="warehouse-close", daemon=True).start()
-    if done.wait(timeout_s):
+    closing = threading.Thread(target=close, name="warehouse-close", daemon=True)
+    closing.start()
+    closing.join(timeout_s)
+    if not closing.is_alive():
         return True
     log.warning(
         "closing the warehouse %s took more than %.0f s (DuckDB's Quack server did not stop); "

@@ -17,7 +17,7 @@ from kalshi_pipeline.stream.config import StreamConfig
 from kalshi_pipeline.stream.engine import Engine
 from kalshi_pipeline.warehouse import WarehouseError
 from kalshi_pipeline.warehouse.paths import landing_folder
-from kalshi_pipeline_tests.helpers import feed_events, query, wait_for
+from kalshi_pipeline_tests.helpers import feed_events, query, wait_for, wait_for_ticks
 from kalshi_pipeline_tests.stream.conftest import config_for
 from kalshi_pipeline_tests.stream.support import kinds
 
@@ -89,12 +89,7 @@ def test_sigterm_stops_reading_flushes_and_records_the_stop(sim_factory, tmp_pat
         text=True,
     )
     try:
-        wait_for(
-            lambda: db.exists() and query(db, "SELECT count(*) FROM ticks")[0][0] > 200,
-            timeout=60,
-            interval=0.5,
-            what="ticks stored",
-        )
+        wait_for_ticks(db, 200, "ticks stored")
         proc.send_signal(signal.SIGTERM)
         _out, err = proc.communicate(timeout=15)  # the contract: out within 10 s
     finally:

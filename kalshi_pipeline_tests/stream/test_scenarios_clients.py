@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from kalshi_pipeline.warehouse import connect
-from kalshi_pipeline_tests.helpers import query, wait_for
+from kalshi_pipeline_tests.helpers import query, wait_for, wait_for_ticks
 from kalshi_pipeline_tests.stream.conftest import config_for
 from kalshi_pipeline_tests.stream.support import landing_ticker_frames, settle_and_compare
 
@@ -83,12 +83,7 @@ def test_the_stream_killed_and_restarted_under_clients_and_they_carry_on(sim_fac
     first = subprocess.Popen(cmd, env=env, stderr=subprocess.DEVNULL)
     procs: list[subprocess.Popen[str]] = []
     try:
-        wait_for(
-            lambda: db.exists() and query(db, "SELECT count(*) FROM ticks")[0][0] > 500,
-            timeout=60,
-            interval=0.5,
-            what="ticks stored by the first stream",
-        )
+        wait_for_ticks(db, 500, "ticks stored by the first stream")
         procs = analysts(db)
         wait_for(
             lambda: query(db, "SELECT count(*) FROM ticks")[0][0] > 3000,

@@ -20,6 +20,7 @@ from kalshi_pipeline_tests.helpers import (
     feed_events,
     query,
     wait_for,
+    wait_for_ticks,
 )
 from kalshi_pipeline_tests.stream.conftest import config_for
 from kalshi_pipeline_tests.stream.support import kinds, landing_ticker_frames, settle_and_compare
@@ -44,12 +45,7 @@ def test_sigkill_mid_stream_then_restart_stores_everything_logged_once(sim_facto
     ]
     first = subprocess.Popen(cmd, env=env, stderr=subprocess.DEVNULL)
     try:
-        wait_for(
-            lambda: db.exists() and query(db, "SELECT count(*) FROM ticks")[0][0] > 500,
-            timeout=60,
-            interval=0.5,
-            what="ticks stored by the first process",
-        )
+        wait_for_ticks(db, 500, "ticks stored by the first process")
     finally:
         first.send_signal(signal.SIGKILL)
         first.wait()
@@ -146,12 +142,7 @@ def test_the_stream_process_keeps_pandas_out(sim_factory, tmp_path):
     cmd = [sys.executable, "-m", "kalshi_pipeline.cli", "stream", "--database", str(db), "--quiet"]
     proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True)
     try:
-        wait_for(
-            lambda: db.exists() and query(db, "SELECT count(*) FROM ticks")[0][0] > 300,
-            timeout=60,
-            interval=0.5,
-            what="ticks stored by the stream",
-        )
+        wait_for_ticks(db, 300, "ticks stored by the stream")
         maps = {m.path for m in psutil.Process(proc.pid).memory_maps()}
     finally:
         proc.send_signal(signal.SIGTERM)

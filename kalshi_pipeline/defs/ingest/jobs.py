@@ -320,7 +320,7 @@ def _stop(context: dg.OpExecutionContext, engine: Engine, reason: str) -> bool:
         context.log.error(f"stopping the engine failed: {type(exc).__name__}: {exc}")
         return False
     summary = engine.summary()
-    if drained and summary["backlog_bytes"]:  # superseded: the engine that took over loads it
+    if engine.superseded:  # the engine that took over loads what this one received
         context.log.info(
             f"stream stopped ({reason}): {summary['ticks_stored']} ticks stored by this run; the "
             f"{summary['backlog_bytes']} bytes it received since are in the landing log, which "
