@@ -60,17 +60,9 @@ def _bad_signed_rows(column: list[str | None], bad: set[int]) -> None:
     bad.update(i for i, v in enumerate(column) if v and not _COUNT.fullmatch(v.removeprefix("-")))
 
 
-def _bad_ms(column: list[int | None], bad: set[int], *, required: bool = False) -> None:
-    for i, v in enumerate(column):
-        if v is None:
-            if required:
-                bad.add(i)
-        elif not MIN_TS_MS <= v < MAX_TS_MS:
-            bad.add(i)
-
-
-def _take(column: list[object], keep: list[int] | None) -> list[object]:
-    return column if keep is None else [column[i] for i in keep]
+def _bad_ms(column: list[int | None], bad: set[int]) -> None:
+    """Add to `bad` the rows whose time (ms; None is fine) a TIMESTAMPTZ cannot hold."""
+    bad.update(i for i, v in enumerate(column) if v is not None and not MIN_TS_MS <= v < MAX_TS_MS)
 
 
 @dataclass
@@ -101,7 +93,7 @@ def _finish(values: dict[str, list[object]], n: int, bad: set[int]) -> Columns:
     if not bad:
         return Columns(values, list(range(n)), [])
     keep = [i for i in range(n) if i not in bad]
-    return Columns({k: _take(v, keep) for k, v in values.items()}, keep, sorted(bad))
+    return Columns({k: [v[i] for i in keep] for k, v in values.items()}, keep, sorted(bad))
 
 
 def ticker_columns(payloads: list[bytes]) -> Columns:
@@ -179,6 +171,4 @@ def _bad_int_rows(column: list[int | None], bits: int, bad: set[int]) -> None:
     """The table's sid is an INTEGER, its seq a BIGINT: a wider number is the per-frame
     decoder's to handle (it stores NULL and flags it)."""
     limit = 2 ** (bits - 1)
-    for i, v in enumerate(column):
-        if v is not None and not -limit <= v < limit:
-            bad.add(i)
+    bad.update(i for i, v in enumerate(column) if v is not None and not -limit <= v < limit)

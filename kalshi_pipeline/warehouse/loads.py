@@ -138,18 +138,20 @@ MARKET_FIELDS = (
 # `ticks` as stored: the writer's columns plus the commit's `stored_at` (reports select these)
 TICK_COLUMNS: tuple[str, ...] = (*TICK_SCHEMA.names, "stored_at")
 
+
 # Plain WebSocket ticks and deltas decoded in bulk (`kalshi/bulk.py`): decimals as the strings
 # received, cast here by DuckDB (exact: the bulk decoder passes only strings the cast keeps as
 # they are); the other columns as in TICK_SCHEMA and DELTA_SCHEMA.
+def _cast(name: str, decimal: pa.Decimal128Type) -> str:
+    """A decimal string column of a wire table as the column it fills ('' is NULL)."""
+    return f"CAST(NULLIF({name}, '') AS DECIMAL({decimal.precision},{decimal.scale})) AS {name}"
+
+
+_TICK_DECIMALS = [f for f in TICK_SCHEMA if isinstance(f.type, pa.Decimal128Type)]
 WIRE_TICK_SCHEMA = pa.schema(
     [
-        ("market_ticker", pa.string()),
-        ("exchange_ts", pa.timestamp("ms", tz="UTC")),
-        ("received_at", pa.timestamp("ns", tz="UTC")),
-        ("sent_at", pa.timestamp("ms", tz="UTC")),
-        *((name, pa.string()) for name in TICK_SCHEMA.names[5:13]),
-        ("landing_segment", pa.int64()),
-        ("landing_offset", pa.int32()),
+        *(f for f in TICK_SCHEMA if f.name != "source" and f not in _TICK_DECIMALS),
+        *((f.name, pa.string()) for f in _TICK_DECIMALS),
     ]
 )
 WIRE_DELTA_SCHEMA = pa.schema(
@@ -168,20 +170,15 @@ WIRE_DELTA_SCHEMA = pa.schema(
     ]
 )
 _WIRE_TICKS_SQL = (
-    "INSERT INTO ticks BY NAME SELECT market_ticker, 'websocket' AS source, exchange_ts, "
-    "received_at, sent_at, "
-    + ", ".join(
-        f"CAST(NULLIF({f.name}, '') AS {'DECIMAL(10,4)' if f.type == PRICE else 'DECIMAL(18,2)'}) "
-        f"AS {f.name}"
-        for f in TICK_SCHEMA
-        if isinstance(f.type, pa.Decimal128Type)
-    )
-    + ", landing_segment, landing_offset, now() AS stored_at FROM _kp_wire_ticks"
+    "INSERT INTO ticks BY NAME SELECT * EXCLUDE ("
+    + ", ".join(f.name for f in _TICK_DECIMALS)
+    + "), 'websocket' AS source, "
+    + ", ".join(_cast(f.name, f.type) for f in _TICK_DECIMALS)
+    + ", now() AS stored_at FROM _kp_wire_ticks"
 )
 _WIRE_DELTAS_SQL = (
     "INSERT INTO book_deltas_stored BY NAME SELECT market_ticker, sid, seq, side, "
-    "CAST(NULLIF(price, '') AS DECIMAL(10,4)) AS price, "
-    "CAST(NULLIF(delta, '') AS DECIMAL(18,2)) AS delta, received_at, "
+    f"{_cast('price', PRICE)}, {_cast('delta', COUNT)}, received_at, "
     # the receive time's whole ms (DuckDB truncates the ns to us, and so the ms are exact)
     "epoch_ms(received_at) - ts_ms AS exchange_lag_ms, "
     "epoch_ms(received_at) - sent_ms AS sent_lag_ms, "

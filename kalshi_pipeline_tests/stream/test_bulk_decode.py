@@ -102,6 +102,7 @@ ODD_TICKS = [
 ]
 ODD_DELTAS = [
     {"delta_fp": "--5"},
+    {"delta_fp": "-"},  # a sign and nothing: NULL
     {"delta_fp": "-0"},
     {"delta_fp": " 7.00"},
     {"delta_fp": "3.333"},
