@@ -289,7 +289,7 @@ def replay(
                             to_ns is None or rec.received_ns < to_ns
                         ):
                             summary.records_in_range += 1
-                            decoder._decode(rec, seg, batch)
+                            decoder._decode_records((rec,), seg, batch, end)
                         if batch.size >= batch_rows:
                             break
                     if problem and end == nxt:

@@ -21,7 +21,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -436,14 +436,7 @@ class Writer:
             records, _next, problem = read_records(
                 seg, start, max_records=room, max_bytes=min(READ_BYTES, room * 1024 + 65536)
             )
-            end = start
-            decode = self._decode
-            for rec in records:
-                decode(rec, seg, batch)
-                end = rec.end
-                # a frame is at most one row, and `max_records` bounds them; a page is many
-                if rec.kind != WS_FRAME and batch.size >= self.batch_rows:
-                    break
+            end = self._decode_records(records, seg, batch, start)
             if problem and end == _next:
                 # a closed segment whose rest will never become whole: record it and skip it
                 batch.event(time.time_ns(), "writer", "landing_damaged", f"{seg.name}: {problem}")
@@ -464,6 +457,47 @@ class Writer:
         batch.keyframe_windows = self._keyframes.due()
         return batch
 
+    def _decode_records(
+        self, records: Sequence[Record], seg: SegmentFile, batch: _Batch, start: int
+    ) -> int:
+        """Decode `records` into `batch`; returns the end of the last one taken. The firehose's
+        frames (`ticker`, `orderbook_delta`) only wait here for the bulk decoder: this loop runs
+        for every frame, so they take the shortest way through it."""
+        end = start
+        ticks, deltas = batch.pending_ticks, batch.pending_deltas
+        keyframe = self._keyframes.frame
+        overlap = self._overlap if self._windows else None
+        frames = frame_bytes = 0
+        for rec in records:
+            if rec.kind == WS_FRAME:
+                data = rec.payload
+                frames += 1
+                frame_bytes += len(data)
+                end = rec.end
+                if data.startswith(TICKER_PREFIX):
+                    # a handover's overlap is compared row by row
+                    if overlap is None or not overlap(rec):
+                        ticks.append((rec, seg))
+                        continue
+                elif data.startswith(DELTA_PREFIX):
+                    deltas.append((rec, seg))
+                    keyframe(rec, seg)
+                    continue
+                self._decode_ws(rec, seg, batch)
+                continue
+            self._decode_other(rec, seg, batch)
+            end = rec.end
+            # a frame is at most one row, and `max_records` bounds them; a page is many
+            if batch.size >= self.batch_rows:
+                break
+        if frames:
+            traffic = batch.traffic.get("websocket")
+            if traffic is None:
+                traffic = batch.traffic["websocket"] = [0, 0]
+            traffic[0] += frames
+            traffic[1] += frame_bytes
+        return end
+
     def finish_batch(self, batch: _Batch) -> None:
         """Decode the frames `_decode` kept for the bulk decoder: the plain ones into columns,
         the rest one by one, as any other frame."""
@@ -483,7 +517,7 @@ class Writer:
             return
         got = columns([rec.payload for rec, _seg in pending])
         for i in got.rest:
-            self._decode_ws(*pending[i], batch, bulk=False)
+            self._decode_ws(*pending[i], batch)
         rows = [pending[i] for i in got.rows] if got.rest else pending
         if not rows:
             return
@@ -493,15 +527,8 @@ class Writer:
         wire["landing_segment"].extend(seg.segment_id for _rec, seg in rows)
         wire["landing_offset"].extend(rec.offset for rec, _seg in rows)
 
-    def _decode(self, rec: Record, seg: SegmentFile, batch: _Batch) -> None:
-        if rec.kind == WS_FRAME:  # nearly every record: first, and lean
-            traffic = batch.traffic.get("websocket")
-            if traffic is None:
-                traffic = batch.traffic["websocket"] = [0, 0]
-            traffic[0] += 1
-            traffic[1] += len(rec.payload)
-            self._decode_ws(rec, seg, batch)
-            return
+    def _decode_other(self, rec: Record, seg: SegmentFile, batch: _Batch) -> None:
+        """A record that is not a WebSocket frame: a REST page, a feed event, a polling pass."""
         source = SOURCE_NAMES.get(rec.source, "engine")
         if rec.kind == Kind.REST_PAGE:
             self._decode_page(rec, seg, batch)
@@ -536,17 +563,9 @@ class Writer:
                 }
             )
 
-    def _decode_ws(self, rec: Record, seg: SegmentFile, batch: _Batch, bulk: bool = True) -> None:
+    def _decode_ws(self, rec: Record, seg: SegmentFile, batch: _Batch) -> None:
+        """One frame, by the per-frame decoder (the firehose's plain frames go in bulk)."""
         data = rec.payload
-        if bulk:  # the firehose's frames wait for the bulk decoder (`finish_batch`)
-            if data.startswith(TICKER_PREFIX):
-                if not self._overlap(rec):  # a handover's overlap is compared row by row
-                    batch.pending_ticks.append((rec, seg))
-                    return
-            elif data.startswith(DELTA_PREFIX):
-                batch.pending_deltas.append((rec, seg))
-                self._keyframes.frame(rec, seg)
-                return
         try:
             if data.startswith(TICKER_PREFIX):
                 tick = decode_tick(data)
