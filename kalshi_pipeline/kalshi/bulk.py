@@ -33,31 +33,51 @@ _TICKER_FRAMES = msgspec.json.Decoder(list[_TickerFrame])
 _DELTA_FRAMES = msgspec.json.Decoder(list[_DeltaFrame])
 # Plain decimals: what the per-frame decoder stores unchanged and DuckDB's cast reads the same.
 # A price: 0 to 1 with up to 4 places (zeros may follow); a count: below 10**15 (MAX_COUNT),
-# up to 2 places. Anything else (a sign, an exponent, spaces, more places) is not plain.
-# The column patterns match each line atomically and never go back over a line (`(?>...)`, `*+`):
-# a value that fails costs one look, not a search through every way to split the lines before it.
-_PRICES = re.compile(r"(?:(?>0(?:\.\d{1,4}0*)?|1(?:\.0+)?)\n)*+")
-_COUNTS = re.compile(r"(?:(?>\d{1,15}(?:\.\d{1,2}0*)?)\n)*+")
-_PRICE = re.compile(r"0(?:\.\d{1,4}0*)?|1(?:\.0+)?")
-_COUNT = re.compile(r"\d{1,15}(?:\.\d{1,2}0*)?")
+# up to 2 places (a delta may be negative). Anything else (a sign elsewhere, an exponent, spaces,
+# more places, a line break) is not plain. The column patterns match each line atomically and never
+# go back over a line (`(?>...)`, `*+`): a value that fails costs one look, not a search through
+# every way to split the lines before it.
+_PRICE = r"0(?:\.\d{1,4}0*)?|1(?:\.0+)?"
+_COUNT = r"\d{1,15}(?:\.\d{1,2}0*)?"
+_SIGNED = r"-?" + _COUNT
 
 
-def _bad_rows(columns: list[list[str | None]], price: bool, bad: set[int]) -> None:
-    """Add to `bad` the rows of `columns` with a value that is not plain (None and "" are):
-    one regular-expression match over each column's values, row by row only when it fails."""
-    whole, one = (_PRICES, _PRICE) if price else (_COUNTS, _COUNT)
-    for column in columns:
-        present = list(filter(None, column))
-        if whole.fullmatch("\n".join(present) + "\n" if present else ""):
-            continue
-        bad.update(i for i, v in enumerate(column) if v and not one.fullmatch(v))
+class _Plain:
+    """Which strings are plain values of one kind. A firehose repeats its values (a batch of
+    10,000 ticks holds about a hundred distinct prices), so each column is checked as the set
+    of its values not seen before: one regular-expression match over them all, value by value
+    only when it fails. The values found plain are remembered (a bounded set)."""
+
+    LIMIT = 5_000
+
+    def __init__(self, pattern: str) -> None:
+        self.whole = re.compile(f"(?:(?>{pattern})\n)*+")
+        self.one = re.compile(pattern)
+        self.known: set[str] = set()
+
+    def bad_rows(self, column: list[str | None], bad: set[int]) -> None:
+        """Add to `bad` the rows of `column` whose value is not plain (None and "" are)."""
+        fresh: set[str | None] = set(column)
+        fresh.difference_update(self.known)
+        fresh.discard(None)
+        fresh.discard("")
+        if not fresh:
+            return
+        text = "\n".join(fresh)  # type: ignore[arg-type]
+        # a value holding a line break would pass as two plain lines: then value by value
+        if text.count("\n") == len(fresh) - 1 and self.whole.fullmatch(text + "\n"):
+            odd: set[str | None] = set()
+        else:
+            odd = {v for v in fresh if not self.one.fullmatch(v)}  # type: ignore[arg-type]
+            bad.update(i for i, v in enumerate(column) if v in odd)
+        if len(self.known) > self.LIMIT:
+            self.known.clear()
+        self.known.update(fresh - odd)  # type: ignore[arg-type]
 
 
-def _bad_signed_rows(column: list[str | None], bad: set[int]) -> None:
-    present = [v.removeprefix("-") for v in column if v]
-    if _COUNTS.fullmatch("\n".join(present) + "\n" if present else ""):
-        return
-    bad.update(i for i, v in enumerate(column) if v and not _COUNT.fullmatch(v.removeprefix("-")))
+_PRICES = _Plain(_PRICE)
+_COUNTS = _Plain(_COUNT)
+_SIGNED_COUNTS = _Plain(_SIGNED)
 
 
 def _bad_ms(column: list[int | None], bad: set[int]) -> None:
@@ -125,9 +145,10 @@ def ticker_columns(payloads: list[bytes]) -> Columns:
         "volume": [m.volume_fp for m in msgs],
         "open_interest": [m.open_interest_fp for m in msgs],
     }
-    _bad_rows([values[n] for n in ("price", "yes_bid", "yes_ask")], True, bad)  # type: ignore[misc]
-    counts = ("yes_bid_size", "yes_ask_size", "last_trade_size", "volume", "open_interest")
-    _bad_rows([values[n] for n in counts], False, bad)  # type: ignore[misc]
+    for name in ("price", "yes_bid", "yes_ask"):
+        _PRICES.bad_rows(values[name], bad)  # type: ignore[arg-type]
+    for name in ("yes_bid_size", "yes_ask_size", "last_trade_size", "volume", "open_interest"):
+        _COUNTS.bad_rows(values[name], bad)  # type: ignore[arg-type]
     _bad_ms(values["exchange_ts"], bad)  # type: ignore[arg-type]
     _bad_ms(values["sent_at"], bad)  # type: ignore[arg-type]
     return _finish(values, len(frames), bad)
@@ -158,8 +179,8 @@ def delta_columns(payloads: list[bytes]) -> Columns:
         "ts_ms": [m.ts_ms for m in msgs],
         "sent_ms": [f.sending_ts_ms for f in frames],
     }
-    _bad_rows([values["price"]], True, bad)  # type: ignore[list-item]
-    _bad_signed_rows(values["delta"], bad)  # type: ignore[arg-type]
+    _PRICES.bad_rows(values["price"], bad)  # type: ignore[arg-type]
+    _SIGNED_COUNTS.bad_rows(values["delta"], bad)  # type: ignore[arg-type]
     _bad_ms(values["ts_ms"], bad)  # type: ignore[arg-type]
     _bad_ms(values["sent_ms"], bad)  # type: ignore[arg-type]
     _bad_int_rows(values["sid"], 32, bad)  # type: ignore[arg-type]

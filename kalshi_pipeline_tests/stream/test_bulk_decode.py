@@ -99,6 +99,8 @@ ODD_TICKS = [
     {"price_dollars": None},  # absent
     {"market_ticker": ""},  # no ticker: a parse error
     {"extra_key": {"nested": [1, 2]}},  # unknown keys are ignored
+    {"price_dollars": "0.5\n0.3"},  # two plain values on two lines are not one plain value
+    {"volume_fp": "5\n6.00"},
 ]
 ODD_DELTAS = [
     {"delta_fp": "--5"},
@@ -117,6 +119,7 @@ ODD_DELTAS = [
     {"seq": 2**63},  # wider than BIGINT: NULL, flagged
     {"sending_ts_ms": None},
     {"seq": "7"},
+    {"delta_fp": "-3\n4"},
 ]
 
 
