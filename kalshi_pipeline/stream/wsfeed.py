@@ -81,6 +81,7 @@ AUTH_BACKOFF_FLOOR_S = 5.0
 # NO levels at NO-leg prices, as the book tables document; said on every order-book subscribe
 # because Kalshi announced that its default will flip
 USE_YES_PRICE = False
+FLUSH_GAP_S = 0.001  # the landing log's buffer reaches the OS at most this long after a frame
 BOOK_ADDED = frozenset({"created", "activated"})
 BOOK_REMOVED = frozenset({"determined", "settled", "deactivated"})
 REST_BOOKS_PER_LOOK = 100  # GET /markets/orderbooks takes up to 100 tickers
@@ -541,9 +542,18 @@ class WebSocketFeed:
 
     async def _pump(self, ws: KalshiWebSocket) -> None:
         append = self.landing.append
-        flush = self.landing.flush
         stats = self.stats
         seq = self.seq
+        loop = asyncio.get_running_loop()
+        flushed = 0.0  # loop time of the last hand-over to the OS
+        later: asyncio.TimerHandle | None = None
+
+        def flush() -> None:
+            nonlocal flushed, later
+            later = None
+            flushed = loop.time()
+            self.landing.flush()
+
         while True:
             frame = await ws.recv()
             data = frame.data
@@ -562,8 +572,15 @@ class WebSocketFeed:
                     self._control(ws, data)
                 if seq.found:
                     self._act(ws)
-            if not ws.pending:  # caught up: hand the buffer to the OS before waiting again
-                flush()
+            # caught up: hand the buffer to the OS before waiting again (a killed process then
+            # loses nothing it logged), at most once per FLUSH_GAP_S: at the firehose's rates
+            # the pump catches up after every read, and a write(2) each time was a tenth of
+            # this thread's time
+            if not ws.pending and later is None:
+                if loop.time() - flushed >= FLUSH_GAP_S:
+                    flush()
+                else:
+                    later = loop.call_at(flushed + FLUSH_GAP_S, flush)
 
     def _spawn(self, coro: object, what: str) -> asyncio.Task[None]:
         async def guarded() -> None:

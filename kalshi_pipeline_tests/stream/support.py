@@ -41,6 +41,15 @@ def kinds(db: Path) -> list[str]:
     return [row[2] for row in feed_events(db)]
 
 
+def landing_ws_frames(landing: Path) -> list[bytes]:
+    """Every WebSocket frame in the landing log's files (what a killed process leaves)."""
+    out = []
+    for seg in list_segments(landing):
+        records, _, _ = read_records(seg, 0, max_bytes=1 << 30)
+        out += [r.payload for r in records if r.kind == Kind.WS_FRAME]
+    return out
+
+
 def landing_ticker_frames(landing: Path) -> set[tuple[int, int]]:
     out = set()
     for seg in list_segments(landing):

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import pytest
 
+from kalshi_pipeline.warehouse.paths import landing_folder
 from kalshi_pipeline_tests.helpers import (
     query,
     read_ledger,
     wait_for,
 )
 from kalshi_pipeline_tests.stream.conftest import config_for
-from kalshi_pipeline_tests.stream.support import kinds, settle_and_compare
+from kalshi_pipeline_tests.stream.support import kinds, landing_ws_frames, settle_and_compare
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -81,3 +82,24 @@ def test_malformed_frames_are_counted_and_never_stop_the_stream(sim_factory, eng
         >= 10
     )
     engine.check()
+
+
+def test_frames_reach_the_landing_file_long_before_the_writer_flushes(
+    sim_factory, engines, tmp_path
+):
+    """A frame is in the landing file (where a killed process leaves it) soon after it arrives,
+    not when the writer's next cycle flushes: here that cycle is a minute away."""
+    sim = sim_factory(markets=20, rate=2)
+    db = tmp_path / "k.duckdb"
+    engine = engines(config_for(sim, db, flush_interval_ms=60_000))
+    landing = landing_folder(db)
+    # the write loop's first cycle runs at start; after it, it sleeps for 50 arrivals (over 17 s
+    # from the 15th frame at this rate) or the minute: frames in the file before then reached it
+    # by the pump's own hand-over to the OS
+    wait_for(lambda: engine.stats.ws_frames >= 15, timeout=30, what="15 frames received")
+    received = engine.stats.ws_frames
+    wait_for(
+        lambda: len(landing_ws_frames(landing)) >= received,
+        timeout=15,
+        what=f"the {received} frames received in the landing file",
+    )
