@@ -56,6 +56,7 @@ class Source(IntEnum):
 
 
 SOURCE_NAMES = {s.value: s.name.lower() for s in Source}
+_KINDS = frozenset(k.value for k in Kind)
 
 
 class Record(NamedTuple):
@@ -224,27 +225,29 @@ def read_records(
     n = len(data)
     problem: str | None = None
     room = max_records if max_records is not None else n
-    while pos + HEADER.size <= n and len(records) < room:
-        kind, source, _r, length, received_ns, crc = HEADER.unpack_from(data, pos)
-        end = pos + HEADER.size + length
-        if length > MAX_RECORD or kind not in Kind._value2member_map_:
+    # the writer's loop over every frame: names bound locally, tuples built without the
+    # NamedTuple's Python-level constructor
+    unpack, size, kinds, crc32 = HEADER.unpack_from, HEADER.size, _KINDS, zlib.crc32
+    name, new, append = seg.name, tuple.__new__, records.append
+    taken = 0
+    while pos + size <= n and taken < room:
+        kind, source, _r, length, received_ns, crc = unpack(data, pos)
+        end = pos + size + length
+        if length > MAX_RECORD or kind not in kinds:
             problem = f"bad record header at offset {start + pos}"
             break
         if end > n:
             if pos == 0 and more:  # one record bigger than the read window
-                return read_records(
-                    seg, start, max_bytes=HEADER.size + length, max_records=max_records
-                )
+                return read_records(seg, start, max_bytes=size + length, max_records=max_records)
             break
-        payload = data[pos + HEADER.size : end]
-        if zlib.crc32(payload) != crc:
+        payload = data[pos + size : end]
+        if crc32(payload) != crc:
             problem = f"CRC mismatch at offset {start + pos}"
             break
-        records.append(
-            Record(seg.name, start + pos, start + end, kind, source, received_ns, payload)
-        )
+        append(new(Record, (name, start + pos, start + end, kind, source, received_ns, payload)))
+        taken += 1
         pos = end
-    if problem is None and not seg.open and not more and pos < n and len(records) < room:
+    if problem is None and not seg.open and not more and pos < n and taken < room:
         problem = f"torn record at offset {start + pos} ({n - pos} bytes)"
     if seg.open and problem is not None:
         problem = None  # the writer may still be finishing that record
