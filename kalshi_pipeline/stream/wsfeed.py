@@ -541,12 +541,15 @@ class WebSocketFeed:
     # ------------------------------------------------------------------ frames
 
     async def _pump(self, ws: KalshiWebSocket) -> None:
+        """Every frame into the landing log as it is read (in the socket reader's task), the
+        order-book and trade sequences followed, control frames acted on; raises the
+        connection's end."""
         append = self.landing.append
         stats = self.stats
         seq = self.seq
         loop = asyncio.get_running_loop()
         flushed = 0.0  # loop time of the last hand-over to the OS
-        later: asyncio.TimerHandle | None = None
+        later: asyncio.Handle | None = None
 
         def flush() -> None:
             nonlocal flushed, later
@@ -554,10 +557,9 @@ class WebSocketFeed:
             flushed = loop.time()
             self.landing.flush()
 
-        while True:
-            frame = await ws.recv()
-            data = frame.data
-            append(Kind.WS_FRAME, Source.WEBSOCKET, data, frame.received_ns)
+        def take(data: bytes, received_ns: int) -> None:
+            nonlocal later
+            append(Kind.WS_FRAME, Source.WEBSOCKET, data, received_ns)
             stats.ws_frames += 1
             stats.ws_bytes += len(data)
             stats.records_arrived()
@@ -572,15 +574,15 @@ class WebSocketFeed:
                     self._control(ws, data)
                 if seq.found:
                     self._act(ws)
-            # caught up: hand the buffer to the OS before waiting again (a killed process then
-            # loses nothing it logged), at most once per FLUSH_GAP_S: at the firehose's rates
-            # the pump catches up after every read, and a write(2) each time was a tenth of
-            # this thread's time
-            if not ws.pending and later is None:
-                if loop.time() - flushed >= FLUSH_GAP_S:
-                    flush()
-                else:
-                    later = loop.call_at(flushed + FLUSH_GAP_S, flush)
+            # once the frames read so far are taken (a callback runs after the reader waits
+            # again), hand the buffer to the OS (a killed process then loses nothing it logged),
+            # at most once per FLUSH_GAP_S: at the firehose's rates the reader catches up after
+            # every read of the socket, and a write(2) each time was a tenth of its time
+            if later is None:
+                wait = flushed + FLUSH_GAP_S - loop.time()
+                later = loop.call_soon(flush) if wait <= 0 else loop.call_later(wait, flush)
+
+        await ws.deliver(take)
 
     def _spawn(self, coro: object, what: str) -> asyncio.Task[None]:
         async def guarded() -> None:

@@ -444,6 +444,92 @@ def test_server_close_ends_recv_after_every_earlier_frame_was_handed_on(
     )
 
 
+def test_deliver_hands_on_every_frame_in_order_then_raises_the_end(
+    sim: SimulatorProcess, settings: KalshiSettings
+) -> None:
+    """`deliver` (the stream's way of reading) takes over from `recv` without losing or
+    reordering a frame: those queued before it was called come first, then the rest as read,
+    until the server's close, which it raises."""
+    before = len(sim.sessions())
+
+    async def scenario() -> list[bytes]:
+        async with connect(settings) as ws:
+            await ws.subscribe(["ticker"])
+            _, early = await next_message(ws, lambda m: isinstance(m, Tick), 10)
+            # frames keep arriving while nobody reads: they wait in the queue
+            await asyncio.to_thread(
+                wait_for, lambda: ws.pending >= 5, timeout=10, what="five frames queued"
+            )
+            got: list[tuple[bytes, int]] = []
+            dropped = False
+
+            def sink(data: bytes, received_ns: int) -> None:
+                nonlocal dropped
+                got.append((data, received_ns))
+                if len(got) == 50 and not dropped:
+                    dropped = True
+                    asyncio.get_running_loop().run_in_executor(
+                        None, lambda: sim.set_faults(drop_connections=True)
+                    )
+
+            with pytest.raises(ConnectionClosedError) as end:
+                await asyncio.wait_for(ws.deliver(sink), 30)
+            assert end.value.code == 1001 and ws.closed
+            times = [ns for _, ns in got]
+            assert times == sorted(times) and len(got) >= 50
+            return [f.data for f in early] + [data for data, _ in got]
+
+    received = run(scenario())
+    record = wait_for(
+        lambda: (s := session_of(sim, before))["closed_at_ms"] is not None and s,
+        timeout=10,
+        what="the simulator to record the close",
+    )
+    sent = sum(
+        record[k]
+        for k in (
+            "ticker_frames_sent",
+            "snapshot_frames_sent",
+            "data_frames_sent",
+            "control_frames_sent",
+            "malformed_sent",
+        )
+    )
+    assert len(received) == sent
+    ticks = [decode_frame(d) for d in received if d.startswith(b'{"type":"ticker"')]
+    assert len(ticks) == record["ticker_frames_sent"]
+
+
+@pytest.mark.parametrize("queued_first", [True, False], ids=["queued", "read"])
+def test_deliver_raises_what_its_sink_raised_and_the_reader_stops(
+    settings: KalshiSettings, queued_first: bool
+) -> None:
+    async def scenario() -> None:
+        async with connect(settings) as ws:
+            await ws.subscribe(["ticker"])
+            calls = 0
+            if queued_first:  # the sink fails on frames read before `deliver` was called
+                await asyncio.to_thread(
+                    wait_for, lambda: ws.pending >= 5, timeout=10, what="five frames queued"
+                )
+
+            def sink(data: bytes, received_ns: int) -> None:
+                nonlocal calls
+                calls += 1
+                if calls == 3:
+                    raise OSError(28, "No space left on device")
+
+            with pytest.raises(OSError, match="No space left"):
+                await asyncio.wait_for(ws.deliver(sink), 20)
+            assert calls == 3
+            # the reader stopped: what it had queued (if the sink failed on those), then the end
+            _, end = await recv_until_end(ws, 10)
+            assert isinstance(end, ConnectionClosedError), end
+            assert "consumer of the frames failed" in str(end)
+
+    run(scenario())
+
+
 def test_frame_larger_than_max_frame_bytes_ends_with_a_typed_close(
     settings: KalshiSettings,
 ) -> None:
