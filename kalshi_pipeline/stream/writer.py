@@ -16,7 +16,6 @@ receiving never waits, the log grows.
 from __future__ import annotations
 
 import contextlib
-import itertools
 import logging
 import os
 import threading
@@ -29,6 +28,8 @@ from typing import Any
 
 import duckdb
 import msgspec
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from kalshi_pipeline.kalshi.bulk import Columns, delta_columns, ticker_columns
 from kalshi_pipeline.kalshi.errors import FrameDecodeError
@@ -805,28 +806,31 @@ class Writer:
         self.stats.ticks_stored_http += batch.rows - ws - (dropped - dropped_ws)
         self.stats.book_deltas_stored += batch.book_deltas
         self.stats.rows_loaded_batches += 1
+        # the feed's lag is received minus Kalshi's send time; frames without sending_ts_ms
+        # (older servers) fall back to the market change time (ts_ms)
         lag = []
         store = []
-        wire = batch.wire_ticks
         c = batch.cols
-        for s, sent, ex, rcv in itertools.chain(
-            zip(src, c["sent_at"], c["exchange_ts"], c["received_at"], strict=True),
-            (
-                ("websocket", sent, ex, rcv)
-                for sent, ex, rcv in zip(
-                    wire["sent_at"], wire["exchange_ts"], wire["received_at"], strict=True
-                )
-            ),
+        for s, sent, ex, rcv in zip(
+            src, c["sent_at"], c["exchange_ts"], c["received_at"], strict=True
         ):
             store.append((now_ns - rcv) / 1e6)
             if s != "websocket":
                 continue
-            # the feed's lag is received minus Kalshi's send time; frames without
-            # sending_ts_ms (older servers) fall back to the market change time (ts_ms)
             if sent is not None:
                 lag.append(rcv / 1e6 - sent)
             elif ex is not None:
                 lag.append(rcv / 1e6 - ex)
+        wire = batch.wire_ticks
+        if wire["received_at"]:  # the bulk-decoded ticks (all WebSocket): the same, by columns
+            rcv = pa.array(wire["received_at"], pa.int64())
+            waited = pc.subtract(pa.scalar(now_ns, pa.int64()), rcv).cast(pa.float64(), safe=False)
+            store += pc.divide(waited, 1e6).to_pylist()
+            rcv_ms = pc.divide(rcv.cast(pa.float64(), safe=False), 1e6)  # as Python's rcv / 1e6
+            sent_ms = pc.coalesce(
+                pa.array(wire["sent_at"], pa.int64()), pa.array(wire["exchange_ts"], pa.int64())
+            ).cast(pa.float64(), safe=False)
+            lag += pc.subtract(rcv_ms, sent_ms).drop_null().to_pylist()
         self.stats.record_latencies(lag, store)
         if batch.feed_events:
             last = batch.feed_events[-1]

@@ -13,6 +13,7 @@ import msgspec
 import pytest
 
 from kalshi_pipeline.stream.landing import HEADER, Kind, LandingLog, Source, list_segments
+from kalshi_pipeline.stream.stats import EngineStats
 from kalshi_pipeline.stream.writer import PageMeta, Writer
 from kalshi_pipeline.warehouse.owner import Owner
 from kalshi_pipeline_tests.helpers import query
@@ -107,6 +108,39 @@ def test_a_writer_waits_while_another_owns_the_file_then_stores_every_record_onc
         (2500, 2500)
     ]
     new.owner.close()
+
+
+def test_the_feed_lag_is_the_receive_time_less_kalshis_send_time_or_change_time(
+    tmp_path: Path,
+) -> None:
+    """The lag the status reports, for ticks decoded in bulk and one by one alike: received
+    minus `sending_ts_ms`, else minus `ts_ms`; a tick with neither adds no lag."""
+    wh, landing_dir = make(tmp_path)
+    log = LandingLog(landing_dir)
+    sent_ms = 1_795_000_000_000
+    for i in range(300):
+        data = frame(i)  # ts_ms is 1_790_000_000_000 + i
+        if i % 3 == 0:  # Kalshi's send time present: the lag is 25 ms
+            data = data.replace(b"}}\n", f'}},"sending_ts_ms":{sent_ms + i}}}\n'.encode())
+            received_ms = sent_ms + i + 25
+        else:  # no send time: the lag from ts_ms, also 25 ms
+            received_ms = 1_790_000_000_000 + i + 25
+        if i % 50 == 7:  # one by one: a price with more places than a price has (rounded)
+            data = data.replace(b'"price_dollars":"0.', b'"price_dollars":"0.00001')
+        log.append(Kind.WS_FRAME, Source.WEBSOCKET, data, received_ms * 1_000_000)
+    no_times = frame(999).replace(b',"ts":1,"ts_ms":1790000000999', b"")
+    log.append(Kind.WS_FRAME, Source.WEBSOCKET, no_times, sent_ms * 1_000_000)
+    log.sync()
+    stats = EngineStats()
+    writer = Writer(wh.owner(), landing_dir, stats, landing=log)
+    assert writer.drain(30)
+    assert stats.ticks_stored_ws == 301
+    assert stats.values_flagged >= 6  # the rounded prices went one by one
+    figures = stats.snapshot()
+    # every lag is 25 ms (the tick without times adds none; ms of 2026 as floats: to 0.001 ms)
+    assert figures["lag_p50_ms"] == pytest.approx(25.0, abs=1e-3)
+    assert figures["lag_p99_ms"] == pytest.approx(25.0, abs=1e-3)
+    assert figures["store_p50_ms"] is not None and figures["store_p50_ms"] > 0
 
 
 def test_a_torn_tail_from_a_crash_is_skipped_and_reported(tmp_path: Path) -> None:
