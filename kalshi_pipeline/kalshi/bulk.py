@@ -44,7 +44,7 @@ _SIGNED = r"-?" + _COUNT
 
 class _Plain:
     """Which strings are plain values of one kind. A firehose repeats its values (a batch of
-    10,000 ticks holds about a hundred distinct prices), so each column is checked as the set
+    5,000 ticks holds about a hundred distinct prices), so each column is checked as the set
     of its values not seen before: one regular-expression match over them all, value by value
     only when it fails. The values found plain are remembered (a bounded set)."""
 

@@ -124,7 +124,7 @@ class StreamConfig:
     max_retries: int = 3
     poll_interval_s: float = 1.0
     flush_interval_ms: int = 250
-    flush_rows: int = 10_000
+    flush_rows: int = 5_000
     scope: Scope = field(default_factory=Scope)
     database: Path = Path("data/kalshi.duckdb")
     landing_dir: Path | None = None  # default: beside the database, data/kalshi.landing/

@@ -282,7 +282,7 @@ class Writer:
         stats: EngineStats | None = None,
         *,
         landing: LandingLog | None = None,
-        batch_rows: int = 10_000,  # the engine's flush_rows: larger batches held more memory
+        batch_rows: int = 5_000,  # the engine's flush_rows: larger batches hold more memory
         retention_s: float = 24 * 3600.0,
         keep_landing: bool = False,
         busy_timeout_s: float = 0.5,
@@ -500,8 +500,8 @@ class Writer:
         return end
 
     def finish_batch(self, batch: _Batch) -> None:
-        """Decode the frames `_decode` kept for the bulk decoder: the plain ones into columns,
-        the rest one by one, as any other frame."""
+        """Decode the frames `_decode_records` kept for the bulk decoder: the plain ones into
+        columns, the rest one by one, as any other frame."""
         ticks, batch.pending_ticks = batch.pending_ticks, []
         deltas, batch.pending_deltas = batch.pending_deltas, []
         self._bulk(batch, ticks, ticker_columns, batch.wire_ticks)
