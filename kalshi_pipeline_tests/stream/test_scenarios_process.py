@@ -152,6 +152,27 @@ def test_the_stream_process_keeps_pandas_out(sim_factory, tmp_path):
     assert not [p for p in maps if "/pandas/" in p]
 
 
+def test_a_lean_process_puts_arrow_on_the_system_allocator_and_still_stores(tmp_path):
+    """`lean()` (the stream's start): Arrow's buffers from the system allocator, pandas kept out,
+    and an Arrow table still goes into DuckDB."""
+    script = (
+        "import pyarrow as pa, duckdb\n"
+        "from kalshi_pipeline.stream.lean import lean\n"
+        "before = pa.default_memory_pool().backend_name\n"
+        "lean()\n"
+        "t = pa.table({'a': pa.array(range(100_000), pa.int64())})\n"
+        "con = duckdb.connect()\n"
+        "print(before, pa.default_memory_pool().backend_name, pa.total_allocated_bytes() > 0,\n"
+        "      con.execute('SELECT sum(a) FROM t').fetchone()[0])\n"
+        "import pandas\n"
+    )
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    before, after, allocated, total = run.stdout.split()
+    assert before != "system" and after == "system" and allocated == "True"
+    assert int(total) == sum(range(100_000))
+    assert run.returncode == 1 and "pandas is kept out" in run.stderr
+
+
 def test_pandas_kept_out_fails_with_a_message_that_says_why(tmp_path):
     script = (
         "from kalshi_pipeline.stream.lean import keep_pandas_out\n"
