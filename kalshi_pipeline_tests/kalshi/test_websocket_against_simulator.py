@@ -89,6 +89,27 @@ async def recv_until_end(ws: KalshiWebSocket, timeout_s: float) -> tuple[list[Fr
                 return frames, exc
 
 
+def closed_session(sim: SimulatorProcess, before: int) -> tuple[dict[str, Any], int]:
+    """The simulator's record of the connection opened after `before` others, once it has
+    recorded its close, and how many frames it sent on it."""
+    record = wait_for(
+        lambda: (s := session_of(sim, before))["closed_at_ms"] is not None and s,
+        timeout=10,
+        what="the simulator to record the close",
+    )
+    sent = sum(
+        record[k]
+        for k in (
+            "ticker_frames_sent",
+            "snapshot_frames_sent",
+            "data_frames_sent",
+            "control_frames_sent",
+            "malformed_sent",
+        )
+    )
+    return record, sent
+
+
 # --------------------------------------------------------------------------- commands
 
 
@@ -422,21 +443,7 @@ def test_server_close_ends_recv_after_every_earlier_frame_was_handed_on(
             return early + frames
 
     received = run(scenario())
-    record = wait_for(
-        lambda: (s := session_of(sim, before))["closed_at_ms"] is not None and s,
-        timeout=10,
-        what="the simulator to record the close",
-    )
-    sent = sum(
-        record[k]
-        for k in (
-            "ticker_frames_sent",
-            "snapshot_frames_sent",
-            "data_frames_sent",
-            "control_frames_sent",
-            "malformed_sent",
-        )
-    )
+    record, sent = closed_session(sim, before)
     assert len(received) == sent
     assert (
         sum(isinstance(decode_frame(f.data), Tick) for f in received)
@@ -480,21 +487,7 @@ def test_deliver_hands_on_every_frame_in_order_then_raises_the_end(
             return [f.data for f in early] + [data for data, _ in got]
 
     received = run(scenario())
-    record = wait_for(
-        lambda: (s := session_of(sim, before))["closed_at_ms"] is not None and s,
-        timeout=10,
-        what="the simulator to record the close",
-    )
-    sent = sum(
-        record[k]
-        for k in (
-            "ticker_frames_sent",
-            "snapshot_frames_sent",
-            "data_frames_sent",
-            "control_frames_sent",
-            "malformed_sent",
-        )
-    )
+    record, sent = closed_session(sim, before)
     assert len(received) == sent
     ticks = [decode_frame(d) for d in received if d.startswith(b'{"type":"ticker"')]
     assert len(ticks) == record["ticker_frames_sent"]
