@@ -248,7 +248,13 @@ def commit(con: duckdb.DuckDBPyConnection, batch: Batch) -> None:
     millisecond or more of CPU however small it is (measured: an idle `SELECT 1` after 100 ms
     of sleep, 1.2 ms), so their count per commit is most of the writer's CPU.
     """
-    con.execute("BEGIN TRANSACTION")
+    try:
+        con.execute("BEGIN TRANSACTION")
+    except duckdb.TransactionException:
+        # the last commit failed for want of memory and so did its ROLLBACK (clients' queries
+        # had the memory): the transaction is still open, aborted; end it, then begin
+        con.execute("ROLLBACK")
+        con.execute("BEGIN TRANSACTION")
     try:
         if batch.wire_ticks["market_ticker"]:
             _kp_wire_ticks = pa.Table.from_pydict(batch.wire_ticks, schema=WIRE_TICK_SCHEMA)
