@@ -9,6 +9,7 @@ import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
+import duckdb
 import msgspec
 import pytest
 
@@ -141,6 +142,27 @@ def test_the_feed_lag_is_the_receive_time_less_kalshis_send_time_or_change_time(
     assert figures["lag_p50_ms"] == pytest.approx(25.0, abs=1e-3)
     assert figures["lag_p99_ms"] == pytest.approx(25.0, abs=1e-3)
     assert figures["store_p50_ms"] is not None and figures["store_p50_ms"] > 0
+
+
+def test_a_commit_after_a_failed_rollback_stores_the_batch(tmp_path: Path) -> None:
+    """A commit that failed for want of memory, whose ROLLBACK failed too, leaves the owner's
+    connection in an aborted transaction: the next commit ends it and stores its batch."""
+    wh, landing_dir = make(tmp_path)
+    log = LandingLog(landing_dir)
+    owner = wh.owner()
+    writer = Writer(owner, landing_dir, landing=log)
+    for i in range(50):
+        log.append(Kind.WS_FRAME, Source.WEBSOCKET, frame(i))
+    assert writer.drain(30)
+    con = owner.connection(timeout_s=10)
+    con.execute("BEGIN TRANSACTION")
+    with pytest.raises(duckdb.Error):
+        con.execute("SELECT CAST('not a number' AS INTEGER)")  # the transaction is aborted
+    for i in range(50, 100):
+        log.append(Kind.WS_FRAME, Source.WEBSOCKET, frame(i))
+    assert writer.drain(30)
+    owner.close()
+    assert query(wh.path, "SELECT count(*) FROM ticks") == [(100,)]
 
 
 def test_a_torn_tail_from_a_crash_is_skipped_and_reported(tmp_path: Path) -> None:
