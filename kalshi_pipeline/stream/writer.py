@@ -165,6 +165,30 @@ def iso_ms(ms: int) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms // 1000)) + f".{ms % 1000:03d}Z"
 
 
+def _latencies(
+    now_ns: int,
+    cols: dict[str, list[Any]],
+    websocket: pa.Array | None,
+    store: list[float],
+    lag: list[float],
+) -> None:
+    """Add to `store` each tick's wait from receipt to `now_ns` (ms), and to `lag` each WebSocket
+    tick's feed lag: received less Kalshi's send time, or, without sending_ts_ms (older
+    servers), less the market's change time (ts_ms); neither: no lag. `websocket` marks the
+    WebSocket rows (None: all). The floats are Python's `(now_ns - rcv) / 1e6`, `rcv / 1e6 - ms`."""
+    rcv = pa.array(cols["received_at"], pa.int64())
+    waited = pc.subtract(pa.scalar(now_ns, pa.int64()), rcv).cast(pa.float64(), safe=False)
+    store += pc.divide(waited, 1e6).to_pylist()
+    rcv_ms = pc.divide(rcv.cast(pa.float64(), safe=False), 1e6)
+    sent_ms = pc.coalesce(
+        pa.array(cols["sent_at"], pa.int64()), pa.array(cols["exchange_ts"], pa.int64())
+    ).cast(pa.float64(), safe=False)
+    lags = pc.subtract(rcv_ms, sent_ms)
+    if websocket is not None:
+        lags = lags.filter(websocket)
+    lag += lags.drop_null().to_pylist()
+
+
 @dataclass
 class _Batch(Batch):
     """A batch being decoded: the rows (`loads.Batch`) and what decoding them noticed."""
@@ -796,7 +820,6 @@ class Writer:
 
     def _after_commit(self, batch: _Batch) -> None:
         now_ns = time.time_ns()
-        src = batch.cols["source"]
         ws = batch.ws_ticks
         dropped_ws = batch.dropped.get("websocket", 0)
         dropped = dropped_ws + batch.dropped.get("http", 0)
@@ -806,31 +829,14 @@ class Writer:
         self.stats.ticks_stored_http += batch.rows - ws - (dropped - dropped_ws)
         self.stats.book_deltas_stored += batch.book_deltas
         self.stats.rows_loaded_batches += 1
-        # the feed's lag is received minus Kalshi's send time; frames without sending_ts_ms
-        # (older servers) fall back to the market change time (ts_ms)
-        lag = []
-        store = []
-        c = batch.cols
-        for s, sent, ex, rcv in zip(
-            src, c["sent_at"], c["exchange_ts"], c["received_at"], strict=True
-        ):
-            store.append((now_ns - rcv) / 1e6)
-            if s != "websocket":
-                continue
-            if sent is not None:
-                lag.append(rcv / 1e6 - sent)
-            elif ex is not None:
-                lag.append(rcv / 1e6 - ex)
-        wire = batch.wire_ticks
-        if wire["received_at"]:  # the bulk-decoded ticks (all WebSocket): the same, by columns
-            rcv = pa.array(wire["received_at"], pa.int64())
-            waited = pc.subtract(pa.scalar(now_ns, pa.int64()), rcv).cast(pa.float64(), safe=False)
-            store += pc.divide(waited, 1e6).to_pylist()
-            rcv_ms = pc.divide(rcv.cast(pa.float64(), safe=False), 1e6)  # as Python's rcv / 1e6
-            sent_ms = pc.coalesce(
-                pa.array(wire["sent_at"], pa.int64()), pa.array(wire["exchange_ts"], pa.int64())
-            ).cast(pa.float64(), safe=False)
-            lag += pc.subtract(rcv_ms, sent_ms).drop_null().to_pylist()
+        lag: list[float] = []
+        store: list[float] = []
+        c = batch.cols  # ticks decoded one by one, from either feed
+        if c["received_at"]:
+            websocket = pa.array([s == "websocket" for s in c["source"]])
+            _latencies(now_ns, c, websocket, store, lag)
+        if batch.wire_ticks["received_at"]:  # decoded in bulk: all from the WebSocket
+            _latencies(now_ns, batch.wire_ticks, None, store, lag)
         self.stats.record_latencies(lag, store)
         if batch.feed_events:
             last = batch.feed_events[-1]
