@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
+import re
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import date, datetime
@@ -67,6 +69,7 @@ _OWNER_GONE = (
     "failed to read",
     "connection reset",
 )
+_HOLDER_PID = re.compile(r"\(PID (\d+)\)")  # in DuckDB's 'Conflicting lock is held in ...'
 RECONNECT_WAIT_S = 30.0  # how long a client waits for a new owner (or the file) after a restart
 
 
@@ -167,6 +170,24 @@ def _without_wrapper(exc: duckdb.Error) -> duckdb.Error:
         return exc
 
 
+def _holder_exiting(message: str) -> bool:
+    """DuckDB's lock error names the holder's pid: is that process gone, or exiting (its
+    memory, and so /proc/<pid>/exe, already released while its descriptors still close)?"""
+    found = _HOLDER_PID.search(message)
+    if found is None:
+        return False
+    pid = int(found.group(1))
+    if not server.pid_alive(pid):
+        return True
+    try:
+        os.readlink(f"/proc/{pid}/exe")
+    except FileNotFoundError:
+        return Path("/proc/self/exe").exists()  # where /proc exists, a missing exe: exiting
+    except OSError:
+        return False  # another user's process, or no /proc here
+    return False
+
+
 def _owner_gone(exc: BaseException) -> bool:
     text = str(exc).lower()
     return any(s in text for s in _OWNER_GONE)
@@ -243,12 +264,12 @@ class Client:
         if self._endpoint is not None or self._held is not None:
             yield self
             return
-        self._acquire(time.monotonic() + self.timeout_s)
-        if self._endpoint is not None:  # an owner appeared while we waited
+        con = self._open_under_lock(time.monotonic() + self.timeout_s)
+        if con is None:  # an owner appeared while we waited
             yield self
             return
         try:
-            self._held = self._open_file()
+            self._held = con
             yield self
         finally:
             held, self._held = self._held, None
@@ -364,20 +385,39 @@ class Client:
         if self._held is not None:
             table = self._held.execute(text).to_arrow_table()
         else:
+            con = self._open_under_lock(deadline)
+            if con is None:
+                return None
+            try:
+                table = con.execute(text).to_arrow_table()
+            finally:
+                try:
+                    con.close()
+                finally:
+                    self._lock.release(force=True)
+        mem = self._memory()
+        mem.register("_kp_result", table)
+        return mem.execute("FROM _kp_result")
+
+    def _open_under_lock(self, deadline: float) -> duckdb.DuckDBPyConnection | None:
+        """The file opened under the lock (the caller closes it, then releases the lock);
+        None when an owner appeared while we waited (the client is attached to it then).
+
+        DuckDB's own lock on the file can outlive ours for a moment: an owner killed with
+        SIGKILL closes its descriptors one by one as it exits, and the lock file may be free
+        before the database is. A holder that is exiting is waited for; any other holder (a
+        DuckDB shell on the file) is reported at once, saying what to use instead."""
+        while True:
             self._acquire(deadline)
             if self._endpoint is not None:
                 return None
             try:
-                con = self._open_file()
-                try:
-                    table = con.execute(text).to_arrow_table()
-                finally:
-                    con.close()
-            finally:
+                return self._open_file()
+            except WarehouseBusyError as exc:
                 self._lock.release(force=True)
-        mem = self._memory()
-        mem.register("_kp_result", table)
-        return mem.execute("FROM _kp_result")
+                if time.monotonic() > deadline or not _holder_exiting(str(exc)):
+                    raise
+            time.sleep(0.02)
 
     def _open_file(self) -> duckdb.DuckDBPyConnection:
         if not self.path.exists() and (self.read_only or not self.create):

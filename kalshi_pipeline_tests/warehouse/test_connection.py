@@ -60,6 +60,42 @@ def test_a_foreign_holder_is_reported_at_once_with_what_to_use_instead(tmp_path:
         assert con.execute("SELECT 1").fetchone() == (1,)
 
 
+# A process in the middle of exiting, as a stream killed with SIGKILL is for a moment: its
+# main thread has exited (so /proc/<pid>/exe reads as gone) while another thread still holds
+# the database open; that thread lets go a few seconds later and the process ends.
+EXITING = """
+import ctypes, sys, threading, time, duckdb
+con = duckdb.connect(sys.argv[1])
+def let_go():
+    time.sleep(float(sys.argv[2]))
+    con.close()
+    ctypes.CDLL(None).syscall(231, 0)  # exit_group: the whole process ends
+threading.Thread(target=let_go).start()
+print("holding", flush=True)
+ctypes.CDLL(None).syscall(60, 0)  # exit: only the main thread ends
+"""
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="the exiting holder is made with Linux calls")
+def test_a_holder_that_is_exiting_is_waited_for_not_reported(tmp_path: Path) -> None:
+    db = tmp_path / "k.duckdb"
+    Warehouse(db).migrate()
+    with connect(db) as con:
+        con.execute("CREATE TABLE kept AS SELECT 7 AS n")
+    holder = subprocess.Popen(
+        [sys.executable, "-c", EXITING, str(db), "3"], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "holding"
+        with pytest.raises(duckdb.IOException, match="lock"):
+            duckdb.connect(str(db), read_only=True)  # it does hold the file
+        with connect(db, read_only=True, timeout_s=60) as con:
+            assert con.execute("SELECT n FROM kept").fetchall() == [(7,)]
+    finally:
+        holder.kill()
+        holder.wait()
+
+
 def test_read_only_on_a_missing_database_says_to_start_the_stream(tmp_path: Path) -> None:
     with pytest.raises(WarehouseError, match="start the stream"):
         connect(tmp_path / "none.duckdb", read_only=True)
