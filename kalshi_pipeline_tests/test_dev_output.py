@@ -19,12 +19,18 @@ def _fold(text: str) -> str:
 
 
 # A failed run, in a process of its own: its stderr is what `dagster dev` shows, with nothing
-# from other tests' threads mixed in.
+# from other tests' threads mixed in. Its step's output is not captured: Dagster's capture
+# copies it back to stderr through a `tail` process that, on a loaded machine, can be stopped
+# before it copied the step's last lines (the STEP_FAILURE block went missing once that way).
 _FAILED_RUN = """
 import json, sys
 import dagster as dg
 from kalshi_pipeline.definitions import defs
-with dg.instance_for_test() as instance:
+NO_CAPTURE = {
+    "module": "dagster._core.storage.noop_compute_log_manager",
+    "class": "NoOpComputeLogManager",
+}
+with dg.instance_for_test(overrides={"compute_logs": NO_CAPTURE}) as instance:
     result = defs.resolve_job_def("kalshi_ingest").execute_in_process(
         run_config=json.loads(sys.argv[1]), instance=instance, raise_on_error=False
     )
