@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
-from filelock import FileLock, Timeout
+from filelock import Timeout
 
 from kalshi_pipeline.warehouse import server
 from kalshi_pipeline.warehouse.connection import (
@@ -37,8 +37,8 @@ from kalshi_pipeline.warehouse.connection import (
     WarehouseError,
     check_storage_version,
     default_path,
+    file_lock,
     open_file,
-    sibling,
 )
 from kalshi_pipeline.warehouse.extensions import load_extensions
 from kalshi_pipeline.warehouse.schema import migrate, refresh_macros
@@ -206,7 +206,7 @@ class Client:
         self.create = create
         self.read_only = read_only
         self.timeout_s = timeout_s
-        self._lock = FileLock(str(sibling(self.path, ".lock")))
+        self._lock = file_lock(self.path)
         self._mem: duckdb.DuckDBPyConnection | None = duckdb.connect()
         self._endpoint: server.Endpoint | None = None  # set while attached to an owner
         self._loaded = False

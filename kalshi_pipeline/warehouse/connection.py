@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import duckdb
+from filelock import FileLock
 
 if TYPE_CHECKING:
     from kalshi_pipeline.warehouse.client import Client
@@ -48,6 +49,15 @@ def default_path() -> Path:
 def sibling(path: Path, suffix: str) -> Path:
     """`data/kalshi.duckdb` → `data/kalshi.duckdb<suffix>` (lock, token, endpoint files)."""
     return path.with_name(path.name + suffix)
+
+
+def file_lock(path: Path) -> FileLock:
+    """The lock an owner holds on the database `path` for its life, and a client while it
+    opens the file itself. Not thread-local (filelock's default): an owner takes it in the
+    writer's thread and releases it in whichever thread stops the stream; a thread-local lock
+    released from another thread was a no-op, and the stopped owner kept the file from its
+    successor until the process ended."""
+    return FileLock(str(sibling(path, ".lock")), thread_local=False)
 
 
 def check_storage_version(path: Path) -> None:

@@ -16,15 +16,15 @@ from pathlib import Path
 from typing import Protocol
 
 import duckdb
-from filelock import FileLock, Timeout
+from filelock import Timeout
 
 from kalshi_pipeline.warehouse import server
 from kalshi_pipeline.warehouse.connection import (
     LOCK_POLL_S,
     WarehouseBusyError,
     WarehouseError,
+    file_lock,
     open_file,
-    sibling,
 )
 from kalshi_pipeline.warehouse.extensions import load_extensions
 from kalshi_pipeline.warehouse.schema import migrate, refresh_macros
@@ -61,7 +61,7 @@ class Owner:
         self.memory_limit = memory_limit
         self.threads = threads
         self.endpoint: server.Endpoint | None = None
-        self._lock = FileLock(str(sibling(self.path, ".lock")))
+        self._lock = file_lock(self.path)
         self._con: duckdb.DuckDBPyConnection | None = None
 
     def __repr__(self) -> str:

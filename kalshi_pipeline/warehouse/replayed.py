@@ -13,14 +13,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import duckdb
-from filelock import FileLock, Timeout
+from filelock import Timeout
 
 from kalshi_pipeline.warehouse.client import sql_literal
 from kalshi_pipeline.warehouse.connection import (
     LOCK_POLL_S,
     WarehouseBusyError,
+    file_lock,
     open_file,
-    sibling,
 )
 from kalshi_pipeline.warehouse.schema import migrate
 
@@ -33,7 +33,7 @@ def held(path: Path, *, timeout_s: float = 2.0) -> Iterator[duckdb.DuckDBPyConne
     """The file opened read-write under its lock, migrated; WarehouseBusyError while another
     process holds it."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(sibling(path, ".lock")))
+    lock = file_lock(path)
     try:
         lock.acquire(timeout=timeout_s, poll_interval=LOCK_POLL_S)
     except Timeout:

@@ -251,3 +251,28 @@ def test_a_close_that_never_returns_is_left_behind_with_a_warning(
     assert close_bounded(con, other) is True
     with pytest.raises(duckdb.ConnectionException):
         con.execute("SELECT 1")
+
+
+def test_an_owner_opened_in_one_thread_and_closed_in_another_lets_go_of_the_file(
+    tmp_path: Path,
+) -> None:
+    """A successor's writer thread takes the file; the thread that stops the stream closes it
+    (a stopped owner that kept the lock held its successor off for as long as the process
+    lived: a Dagster run evaluating its checks after a handover, 30 s)."""
+    db = tmp_path / "kalshi.duckdb"
+    owner = Owner(db)
+    opened = threading.Thread(target=owner.connection, kwargs={"timeout_s": 30})
+    opened.start()
+    opened.join()
+    assert owner.is_open
+    owner.close()
+    code = (
+        "import sys\nfrom kalshi_pipeline.warehouse import connect\n"
+        "with connect(sys.argv[1], timeout_s=5) as con:\n"
+        "    print(con.execute('SELECT count(*) FROM ticks').fetchone()[0])\n"
+    )
+    other = subprocess.run(
+        [sys.executable, "-c", code, str(db)], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
+    assert other.returncode == 0, other.stderr[-2000:]
+    assert other.stdout.strip() == "0"
