@@ -257,6 +257,11 @@ class DevServer:
         # purpose (workspace.yaml), so the warning would only alarm.
         quiet = "ignore:Function `dev_command` is superseded"
         env["PYTHONWARNINGS"] = ",".join(w for w in (env.get("PYTHONWARNINGS"), quiet) if w)
+        # A run's step output reaches this terminal through a `tail -F` of its captured log,
+        # which Dagster stops as soon as the step ends; tail looks once a second, so a failed
+        # step's last lines (its STEP_FAILURE and the reason) could be cut. Dagster waits this
+        # long before stopping it (dagster-io/dagster#23336).
+        env.setdefault("DAGSTER_COMPUTE_LOG_TAIL_WAIT_AFTER_FINISH", "1.5")
         self.dagster = subprocess.Popen(
             cmd,
             cwd=PROJECT_DIR,

@@ -125,6 +125,16 @@ def test_rotation_hands_over_a_failed_launch_is_not_relaunched_a_dead_worker_is_
     )
     stack.wait_status(prod_id, "FAILURE", timeout=90)
     assert stack.run(first.run_id).status == "STARTED"
+    # the terminal shows why, the step's failure included (its output is copied by a `tail`)
+    wait_for(
+        lambda: any(
+            prod_id in line and "STEP_FAILURE" in line
+            for line in stack.log.read_text(errors="replace").splitlines()
+        ),
+        timeout=30,
+        what=f"the STEP_FAILURE of {prod_id} in the output of kalshi-pipeline dev",
+    )
+    assert "KALSHI_ENV=prod needs credentials" in stack.log.read_text(errors="replace")
     wait_for(
         lambda: any(
             prod_id in d and "failed before streaming" in d for d in _run_failed_rows(stack)
