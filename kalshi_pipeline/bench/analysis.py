@@ -19,6 +19,7 @@ import duckdb
 from kalshi_pipeline.kalshi.errors import FrameDecodeError
 from kalshi_pipeline.kalshi.messages import Tick, decode_tick
 from kalshi_pipeline.stream.landing import Kind, list_segments, read_records
+from kalshi_pipeline.warehouse.loads import TICK_COLUMNS as TICK_COLUMN_NAMES
 from kalshi_pipeline.warehouse.reports import (
     frames_stored_twice,
     measure_storage,
@@ -163,6 +164,12 @@ def latency(
 def stored_bytes(con: duckdb.DuckDBPyConnection, where: str) -> int:
     """Bytes the selected ticks take in DuckDB, measured as the reports measure them."""
     return measure_storage(con, where, [])
+
+
+def stored_bytes_by_column(con: duckdb.DuckDBPyConnection, where: str) -> dict[str, int]:
+    """What each column of the selected ticks takes on its own (measured as `stored_bytes`,
+    one column at a time: each to within a block, so they add up to the whole only roughly)."""
+    return {c: measure_storage(con, where, [], columns=c) for c in TICK_COLUMN_NAMES}
 
 
 def storage(con: duckdb.DuckDBPyConnection, seconds: float, db_file: Path) -> dict[str, Any]:

@@ -92,6 +92,7 @@ def memory(ctx: Context) -> dict[str, Any]:
     with open_db(db) as con:
         ticks = analysis.count_ticks(con, "websocket")
         size = analysis.stored_bytes(con, "source = 'websocket'")
+        by_column = analysis.stored_bytes_by_column(con, "source = 'websocket'")
     return {
         "figures": {
             "peak_rss_mb": peak,
@@ -106,6 +107,10 @@ def memory(ctx: Context) -> dict[str, Any]:
             "markets": plan.memory_markets,
             "ticks_stored": ticks,
             "bytes_per_tick_resolution": round(analysis.BLOCK / ticks, 2) if ticks else None,
+            # each column alone, in stored order (each to within the resolution)
+            "bytes_per_tick_by_column": {c: round(b / ticks, 2) for c, b in by_column.items()}
+            if ticks
+            else {},
             "received_per_s": round((s1.get("ws_frames", 0) - s0.get("ws_frames", 0)) / wall, 1),
             "backlog_bytes_at_end": s1.get("backlog_bytes"),
         },

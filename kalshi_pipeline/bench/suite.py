@@ -145,6 +145,14 @@ def notes(results: dict[str, Any]) -> list[str]:
             "The firehose moves at most 1,000 markets whatever the universe; the other markets "
             "are listed, reconciled over REST and held as metadata."
         )
+    columns = results.get("details", {}).get("memory", {}).get("bytes_per_tick_by_column")
+    if columns:
+        res = results["details"]["memory"].get("bytes_per_tick_resolution") or 0
+        parts = ", ".join(f"{c} {b:.1f}" for c, b in sorted(columns.items(), key=lambda cb: -cb[1]))
+        out.append(
+            "Where a tick's bytes go (the memory run's ticks, each column stored on its own, "
+            f"bytes per tick ± {res:.1f} each): {parts}."
+        )
     for name, err in results.get("errors", {}).items():
         out.append(f"Scenario `{name}` failed: {err.splitlines()[0][:200]}")
     return out

@@ -81,8 +81,11 @@ def fetch_dicts(
 TICK_COLUMNS = ", ".join(loads.TICK_COLUMNS)
 
 
-def measure_storage(con: duckdb.DuckDBPyConnection, where: str, params: list[Any]) -> int:
-    """Bytes DuckDB needs to store the ticks selected by `where`, measured, not estimated:
+def measure_storage(
+    con: duckdb.DuckDBPyConnection, where: str, params: list[Any], columns: str = TICK_COLUMNS
+) -> int:
+    """Bytes DuckDB needs to store the ticks selected by `where` (their `columns`, all by
+    default), measured, not estimated:
     they are written, in the order they were stored, to a scratch database with the warehouse's
     own (default, 256 KiB) block size, checkpointed, and its used blocks counted, less those of
     an empty table. Resolution: about one block. (Smaller blocks would resolve finer, but with
@@ -92,11 +95,11 @@ def measure_storage(con: duckdb.DuckDBPyConnection, where: str, params: list[Any
         path = Path(tmp) / "scratch.duckdb"
         con.execute(f"ATTACH '{path}' AS kp_scratch")
         try:
-            con.execute(f"CREATE TABLE kp_scratch.t AS SELECT {TICK_COLUMNS} FROM ticks LIMIT 0")
+            con.execute(f"CREATE TABLE kp_scratch.t AS SELECT {columns} FROM ticks LIMIT 0")
             con.execute("CHECKPOINT kp_scratch")
             empty = _used_bytes(con)
             con.execute(
-                f"INSERT INTO kp_scratch.t SELECT {TICK_COLUMNS} FROM ticks WHERE {where} "
+                f"INSERT INTO kp_scratch.t SELECT {columns} FROM ticks WHERE {where} "
                 "ORDER BY received_at, landing_segment, landing_offset",
                 params,
             )

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from kalshi_pipeline.bench.plan import SCENARIOS
+from kalshi_pipeline.warehouse.loads import TICK_COLUMNS
 
 FIGURES = (
     "throughput_ticks_per_s",
@@ -92,6 +93,14 @@ def test_bench_command_writes_every_figure(tmp_path: Path) -> None:
         for k in ("wire_bytes_per_tick", "client_cpu_us_per_tick", "engine_cpu_us_per_tick")
     )
     assert {"cpu", "cores", "ram_gb", "python", "duckdb"} <= set(results["machine"])
+    # where a tick's bytes go: every column of `ticks`, measured alone, adding up to the whole
+    # within a block for each
+    memory = results["details"]["memory"]
+    columns = memory["bytes_per_tick_by_column"]
+    assert set(columns) == set(TICK_COLUMNS)
+    slack = memory["bytes_per_tick_resolution"] * (len(columns) + 1)
+    assert abs(sum(columns.values()) - results["bytes_per_tick"]) <= slack, columns
+    assert any("Where a tick's bytes go" in n for n in results["notes"])
     # the order-book firehose: every delta reached the bare client, and the engine stored each
     # exactly once
     deltas = results["details"]["books_throughput"]
