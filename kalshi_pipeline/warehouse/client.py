@@ -417,6 +417,9 @@ class Client:
                 self._lock.release(force=True)
                 if time.monotonic() > deadline or not _holder_exiting(str(exc)):
                     raise
+            except BaseException:  # a DuckDB 2.x file, a failed migration: the lock goes back
+                self._lock.release(force=True)
+                raise
             time.sleep(0.02)
 
     def _open_file(self) -> duckdb.DuckDBPyConnection:

@@ -162,13 +162,20 @@ def test_a_file_written_by_duckdb_2_is_refused_with_the_way_to_convert_it(tmp_pa
     assert "v2.0.1" in text and str(path) in text
     assert f"mv {path} {path.parent / 'kalshi.v2.duckdb'}" in text
     assert "STORAGE_VERSION 'v1.5.0'" in text and "COPY FROM DATABASE" in text
+    client = connect(path)
     with pytest.raises(WarehouseVersionError):
-        connect(path).execute("SELECT 1")
+        client.execute("SELECT 1")
     assert path.read_bytes() == before, "the old file was touched"
-    # the owner let go of the lock: after moving the file aside, a new one starts
+    # the owner and the client (still open) let go of the lock: after moving the file aside,
+    # a new owner starts at once
     path.rename(path.parent / "kalshi.v2.duckdb")
-    with Owner(path) as owner:
+    owner = Owner(path)
+    try:
+        owner.connection(timeout_s=10)
         assert owner.endpoint is not None
+    finally:
+        owner.close()
+        client.close()
 
 
 def test_a_missing_extension_wheel_is_named_with_the_install_command(tmp_path: Path) -> None:
