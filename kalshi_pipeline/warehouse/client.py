@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import re
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import date, datetime
@@ -35,7 +34,6 @@ from kalshi_pipeline.warehouse import server
 from kalshi_pipeline.warehouse.connection import (
     WarehouseBusyError,
     WarehouseError,
-    check_storage_version,
     default_path,
     file_lock,
     open_file,
@@ -69,7 +67,6 @@ _OWNER_GONE = (
     "failed to read",
     "connection reset",
 )
-_HOLDER_PID = re.compile(r"\(PID (\d+)\)")  # in DuckDB's 'Conflicting lock is held in ...'
 RECONNECT_WAIT_S = 30.0  # how long a client waits for a new owner (or the file) after a restart
 
 
@@ -170,13 +167,11 @@ def _without_wrapper(exc: duckdb.Error) -> duckdb.Error:
         return exc
 
 
-def _holder_exiting(message: str) -> bool:
-    """DuckDB's lock error names the holder's pid: is that process gone, or exiting (its
-    memory, and so /proc/<pid>/exe, already released while its descriptors still close)?"""
-    found = _HOLDER_PID.search(message)
-    if found is None:
+def _holder_exiting(pid: int | None) -> bool:
+    """Is the process DuckDB named as holding the file gone, or exiting (its memory, and so
+    /proc/<pid>/exe, already released while its descriptors still close)?"""
+    if pid is None:
         return False
-    pid = int(found.group(1))
     if not server.pid_alive(pid):
         return True
     try:
@@ -415,7 +410,7 @@ class Client:
                 return self._open_file()
             except WarehouseBusyError as exc:
                 self._lock.release(force=True)
-                if time.monotonic() > deadline or not _holder_exiting(str(exc)):
+                if time.monotonic() > deadline or not _holder_exiting(exc.holder_pid):
                     raise
             except BaseException:  # a DuckDB 2.x file, a failed migration: the lock goes back
                 self._lock.release(force=True)
@@ -429,14 +424,7 @@ class Client:
                 "(make run, or kalshi-pipeline stream)"
             )
         if self.read_only:
-            check_storage_version(self.path)
-            try:
-                return duckdb.connect(str(self.path), read_only=True)
-            except duckdb.IOException as exc:
-                raise WarehouseBusyError(
-                    f"cannot open the database {self.path}: {exc}. Another program (a DuckDB "
-                    "shell or notebook that opened the file directly?) holds it; close it"
-                ) from None
+            return open_file(self.path, read_only=True)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         con = open_file(self.path)
         if not self._migrated:

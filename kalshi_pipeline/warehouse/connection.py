@@ -10,6 +10,7 @@ serves everyone else over Quack on loopback (`server.py`); every other process g
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import struct
 from pathlib import Path
@@ -27,6 +28,7 @@ MIN_FREE_BYTES = 64 * 1024 * 1024
 LOCK_POLL_S = 0.005
 # The storage format this DuckDB (1.5.x) writes and reads; DuckDB 2.x files carry a higher one.
 STORAGE_VERSION = 64
+_HOLDER_PID = re.compile(r"\(PID (\d+)\)")  # in DuckDB's "Conflicting lock is held in ..."
 _HEADER = struct.Struct("<8x4sQ32x32s")  # checksum, b"DUCK", version number, flags, library
 
 
@@ -35,7 +37,12 @@ class WarehouseError(RuntimeError):
 
 
 class WarehouseBusyError(WarehouseError):
-    """Another process held the database for longer than we were willing to wait."""
+    """Another process held the database for longer than we were willing to wait.
+    `holder_pid`: the process DuckDB named as holding the file, when it did."""
+
+    def __init__(self, message: str, holder_pid: int | None = None) -> None:
+        super().__init__(message)
+        self.holder_pid = holder_pid
 
 
 class WarehouseVersionError(WarehouseError):
@@ -92,18 +99,23 @@ def check_storage_version(path: Path) -> None:
         )
 
 
-def open_file(path: Path, *, config: dict[str, Any] | None = None) -> duckdb.DuckDBPyConnection:
-    """Open the file read-write; a foreign holder (a DuckDB shell) is reported by name at once."""
+def open_file(
+    path: Path, *, config: dict[str, Any] | None = None, read_only: bool = False
+) -> duckdb.DuckDBPyConnection:
+    """Open the file (read-write unless `read_only`); a foreign holder (a DuckDB shell) is
+    reported by name at once, with the holder's pid when DuckDB gives it."""
     check_storage_version(path)
     try:
-        return duckdb.connect(str(path), config=config or {})
+        return duckdb.connect(str(path), read_only=read_only, config=config or {})
     except duckdb.IOException as exc:
         if "lock" not in str(exc).lower():
             raise WarehouseError(f"cannot open the database {path}: {exc}") from None
+        holder = _HOLDER_PID.search(str(exc))
         raise WarehouseBusyError(
             f"cannot open the database {path}: {exc}. Another program (a DuckDB shell or "
             "notebook that opened the file directly?) holds it; close it, and use "
-            "`kalshi-pipeline shell` or `from kalshi_pipeline.warehouse import connect` instead"
+            "`kalshi-pipeline shell` or `from kalshi_pipeline.warehouse import connect` instead",
+            holder_pid=int(holder.group(1)) if holder else None,
         ) from None
 
 
