@@ -21,10 +21,7 @@ import random
 import statistics
 import time
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
-
-import duckdb
 
 from kalshi_pipeline.bench.bookday import write_day
 from kalshi_pipeline.bench.context import Context, free_port
@@ -32,6 +29,7 @@ from kalshi_pipeline.stream.writer import Writer
 from kalshi_pipeline.warehouse import connect
 from kalshi_pipeline.warehouse.books import book_at
 from kalshi_pipeline.warehouse.owner import Owner
+from kalshi_pipeline.warehouse.reports import scratch_bytes
 
 DAY_START_NS = 1_764_201_600_000_000_000  # 2025-11-27 00:00 UTC: any fixed day will do
 DELTA_COLUMNS = (
@@ -80,12 +78,12 @@ def run(ctx: Context) -> dict[str, Any]:
         stored = con.execute("SELECT count(*) FROM book_deltas_stored").fetchone()
         deltas = int(stored[0]) if stored else 0
         ctx.display.status("measuring bytes per delta")
-        table_bytes = stored_bytes(con, "book_deltas_stored", "*")
-        keyframe_bytes = stored_bytes(con, "book_keyframes", "*")
+        table_bytes = scratch_bytes(con, "book_deltas_stored", "*")
+        keyframe_bytes = scratch_bytes(con, "book_keyframes", "*")
         keyframes = int(con.execute("SELECT count(*) FROM book_keyframes").fetchone()[0])
         snapshot_rows = int(con.execute("SELECT count(*) FROM book_snapshots").fetchone()[0])
         columns = {
-            c: round(stored_bytes(con, "book_deltas_stored", c) / deltas, 2) for c in DELTA_COLUMNS
+            c: round(scratch_bytes(con, "book_deltas_stored", c) / deltas, 2) for c in DELTA_COLUMNS
         }
         ctx.display.status("asking for books at random times")
         with connect(db, read_only=True) as client:
@@ -138,39 +136,6 @@ def run(ctx: Context) -> dict[str, Any]:
 
 
 BLOCK = 256 * 1024
-
-
-def stored_bytes(con: duckdb.DuckDBPyConnection, table: str, columns: str) -> int:
-    """Bytes `columns` of `table` take in DuckDB: copied in stored order to a scratch database
-    with the warehouse's block size, checkpointed, used blocks counted less an empty table's."""
-    scratch = Path(
-        con.execute(
-            "SELECT path FROM duckdb_databases() WHERE database_name = current_database()"
-        ).fetchone()[0]
-    ).with_name(f"scratch-{table}.duckdb")
-    scratch.unlink(missing_ok=True)
-    con.execute(f"ATTACH '{scratch}' AS kp_scratch")
-    try:
-        con.execute(f"CREATE TABLE kp_scratch.t AS SELECT {columns} FROM {table} LIMIT 0")  # noqa: S608
-        con.execute("CHECKPOINT kp_scratch")
-        empty = _used(con)
-        con.execute(
-            f"INSERT INTO kp_scratch.t SELECT {columns} FROM {table} "  # noqa: S608
-            "ORDER BY landing_segment, landing_offset"
-        )
-        con.execute("CHECKPOINT kp_scratch")
-        return max(0, _used(con) - empty)
-    finally:
-        con.execute("DETACH kp_scratch")
-        scratch.unlink(missing_ok=True)
-
-
-def _used(con: duckdb.DuckDBPyConnection) -> int:
-    row = con.execute(
-        "SELECT used_blocks * block_size FROM pragma_database_size() "
-        "WHERE database_name = 'kp_scratch'"
-    ).fetchone()
-    return int(row[0]) if row and row[0] is not None else 0
 
 
 def book_latencies(

@@ -85,23 +85,38 @@ def measure_storage(
     con: duckdb.DuckDBPyConnection, where: str, params: list[Any], columns: str = TICK_COLUMNS
 ) -> int:
     """Bytes DuckDB needs to store the ticks selected by `where` (their `columns`, all by
-    default), measured, not estimated:
-    they are written, in the order they were stored, to a scratch database with the warehouse's
-    own (default, 256 KiB) block size, checkpointed, and its used blocks counted, less those of
-    an empty table. Resolution: about one block. (Smaller blocks would resolve finer, but with
+    default), measured as `scratch_bytes` does, in the order they were stored."""
+    with con.held():
+        return scratch_bytes(
+            con, "ticks", columns, where, params, "received_at, landing_segment, landing_offset"
+        )
+
+
+def scratch_bytes(
+    con: duckdb.DuckDBPyConnection,
+    table: str,
+    columns: str,
+    where: str = "TRUE",
+    params: list[Any] | None = None,
+    order: str = "landing_segment, landing_offset",
+) -> int:
+    """Bytes `columns` of the rows of `table` selected by `where` take in DuckDB, measured, not
+    estimated: they are written in `order` to a scratch database with the warehouse's own
+    (default, 256 KiB) block size, checkpointed, and its used blocks counted, less those of an
+    empty table. Resolution: about one block. (Smaller blocks would resolve finer, but with
     16 KiB blocks DuckDB 2.0 stops bit-packing integers and the count comes out 2-3 times too
-    high.)"""
-    with tempfile.TemporaryDirectory(prefix="kalshi-storage-") as tmp, con.held():
+    high.) `con` runs several statements on one session: a held client, or the owner's own."""
+    with tempfile.TemporaryDirectory(prefix="kalshi-storage-") as tmp:
         path = Path(tmp) / "scratch.duckdb"
         con.execute(f"ATTACH '{path}' AS kp_scratch")
         try:
-            con.execute(f"CREATE TABLE kp_scratch.t AS SELECT {columns} FROM ticks LIMIT 0")
+            con.execute(f"CREATE TABLE kp_scratch.t AS SELECT {columns} FROM {table} LIMIT 0")
             con.execute("CHECKPOINT kp_scratch")
             empty = _used_bytes(con)
             con.execute(
-                f"INSERT INTO kp_scratch.t SELECT {columns} FROM ticks WHERE {where} "
-                "ORDER BY received_at, landing_segment, landing_offset",
-                params,
+                f"INSERT INTO kp_scratch.t SELECT {columns} FROM {table} WHERE {where} "
+                f"ORDER BY {order}",
+                params or [],
             )
             con.execute("CHECKPOINT kp_scratch")
             return max(0, _used_bytes(con) - empty)
