@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -142,6 +143,98 @@ def test_the_feed_lag_is_the_receive_time_less_kalshis_send_time_or_change_time(
     assert figures["lag_p50_ms"] == pytest.approx(25.0, abs=1e-3)
     assert figures["lag_p99_ms"] == pytest.approx(25.0, abs=1e-3)
     assert figures["store_p50_ms"] is not None and figures["store_p50_ms"] > 0
+
+
+def _stored_once(db: Path) -> list[tuple[int, int]]:
+    return query(
+        db, "SELECT count(*), count(DISTINCT (landing_segment, landing_offset)) FROM ticks"
+    )
+
+
+def test_a_backlog_is_decoded_while_the_last_batch_commits_and_stored_once(
+    tmp_path: Path,
+) -> None:
+    """With a backlog, the next batch is decoded while the last one commits (on the writer's
+    commit thread): every frame is still stored once, in the order of the log."""
+    wh, landing_dir = make(tmp_path)
+    log = LandingLog(landing_dir)
+    for i in range(2300):
+        log.append(Kind.WS_FRAME, Source.WEBSOCKET, frame(i))
+    log.sync()
+    writer = Writer(wh.owner(), landing_dir, landing=log, batch_rows=500)
+    before = set(threading.enumerate())
+    assert writer.load_once() == 500
+    assert any(t.name.startswith("kalshi-commit") for t in set(threading.enumerate()) - before)
+    assert writer.drain(60)
+    assert _stored_once(wh.path) == [(2300, 2300)]
+    # stored in the order received: the volumes (the frame's number) rise with the offsets
+    assert query(
+        wh.path,
+        "SELECT count(*) FROM (SELECT volume - lag(volume) OVER (ORDER BY landing_offset) AS d "
+        "FROM ticks) WHERE d <> 1",
+    ) == [(0,)]
+    assert writer.stats.ticks_stored == 2300
+
+
+def test_a_commit_that_fails_for_want_of_memory_keeps_the_batch_decoded_behind_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A commit fails for want of memory (analysts' queries took it) while the next batch was
+    decoded behind it: both are committed later, in order, nothing lost or stored twice."""
+    from kalshi_pipeline.stream import writer as writer_module
+
+    real_commit = writer_module.commit
+    failures = [duckdb.OutOfMemoryException("Out of Memory Error: failed to allocate block")]
+
+    def commit_failing_once(con: duckdb.DuckDBPyConnection, batch: object) -> None:
+        if failures:
+            raise failures.pop()
+        real_commit(con, batch)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(writer_module, "commit", commit_failing_once)
+    wh, landing_dir = make(tmp_path)
+    log = LandingLog(landing_dir)
+    for i in range(1200):
+        log.append(Kind.WS_FRAME, Source.WEBSOCKET, frame(i))
+    log.sync()
+    writer = Writer(wh.owner(), landing_dir, landing=log, batch_rows=500)
+    assert writer.load_once() == 0  # the commit failed: nothing stored, the log keeps it
+    assert writer.stats.db_busy_since is not None
+    assert writer.drain(60)
+    assert writer.stats.db_busy_since is None
+    assert _stored_once(wh.path) == [(1200, 1200)]
+    kinds = [r[0] for r in query(wh.path, "SELECT kind FROM feed_events ORDER BY occurred_at")]
+    assert kinds[:2] == ["database_busy", "database_free"]
+
+
+def test_a_decoding_failure_while_a_batch_commits_keeps_the_commit_on_record(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Decoding the next batch fails (a defect) while the last one commits: the error is
+    raised, but only once that commit is recorded, so nothing is loaded twice afterwards."""
+    wh, landing_dir = make(tmp_path)
+    log = LandingLog(landing_dir)
+    for i in range(1200):
+        log.append(Kind.WS_FRAME, Source.WEBSOCKET, frame(i))
+    log.sync()
+    writer = Writer(wh.owner(), landing_dir, landing=log, batch_rows=500)
+    real_read = Writer._read_batch
+    calls = 0
+
+    def read_failing_second(self: Writer) -> object:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            raise RuntimeError("a decoder defect")
+        return real_read(self)
+
+    monkeypatch.setattr(Writer, "_read_batch", read_failing_second)
+    with pytest.raises(RuntimeError, match="a decoder defect"):
+        writer.load_once()
+    assert writer.stats.ticks_stored == 500  # the commit went through and is on record
+    assert _stored_once(wh.path) == [(500, 500)]
+    assert writer.drain(60)
+    assert _stored_once(wh.path) == [(1200, 1200)]
 
 
 def test_a_commit_after_a_failed_rollback_stores_the_batch(tmp_path: Path) -> None:
