@@ -49,6 +49,7 @@ class Plan:
     cpu_rate: float = 200.0
     cpu_warmup_s: float = 10.0
     cpu_s: float = 60.0
+    cpu_floor_s: float = 20.0
     memory_rate: float = 50_000.0
     memory_markets: int = 2_000
     memory_s: float = 20.0
@@ -106,6 +107,7 @@ class Plan:
             cpu_markets=max(500, int(self.cpu_markets * f)),
             cpu_warmup_s=max(1.0, self.cpu_warmup_s * f),
             cpu_s=max(2.0, self.cpu_s * f),
+            cpu_floor_s=max(2.0, self.cpu_floor_s * f),
             memory_s=max(2.0, self.memory_s * f),
             memory_rate=max(1_000.0, self.memory_rate * f),
             memory_markets=max(200, int(self.memory_markets * f)),
@@ -158,6 +160,7 @@ QUICK = Plan(
     cpu_markets=1_000,
     cpu_warmup_s=2.0,
     cpu_s=8.0,
+    cpu_floor_s=4.0,
     memory_markets=1_000,
     memory_s=5.0,
     locked_hold_s=5.0,

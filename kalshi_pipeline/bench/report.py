@@ -136,6 +136,15 @@ TARGETS: tuple[Target, ...] = (
         ),
     ),
     Target(
+        "cpu_floor_share",
+        "this machine's floor for it: a process that only commits 50 rows to DuckDB 4 times "
+        "a second",
+        "reported",
+        "share of one core",
+        None,
+        lambda v, r: f"{v * 100:.1f} % of a core",
+    ),
+    Target(
         "peak_rss_mb",
         "peak RSS at 50,000 ticks/s offered",
         "≤ 250 MB",

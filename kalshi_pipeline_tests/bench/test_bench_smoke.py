@@ -30,6 +30,7 @@ FIGURES = (
     "seed_pattern_ticks_per_s",
     "writer_vs_seed_pattern",
     "cpu_share_at_200_tps",
+    "cpu_floor_share",
     "peak_rss_mb",
     "peak_rss_locked_mb",
     "analysts_pace",
@@ -101,6 +102,11 @@ def test_bench_command_writes_every_figure(tmp_path: Path) -> None:
     slack = memory["bytes_per_tick_resolution"] * (len(columns) + 1)
     assert abs(sum(columns.values()) - results["bytes_per_tick"]) <= slack, columns
     assert any("Where a tick's bytes go" in n for n in results["notes"])
+    # the CPU figure comes with this machine's floor for it
+    assert results["details"]["cpu"]["floor"]["commits"] > 0
+    assert any("this machine's floor" in n for n in results["notes"])
+    # after the database was held, the stream got back to the live edge
+    assert results["details"]["locked"]["caught_up"] is True
     # the order-book firehose: every delta reached the bare client, and the engine stored each
     # exactly once
     deltas = results["details"]["books_throughput"]

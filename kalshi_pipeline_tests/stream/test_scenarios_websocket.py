@@ -56,9 +56,13 @@ def test_dropped_connections_lose_nothing_sent_while_connected(sim_factory, engi
     expected, stored = settle_and_compare(sim, db, engine)
     assert stored == expected
     events = kinds(db)
-    closed_sessions = [s for s in sim.sessions() if s.get("closed_at_ms")]
+    sessions = sim.sessions()
+    closed_sessions = [s for s in sessions if s.get("closed_at_ms")]
     assert events.count("disconnect") >= len(closed_sessions) - 1 >= 6
-    assert events.count("subscribe") >= 8
+    # every connection that carried ticks was subscribed again (on a loaded machine a drop can
+    # come before a new connection's subscription is done: that one carried nothing)
+    carried = [s for s in sessions if s["ticker_frames_sent"] > 0]
+    assert events.count("subscribe") >= len(carried) >= 6
     assert events.count("reconcile") >= 7  # one after every reconnect
 
 
