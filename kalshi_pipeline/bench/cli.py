@@ -26,6 +26,7 @@ from kalshi_pipeline.bench.display import Display
 from kalshi_pipeline.bench.plan import FULL, QUICK, SCENARIOS
 from kalshi_pipeline.bench.report import (
     compression_table,
+    judge,
     scaling_table,
     table,
     update_readme,
@@ -98,7 +99,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--render",
         type=Path,
         metavar="JSON",
-        help="print the table of an earlier results JSON (and rewrite the README with --readme)",
+        help="print the table of an earlier results JSON, judged against the targets as they "
+        "stand (rewrite the README with --readme; write the re-judged JSON with --output)",
     )
     parser.add_argument("--seed", type=int, default=7, help="simulator and fault seed")
     parser.add_argument("--keep", action="store_true", help="keep the scratch folder")
@@ -119,7 +121,10 @@ def main_from_args(args: argparse.Namespace) -> int:
     readme = ROOT / "README.md"
     if args.render is not None:
         results = json.loads(args.render.read_text())
+        results["targets"] = judge(results)  # as the targets stand now
         _print(results)
+        if args.output is not None:
+            write_json(results, args.output)
         if args.readme and not update_readme(readme, results):
             print(f"bench: no results section markers in {readme}", file=sys.stderr)
             return 1
