@@ -320,7 +320,8 @@ def _start_committer() -> ThreadPoolExecutor:
       700: decoding a batch allocates a tuple per frame, and the collections they set off were
       an eighth of the writer's time.
 
-    Both are process-wide; they are set once, by the first writer that has a backlog.
+    Both are process-wide; they are set once, by the first writer with a full batch (a
+    backlog, or a start-up listing of more than `batch_rows` markets), for the process's life.
     """
     sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL_S))
     gc.freeze()
