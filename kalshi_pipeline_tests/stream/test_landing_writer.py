@@ -145,6 +145,16 @@ def test_the_feed_lag_is_the_receive_time_less_kalshis_send_time_or_change_time(
     assert figures["store_p50_ms"] is not None and figures["store_p50_ms"] > 0
 
 
+def _backlog(tmp_path: Path, frames: int) -> tuple[Files, Writer]:
+    """A landing log of `frames` ticker frames, and a writer of 500-row batches to load it."""
+    wh, landing_dir = make(tmp_path)
+    log = LandingLog(landing_dir)
+    for i in range(frames):
+        log.append(Kind.WS_FRAME, Source.WEBSOCKET, frame(i))
+    log.sync()
+    return wh, Writer(wh.owner(), landing_dir, landing=log, batch_rows=500)
+
+
 def _stored_once(db: Path) -> list[tuple[int, int]]:
     return query(
         db, "SELECT count(*), count(DISTINCT (landing_segment, landing_offset)) FROM ticks"
@@ -156,12 +166,7 @@ def test_a_backlog_is_decoded_while_the_last_batch_commits_and_stored_once(
 ) -> None:
     """With a backlog, the next batch is decoded while the last one commits (on the writer's
     commit thread): every frame is still stored once, in the order of the log."""
-    wh, landing_dir = make(tmp_path)
-    log = LandingLog(landing_dir)
-    for i in range(2300):
-        log.append(Kind.WS_FRAME, Source.WEBSOCKET, frame(i))
-    log.sync()
-    writer = Writer(wh.owner(), landing_dir, landing=log, batch_rows=500)
+    wh, writer = _backlog(tmp_path, 2300)
     before = set(threading.enumerate())
     assert writer.load_once() == 500
     assert any(t.name.startswith("kalshi-commit") for t in set(threading.enumerate()) - before)
@@ -192,12 +197,7 @@ def test_a_commit_that_fails_for_want_of_memory_keeps_the_batch_decoded_behind_i
         real_commit(con, batch)  # type: ignore[arg-type]
 
     monkeypatch.setattr(writer_module, "commit", commit_failing_once)
-    wh, landing_dir = make(tmp_path)
-    log = LandingLog(landing_dir)
-    for i in range(1200):
-        log.append(Kind.WS_FRAME, Source.WEBSOCKET, frame(i))
-    log.sync()
-    writer = Writer(wh.owner(), landing_dir, landing=log, batch_rows=500)
+    wh, writer = _backlog(tmp_path, 1200)
     assert writer.load_once() == 0  # the commit failed: nothing stored, the log keeps it
     assert writer.stats.db_busy_since is not None
     assert writer.drain(60)
@@ -212,12 +212,7 @@ def test_a_decoding_failure_while_a_batch_commits_keeps_the_commit_on_record(
 ) -> None:
     """Decoding the next batch fails (a defect) while the last one commits: the error is
     raised, but only once that commit is recorded, so nothing is loaded twice afterwards."""
-    wh, landing_dir = make(tmp_path)
-    log = LandingLog(landing_dir)
-    for i in range(1200):
-        log.append(Kind.WS_FRAME, Source.WEBSOCKET, frame(i))
-    log.sync()
-    writer = Writer(wh.owner(), landing_dir, landing=log, batch_rows=500)
+    wh, writer = _backlog(tmp_path, 1200)
     real_read = Writer._read_batch
     calls = 0
 
