@@ -161,6 +161,17 @@ def _stored_once(db: Path) -> list[tuple[int, int]]:
     )
 
 
+def _committed_out_of_log_order(db: Path) -> int:
+    """Ticks committed before a tick that comes earlier in the log (`stored_at` is the commit's
+    time): 0 when the batches were committed in the order of the log."""
+    rows = query(
+        db,
+        "SELECT count(*) FROM (SELECT stored_at < lag(stored_at) OVER (ORDER BY landing_offset) "
+        "AS early FROM ticks) WHERE early",
+    )
+    return int(rows[0][0])
+
+
 def test_a_backlog_is_decoded_while_the_last_batch_commits_and_stored_once(
     tmp_path: Path,
 ) -> None:
@@ -178,6 +189,7 @@ def test_a_backlog_is_decoded_while_the_last_batch_commits_and_stored_once(
         "SELECT count(*) FROM (SELECT volume - lag(volume) OVER (ORDER BY landing_offset) AS d "
         "FROM ticks) WHERE d <> 1",
     ) == [(0,)]
+    assert _committed_out_of_log_order(wh.path) == 0
     assert writer.stats.ticks_stored == 2300
 
 
@@ -203,6 +215,7 @@ def test_a_commit_that_fails_for_want_of_memory_keeps_the_batch_decoded_behind_i
     assert writer.drain(60)
     assert writer.stats.db_busy_since is None
     assert _stored_once(wh.path) == [(1200, 1200)]
+    assert _committed_out_of_log_order(wh.path) == 0
     kinds = [r[0] for r in query(wh.path, "SELECT kind FROM feed_events ORDER BY occurred_at")]
     assert kinds[:2] == ["database_busy", "database_free"]
 
