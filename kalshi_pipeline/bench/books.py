@@ -23,6 +23,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+from kalshi_pipeline.bench.analysis import BLOCK
 from kalshi_pipeline.bench.bookday import write_day
 from kalshi_pipeline.bench.context import Context, free_port
 from kalshi_pipeline.stream.writer import Writer
@@ -133,9 +134,6 @@ def run(ctx: Context) -> dict[str, Any]:
             "throughput_path": "writer (landing log of delta frames -> DuckDB)",
         },
     }
-
-
-BLOCK = 256 * 1024
 
 
 def book_latencies(

@@ -123,14 +123,20 @@ class Context:
             on_wait=lambda e: self.display.status(f"{name}: start-up | " + engine_status(e)),
         )
         left = max(1.0, timeout_s - (time.monotonic() - t0))
-        settled = engine.wait_for(
+        settled = self.catch_up(engine, left, name, "the start-up backlog loaded")
+        return {"startup_s": round(time.monotonic() - t0, 1), "settled": settled}
+
+    def catch_up(self, engine: EngineProcess, timeout_s: float, name: str, what: str) -> bool:
+        """Wait until the engine is back at the live edge: under SETTLED_BACKLOG bytes of its
+        landing log not yet loaded (a live stream's backlog is never exactly 0: what arrived
+        since the last commit). False when that did not happen within `timeout_s`."""
+        return engine.wait_for(
             lambda e: int(e.status.get("backlog_bytes", 1 << 40)) < SETTLED_BACKLOG,
-            left,
-            "the start-up backlog loaded",
+            timeout_s,
+            what,
             on_wait=lambda e: self.display.status(f"{name}: catching up | " + engine_status(e)),
             required=False,
         )
-        return {"startup_s": round(time.monotonic() - t0, 1), "settled": settled}
 
     def child(self, module: str, args: list[str], timeout_s: float, name: str) -> dict[str, Any]:
         return run_child(module, args, self.env, timeout_s, self.log(name))

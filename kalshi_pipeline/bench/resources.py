@@ -22,13 +22,7 @@ import time
 from typing import Any
 
 from kalshi_pipeline.bench import analysis
-from kalshi_pipeline.bench.context import (
-    FIREHOSE_CONFIG,
-    SETTLED_BACKLOG,
-    Context,
-    engine_status,
-    open_db,
-)
+from kalshi_pipeline.bench.context import FIREHOSE_CONFIG, Context, engine_status, open_db
 from kalshi_pipeline.bench.procs import BenchError, spawn, tail, terminate
 from kalshi_pipeline.warehouse import Warehouse
 
@@ -169,14 +163,8 @@ def locked(ctx: Context) -> dict[str, Any]:
             released_at = time.monotonic()
         finally:
             terminate(holder, timeout_s=5)
-        # caught up: back at the live edge (a live stream's backlog is never exactly 0: what
-        # arrived since the last commit; waiting for 0 timed out every run, whatever the writer)
-        caught_up = engine.wait_for(
-            lambda e: int(e.status.get("backlog_bytes", 1 << 40)) < SETTLED_BACKLOG,
-            timeout_s=max(60.0, plan.locked_hold_s * 2),
-            what="the backlog loaded after the hold",
-            on_wait=lambda e: ctx.display.status("catching up | " + engine_status(e)),
-            required=False,
+        caught_up = ctx.catch_up(
+            engine, max(60.0, plan.locked_hold_s * 2), "locked", "the backlog loaded after the hold"
         )
         caught_up_at = time.monotonic()
         peak_hold = engine.sampler.peak_rss_mb(held_at, released_at)
