@@ -142,7 +142,9 @@ def run_child(
 
 
 class Sampler:
-    """Samples one process's RSS and CPU time (all threads) every `every_s`, in a thread."""
+    """Samples a process's RSS and CPU time (all threads) every `every_s`, in a thread, with
+    those of its child processes: the engine stores through one (`stream/store.py`), and its
+    figures are the two together (RSS summed, so the libraries both map count twice)."""
 
     def __init__(self, pid: int, every_s: float = 0.1) -> None:
         self.process = psutil.Process(pid)
@@ -160,12 +162,15 @@ class Sampler:
 
     def sample(self) -> tuple[float, int, float] | None:
         try:
-            with self._lock, self.process.oneshot():
-                rss = self.process.memory_info().rss
-                t = self.process.cpu_times()
+            with self._lock:
+                rss, cpu = _usage(self.process)
+                for child in self.process.children(recursive=True):
+                    with contextlib.suppress(psutil.NoSuchProcess, psutil.ZombieProcess):
+                        child_rss, child_cpu = _usage(child)
+                        rss, cpu = rss + child_rss, cpu + child_cpu
         except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
             return None
-        s = (time.monotonic(), rss, t.user + t.system)
+        s = (time.monotonic(), rss, cpu)
         self.samples.append(s)
         return s
 
@@ -179,6 +184,13 @@ class Sampler:
 
     def last_rss_mb(self) -> float | None:
         return round(self.samples[-1][1] / MB, 1) if self.samples else None
+
+
+def _usage(process: psutil.Process) -> tuple[int, float]:
+    """RSS in bytes and CPU seconds (user and system, all threads) of `process`."""
+    with process.oneshot():
+        t = process.cpu_times()
+        return process.memory_info().rss, t.user + t.system
 
 
 class EngineProcess:
@@ -327,12 +339,14 @@ class EngineProcess:
 
 
 def start_profiler(pid: int, out: Path, env: dict[str, str]) -> subprocess.Popen[str] | None:
-    """py-spy attached to `pid`, all threads, raw collapsed stacks; None when py-spy is absent."""
+    """py-spy attached to `pid` and its children, all threads, raw collapsed stacks; None when
+    py-spy is absent."""
     exe = Path(sys.executable).with_name("py-spy")
     if not exe.exists():
         return None
     out.parent.mkdir(parents=True, exist_ok=True)
     args = [str(exe), "record", "--pid", str(pid), "--format", "raw", "--rate", "200", "--threads"]
+    args += ["--subprocesses"]  # the engine's store process too
     args += ["--output", str(out), "--nonblocking"]
     return spawn(args, env, stdout=subprocess.DEVNULL, stderr_path=out.with_suffix(".log"))
 

@@ -1,9 +1,12 @@
 """The engine: the one entry point that the Dagster op, the CLI and the benchmarks call.
 
-`Engine.start()` checks the database path and credentials, then runs the writer, the poller and
-the WebSocket feed (in an asyncio loop) on threads of their own, so the caller's main thread stays
-free to wait with timeouts and receive signals or Dagster's interrupt. `Engine.stop()` stops
-reading, flushes, records the stop and returns within its timeout (10 s by default).
+`Engine.start()` checks the database path and credentials, starts the store process (the writer
+and the warehouse's owner, `store.py`: storing in a process of its own keeps it off the receiving
+thread's interpreter lock), then runs the write loop that paces it, the poller and the WebSocket
+feed (in an asyncio loop) on threads of their own, so the caller's main thread stays free to wait
+with timeouts and receive signals or Dagster's interrupt. `Engine.stop()` stops reading, flushes,
+has the store process load what is left, records the stop and returns within its timeout (10 s
+by default).
 
 Handover (make before break, `warehouse/handover.py`): an engine that starts while another one
 owns the database is its successor. It connects, subscribes and lands frames at once; when its
@@ -33,8 +36,8 @@ from kalshi_pipeline.stream.events import FeedEvents
 from kalshi_pipeline.stream.landing import LandingLog, list_segments
 from kalshi_pipeline.stream.poller import Poller
 from kalshi_pipeline.stream.stats import EngineStats
+from kalshi_pipeline.stream.store import StoreProcess
 from kalshi_pipeline.stream.supervisor import Supervisor
-from kalshi_pipeline.stream.writer import Writer
 from kalshi_pipeline.stream.wsfeed import WebSocketFeed
 from kalshi_pipeline.warehouse import (
     Warehouse,
@@ -44,7 +47,6 @@ from kalshi_pipeline.warehouse import (
     server,
 )
 from kalshi_pipeline.warehouse.connection import MIN_FREE_BYTES
-from kalshi_pipeline.warehouse.owner import Owner
 from kalshi_pipeline.warehouse.paths import adopt_legacy_landing, prepare_database_folder
 
 log = logging.getLogger(__name__)
@@ -77,7 +79,6 @@ class Engine:
         self.stall_reported = False  # `handover_stalled` recorded
         self.stats = EngineStats()
         self.warehouse = Warehouse(config.database)
-        self.owner = Owner(config.database)
         self.error: BaseException | None = None
         self._stop = threading.Event()
         self._stopped = False
@@ -123,26 +124,33 @@ class Engine:
             signer = cfg.kalshi.signer()  # fails now, naming the variable, if credentials lack
         elif cfg.kalshi.credentials_problem():
             raise KalshiConfigError(cfg.kalshi.credentials_problem() or "")
-        # Own the file now, so a taken port or an unreadable file fails the start; while another
-        # engine still owns it (a handover) the writer keeps trying, and the log grows meanwhile.
-        with contextlib.suppress(WarehouseBusyError):
-            self.owner.connection(timeout_s=2.0)
-        if not self.owner.is_open:
+        self.landing = LandingLog(cfg.landing)
+        # The writer and the warehouse's owner run in a process of their own (`store.py`).
+        self.writer = StoreProcess(
+            cfg.database,
+            cfg.landing,
+            self.stats,
+            self.landing,
+            batch_rows=cfg.flush_rows,
+            retention_s=cfg.retention_s,
+            keep_landing=cfg.keep_landing,
+        ).start()
+        try:
+            # Own the file now, so a taken port or an unreadable file fails the start; while
+            # another engine still owns it (a handover) the writer keeps trying, and the log
+            # grows meanwhile.
+            with contextlib.suppress(WarehouseBusyError):
+                self.writer.open(timeout_s=2.0)
+        except BaseException:
+            self.writer.kill()
+            self.landing.close()
+            raise
+        if not self.writer.is_open:
             endpoint = server.live_endpoint(cfg.database)
             if endpoint is not None and endpoint.pid != os.getpid():
                 self.predecessor = endpoint.pid
                 self._waiting_since = time.monotonic()
-        self.landing = LandingLog(cfg.landing)
         self.events = FeedEvents(self.landing, self.stats)
-        self.writer = Writer(
-            self.owner,
-            cfg.landing,
-            self.stats,
-            landing=self.landing,
-            batch_rows=cfg.flush_rows,
-            retention_s=cfg.retention_s,
-            keep_landing=cfg.keep_landing,
-        )
         self.poller = Poller(cfg, self.landing, self.stats, self.events)
         self.supervisor = Supervisor(
             cfg, self.poller, self.events, self.stats, lambda: self.writer.committed
@@ -266,7 +274,7 @@ class Engine:
         """Asked the owner to hand over a while ago and it has not: it may not listen."""
         return (
             self._requested_at is not None
-            and not self.owner.is_open
+            and not self.writer.is_open
             and time.monotonic() - self._requested_at > self.config.handover_stall_s
         )
 
@@ -274,7 +282,7 @@ class Engine:
         if self.finished is not None:
             return
         db = self.config.database
-        if self.owner.is_open:
+        if self.writer.is_open:
             if self._waiting_since is not None:  # we were waiting, and now we own the file
                 waited = time.monotonic() - self._waiting_since
                 self._waiting_since = self._requested_at = None
@@ -373,11 +381,8 @@ class Engine:
         if self._stopped:
             return self.stats.backlog_bytes == 0
         self._stopped = True
-        if not hasattr(self, "writer"):  # start() failed before anything ran
+        if not hasattr(self, "events"):  # start() failed before anything ran
             self._halt()
-            if hasattr(self, "landing"):
-                self.landing.close()
-            self.owner.close()
             return True
         deadline = time.monotonic() + timeout_s
         self.events.emit("engine", "stop", reason)

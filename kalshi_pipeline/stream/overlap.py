@@ -11,13 +11,13 @@ steady state pays nothing.
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass
 
 import psutil
 
 from kalshi_pipeline.stream.landing import SegmentFile
+from kalshi_pipeline.warehouse.identity import engine_pid
 
 # Receive times of one frame in two processes differ by milliseconds; segment times are coarser
 # (a file's mtime, a name's start): widen each window by this much on both sides.
@@ -44,7 +44,7 @@ class Engines:
     def alive(self, pid: int, since_ms: int) -> bool:
         """Whether the process that started writing at `since_ms` as `pid` still runs (a reused
         pid, younger than the segment, does not count)."""
-        if pid == os.getpid():
+        if pid == engine_pid():
             return True
         now = time.monotonic()
         hit = self._cache.get((pid, since_ms))
@@ -67,7 +67,7 @@ class Engines:
 
     def loadable(self, segments: list[SegmentFile]) -> list[SegmentFile]:
         """This process's segments and those of engines that are gone."""
-        return [s for s in segments if s.pid == os.getpid() or not self.alive(s.pid, s.start_ms)]
+        return [s for s in segments if s.pid == engine_pid() or not self.alive(s.pid, s.start_ms)]
 
     def windows(self, segments: list[SegmentFile]) -> list[Window]:
         """Times in which two or more engines were landing frames, widened by MARGIN_NS."""

@@ -63,6 +63,15 @@ class EngineStats:
             self._lag_ms.extend(lag_ms)
             self._store_ms.extend(store_ms)
 
+    def take_latencies(self) -> tuple[list[float], list[float]]:
+        """The latencies recorded since the last call, emptied (the store process sends them to
+        its engine's stats)."""
+        with self._lock:
+            lag, store = list(self._lag_ms), list(self._store_ms)
+            self._lag_ms.clear()
+            self._store_ms.clear()
+        return lag, store
+
     def total_fallback_seconds(self) -> float:
         extra = time.monotonic() - self.fallback_since if self.fallback_since else 0.0
         return self.fallback_seconds + extra

@@ -29,7 +29,7 @@ from concurrent.futures import wait as wait_for_futures
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import duckdb
 import msgspec
@@ -56,7 +56,6 @@ from kalshi_pipeline.stream.keyframes import KEYFRAME_S, KeyframeClock
 from kalshi_pipeline.stream.landing import (
     SOURCE_NAMES,
     Kind,
-    LandingLog,
     Record,
     SegmentFile,
     Source,
@@ -301,6 +300,15 @@ class _Batch(Batch):
                 row[k] = v
 
 
+class EventLog(Protocol):
+    """Where the writer appends its own feed events (`database_busy`, `database_free`): the
+    engine's landing log, or in the store process a relay to it (`store.py`)."""
+
+    def append(self, kind: Kind, source: Source, payload: bytes) -> object: ...
+
+    def sync(self) -> None: ...
+
+
 # The interpreter settings a writer with a backlog works best under (`_start_committer`).
 SWITCH_INTERVAL_S = 0.001
 GC_THRESHOLD = 20_000
@@ -340,7 +348,7 @@ class Writer:
         landing_dir: os.PathLike[str] | str,
         stats: EngineStats | None = None,
         *,
-        landing: LandingLog | None = None,
+        landing: EventLog | None = None,
         batch_rows: int = 5_000,  # the engine's flush_rows: larger batches hold more memory
         retention_s: float = 24 * 3600.0,
         keep_landing: bool = False,

@@ -18,6 +18,7 @@ import duckdb
 import msgspec
 
 from kalshi_pipeline.warehouse.connection import WarehouseError, sibling
+from kalshi_pipeline.warehouse.identity import engine_pid
 
 PORT_SETTING = "KALSHI_WAREHOUSE_PORT"
 # Clear of the simulator (8700) and Dagster's UI (3000).
@@ -100,7 +101,7 @@ def serve(con: duckdb.DuckDBPyConnection, database: Path, port: int) -> Endpoint
         raise WarehouseServerError(f"cannot serve the warehouse on port {port}: {exc}") from None
     endpoint = Endpoint(
         port=port,
-        pid=os.getpid(),
+        pid=engine_pid(),
         started_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     )
     _write_private(endpoint_path(database), msgspec.json.encode(endpoint))
@@ -117,7 +118,7 @@ def stop(con: duckdb.DuckDBPyConnection, database: Path) -> None:
 def remove_endpoint(database: Path) -> None:
     path = endpoint_path(database)
     with contextlib.suppress(FileNotFoundError, msgspec.DecodeError, OSError):
-        ours = msgspec.json.decode(path.read_bytes(), type=Endpoint).pid == os.getpid()
+        ours = msgspec.json.decode(path.read_bytes(), type=Endpoint).pid == engine_pid()
         if ours:
             path.unlink()
 
@@ -131,13 +132,13 @@ def announce_start(database: Path) -> None:
     endpoint (else clients that found no owner could keep it out, taking turns on the lock)."""
     path = starting_path(database)
     with contextlib.suppress(OSError):
-        path.write_text(str(os.getpid()))
+        path.write_text(str(engine_pid()))
 
 
 def withdraw_start(database: Path) -> None:
     path = starting_path(database)
     with contextlib.suppress(OSError, ValueError):
-        if int(path.read_text() or 0) == os.getpid():
+        if int(path.read_text() or 0) == engine_pid():
             path.unlink()
 
 
@@ -147,7 +148,7 @@ def owner_starting(database: Path) -> int | None:
         pid = int(starting_path(database).read_text() or 0)
     except (OSError, ValueError):
         return None
-    return pid if pid > 0 and pid != os.getpid() and pid_alive(pid) else None
+    return pid if pid > 0 and pid != engine_pid() and pid_alive(pid) else None
 
 
 def pid_alive(pid: int) -> bool:
