@@ -187,7 +187,7 @@ class StoreProcess:
             conn, proc = self._conn, self._proc
             if conn is None or proc is None or self._closed:
                 if op in ("load", "drain"):
-                    return 0  # closed: later cycles do nothing, as the writer's did
+                    return 0  # closed or dead (said once): later cycles do nothing
                 raise StoreProcessError("the store process is not running")
             try:
                 if op != "ready":
@@ -195,14 +195,18 @@ class StoreProcess:
                 end = None if timeout_s is None else time.monotonic() + timeout_s
                 while not conn.poll(1.0):
                     if proc.poll() is not None:
-                        raise StoreProcessError(self._died(proc.returncode))
+                        raise EOFError
                     if end is not None and time.monotonic() > end:
+                        self._closed = True
+                        proc.kill()
                         raise StoreProcessError(
                             f"the store process (pid {proc.pid}) did not answer {op!r} "
-                            f"within {timeout_s:.0f}s"
+                            f"within {timeout_s:.0f}s: killed"
                         )
                 status, result, update = conn.recv()
             except (EOFError, OSError):
+                self._closed = True
+                self.is_open = False
                 raise StoreProcessError(self._died(proc.wait(timeout=10))) from None
             self._apply(update)
         if status == "error":

@@ -1,0 +1,122 @@
+"""The store process (`stream/store.py`): the writer and the warehouse's owner beside the engine.
+
+Real `kalshi-pipeline stream` processes, real files; pass or fail is decided by processes, files
+and what DuckDB holds, never by timing."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import psutil
+import pytest
+
+from kalshi_pipeline.warehouse import server
+from kalshi_pipeline.warehouse.owner import Owner
+from kalshi_pipeline.warehouse.paths import landing_folder
+from kalshi_pipeline_tests.helpers import query, wait_for, wait_for_ticks
+from kalshi_pipeline_tests.stream.support import landing_ticker_frames
+
+pytestmark = pytest.mark.timeout(240)
+
+
+def _stream(sim, db: Path, *extra: str, **popen) -> subprocess.Popen[str]:
+    env = dict(os.environ, KALSHI_REST_URL=sim.rest_url, KALSHI_WS_URL=sim.ws_url)
+    cmd = [sys.executable, "-m", "kalshi_pipeline.cli", "stream", "--database", str(db)]
+    return subprocess.Popen(
+        [*cmd, "--mode", "websocket", "--quiet", *extra],
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+        **popen,
+    )
+
+
+def _store_process(stream: subprocess.Popen[str]) -> psutil.Process:
+    (child,) = wait_for(
+        lambda: [
+            c
+            for c in psutil.Process(stream.pid).children()
+            if "kalshi_pipeline.stream.store" in " ".join(c.cmdline())
+        ],
+        timeout=60,
+        what="the stream's store process",
+    )
+    return child
+
+
+def _stored_once(db: Path) -> list[tuple[int, int, int]]:
+    rows = query(
+        db,
+        "SELECT landing_segment, landing_offset, count(*) FROM ticks "
+        "WHERE source='websocket' GROUP BY 1, 2",
+    )
+    assert all(n == 1 for _s, _o, n in rows), "a frame was stored twice"
+    return rows
+
+
+def test_the_store_process_stands_for_its_engine_and_ends_with_it(sim_factory, tmp_path):
+    """The endpoint names the engine's pid (what a successor asks, what `status` shows); a
+    SIGKILLed engine's store process ends by itself and lets the file go."""
+    sim = sim_factory(markets=300, rate=300)
+    db = tmp_path / "k.duckdb"
+    stream = _stream(sim, db)
+    try:
+        wait_for_ticks(db, 300)
+        child = _store_process(stream)
+        endpoint = server.live_endpoint(db)
+        assert endpoint is not None and endpoint.pid == stream.pid != child.pid
+    finally:
+        stream.send_signal(signal.SIGKILL)
+        stream.wait()
+    child.wait(timeout=60)  # it saw its engine go, closed the warehouse and ended
+    assert server.live_endpoint(db) is None
+    with Owner(db) as owner:  # the file and its lock are free for the next owner at once
+        assert owner.is_open
+
+
+def test_a_killed_store_process_ends_the_stream_and_the_next_start_loses_nothing(
+    sim_factory, tmp_path
+):
+    sim = sim_factory(markets=300, rate=300)
+    db = tmp_path / "k.duckdb"
+    stream = _stream(sim, db)
+    try:
+        wait_for_ticks(db, 300)
+        _store_process(stream).send_signal(signal.SIGKILL)
+        _out, err = stream.communicate(timeout=60)
+    finally:
+        if stream.poll() is None:
+            stream.kill()
+    assert stream.returncode != 0
+    assert "store process" in err and "killed by signal 9" in err, err
+    logged = landing_ticker_frames(landing_folder(db))
+    again = _stream(sim, db, "--seconds", "5")
+    _out, err = again.communicate(timeout=90)
+    assert again.returncode == 0, err
+    stored = _stored_once(db)
+    assert logged <= {(s, o) for s, o, _n in stored}, "a logged frame was never stored"
+
+
+def test_ctrl_c_to_the_whole_group_stops_cleanly_with_everything_stored(sim_factory, tmp_path):
+    """A terminal's Ctrl-C reaches every process of the group: the store process ignores it and
+    loads what the stopping engine received before it lets the file go."""
+    sim = sim_factory(markets=300, rate=300)
+    db = tmp_path / "k.duckdb"
+    stream = _stream(sim, db, start_new_session=True)
+    try:
+        wait_for_ticks(db, 300)
+        child = _store_process(stream)
+        os.killpg(stream.pid, signal.SIGINT)
+        _out, err = stream.communicate(timeout=90)
+    finally:
+        if stream.poll() is None:
+            stream.kill()
+    assert stream.returncode == 0, err
+    assert not child.is_running() or child.status() == psutil.STATUS_ZOMBIE
+    logged = landing_ticker_frames(landing_folder(db))
+    stored = _stored_once(db)
+    assert logged == {(s, o) for s, o, _n in stored}
