@@ -5,8 +5,10 @@ and what DuckDB holds, never by timing."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -23,8 +25,9 @@ from kalshi_pipeline_tests.stream.support import landing_ticker_frames
 pytestmark = pytest.mark.timeout(240)
 
 
-def _stream(sim, db: Path, *extra: str, **popen) -> subprocess.Popen[str]:
+def _stream(sim, db: Path, *extra: str, env_extra=None, **popen) -> subprocess.Popen[str]:
     env = dict(os.environ, KALSHI_REST_URL=sim.rest_url, KALSHI_WS_URL=sim.ws_url)
+    env.update(env_extra or {})
     cmd = [sys.executable, "-m", "kalshi_pipeline.cli", "stream", "--database", str(db)]
     return subprocess.Popen(
         [*cmd, "--mode", "websocket", "--quiet", *extra],
@@ -120,3 +123,27 @@ def test_ctrl_c_to_the_whole_group_stops_cleanly_with_everything_stored(sim_fact
     logged = landing_ticker_frames(landing_folder(db))
     stored = _stored_once(db)
     assert logged == {(s, o) for s, o, _n in stored}
+
+
+def test_an_error_in_the_store_process_reaches_the_user_as_the_owner_said_it(sim_factory, tmp_path):
+    """A taken port is found by the owner, in the store process: the stream's start fails with
+    the owner's message (the port and the setting), and no store process is left behind."""
+    sim = sim_factory(markets=100, rate=100)
+    db = tmp_path / "k.duckdb"
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        stream = _stream(sim, db, env_extra={"KALSHI_WAREHOUSE_PORT": str(port)})
+        children: list[psutil.Process] = []
+        with contextlib.suppress(psutil.NoSuchProcess):
+            children = wait_for(
+                lambda: psutil.Process(stream.pid).children() or stream.poll() is not None,
+                timeout=60,
+                what="the store process, or the stream's end",
+            )
+        _out, err = stream.communicate(timeout=90)
+    assert stream.returncode == 2, err
+    assert f"127.0.0.1:{port}: the port is taken" in err and "KALSHI_WAREHOUSE_PORT" in err
+    for child in children if isinstance(children, list) else []:
+        child.wait(timeout=30)  # gone with the failed start
