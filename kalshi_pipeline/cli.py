@@ -170,7 +170,7 @@ def _status_line(quiet: bool) -> Callable[[dict[str, Any]], None]:
 def _cmd_stream(args: argparse.Namespace) -> int:
     from kalshi_pipeline.stream.config import ConfigError
     from kalshi_pipeline.stream.engine import EngineError, run_engine
-    from kalshi_pipeline.stream.lean import lean
+    from kalshi_pipeline.stream.lean import keep_pandas_out
     from kalshi_pipeline.warehouse import WarehouseError
 
     try:
@@ -178,7 +178,7 @@ def _cmd_stream(args: argparse.Namespace) -> int:
     except (ConfigError, KalshiConfigError, WarehouseError) as exc:
         print(f"kalshi-pipeline stream: {exc}", file=sys.stderr)
         return 2
-    lean()  # this process only streams: no pandas, Arrow on the system allocator
+    keep_pandas_out()  # this process only streams (its store process is lean: stream/lean.py)
     stop = threading.Event()
     _install_stop_signals(stop)
     print(

@@ -24,14 +24,6 @@ from rich.console import Console
 
 from kalshi_pipeline.bench.display import Display
 from kalshi_pipeline.bench.plan import FULL, QUICK, SCENARIOS
-from kalshi_pipeline.bench.report import (
-    compression_table,
-    judge,
-    scaling_table,
-    table,
-    update_readme,
-)
-from kalshi_pipeline.bench.suite import run, write_json
 
 ROOT = Path(__file__).resolve().parents[2]
 PY_SPY = Path(sys.executable).with_name("py-spy")
@@ -108,6 +100,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _print(results: dict[str, Any]) -> None:
+    from kalshi_pipeline.bench.report import compression_table, scaling_table, table
+
     out = Console()
     out.print(table(results))
     for extra in (scaling_table(results), compression_table(results)):
@@ -118,6 +112,11 @@ def _print(results: dict[str, Any]) -> None:
 
 
 def main_from_args(args: argparse.Namespace) -> int:
+    # imported here, not at the top: every `kalshi-pipeline` command builds this module's
+    # parser, and `stream`'s process must not load DuckDB and Arrow (its store process does)
+    from kalshi_pipeline.bench.report import judge, update_readme
+    from kalshi_pipeline.bench.suite import run, write_json
+
     readme = ROOT / "README.md"
     if args.render is not None:
         results = json.loads(args.render.read_text())

@@ -26,7 +26,7 @@ from typing import Any
 from kalshi_pipeline.kalshi.settings import KalshiSettings
 from kalshi_pipeline.stream.config import Mode, Scope, StreamConfig
 from kalshi_pipeline.stream.engine import Engine
-from kalshi_pipeline.stream.lean import lean
+from kalshi_pipeline.stream.lean import keep_pandas_out
 from kalshi_pipeline.stream.stats import EngineStats
 
 TARGET_POLL_S = 0.01
@@ -78,7 +78,7 @@ def run(spec: dict[str, Any]) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    lean()  # as `kalshi-pipeline stream` does
+    keep_pandas_out()  # as `kalshi-pipeline stream` does
     engine = Engine(config_from_spec(spec)).start()
     emit({"event": "started", "t_ns": time.time_ns()})
     every = float(spec.get("status_every_s", 0.5))

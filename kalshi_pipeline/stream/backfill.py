@@ -39,7 +39,7 @@ from kalshi_pipeline.kalshi.settings import KalshiSettings
 from kalshi_pipeline.stream.config import StreamConfig
 from kalshi_pipeline.stream.events import FeedEvents
 from kalshi_pipeline.stream.landing import Kind, LandingLog, Source
-from kalshi_pipeline.stream.writer import TradesPageMeta, iso_ms
+from kalshi_pipeline.stream.pages import TradesPageMeta, iso_ms
 
 log = logging.getLogger(__name__)
 CLOSED = "the backfill was stopped (the stream is stopping)"

@@ -4,10 +4,13 @@ Pandas is kept out: about 30 MB of memory it never uses.
 
 DuckDB imports pandas the first time it binds a Python parameter (to ask whether the value is
 pandas's NA or NaT), and pyarrow the first time it converts a Python list (to ask whether it is
-a pandas object); the stream never hands either a pandas object. `kalshi-pipeline stream` and
-the bench's engines block the import before they start, and both libraries then work as they
-do where pandas is not installed (measured: peak RSS at the 50,000 ticks/s firehose, see the
-README). The Dagster op does not: its process is Dagster's, and other code there may use pandas.
+a pandas object); the stream never hands either a pandas object. The store process (`store.py`,
+where the writer meets DuckDB and Arrow) calls `lean()` before it imports them, whoever started
+its engine, and both libraries then work as they do where pandas is not installed (measured:
+peak RSS at the 50,000 ticks/s firehose, see the README). The engine's own process imports
+neither DuckDB nor Arrow; `kalshi-pipeline stream` and the bench's engines keep pandas out of it
+too (`keep_pandas_out()`). The Dagster op does not: its process is Dagster's, and other code
+there may use pandas.
 
 Arrow's buffers come from the system allocator instead of pyarrow's default (mimalloc), which
 keeps freed segments for reuse: every batch builds a few MB of Arrow arrays, and with mimalloc
@@ -20,8 +23,6 @@ from __future__ import annotations
 import importlib.abc
 import sys
 from typing import Any
-
-import pyarrow as pa
 
 
 class PandasKeptOut(ImportError):
@@ -49,6 +50,8 @@ def keep_pandas_out() -> bool:
 
 
 def lean() -> None:
-    """Start of a process that only streams: pandas kept out, Arrow on the system allocator."""
+    """Start of a process that only stores: pandas kept out, Arrow on the system allocator."""
     keep_pandas_out()
+    import pyarrow as pa
+
     pa.set_memory_pool(pa.system_memory_pool())

@@ -28,8 +28,8 @@ from kalshi_pipeline.kalshi.rest import RawResponse, RestClient, RetryNotice
 from kalshi_pipeline.stream.config import Scope, StreamConfig
 from kalshi_pipeline.stream.events import FeedEvents
 from kalshi_pipeline.stream.landing import Kind, LandingLog, Source
+from kalshi_pipeline.stream.pages import PageMeta, PassFigures
 from kalshi_pipeline.stream.stats import EngineStats
-from kalshi_pipeline.stream.writer import PageMeta, PassFigures
 
 log = logging.getLogger(__name__)
 TICKERS_PER_REQUEST = 100

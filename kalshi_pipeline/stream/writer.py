@@ -65,6 +65,14 @@ from kalshi_pipeline.stream.landing import (
     remove_stale_archive_files,
 )
 from kalshi_pipeline.stream.overlap import Engines, Window, in_any
+from kalshi_pipeline.stream.pages import (
+    TICKER_PREFIX,
+    PageMeta,
+    PassFigures,
+    TradesPageMeta,
+    iso_ms,
+    series_of,
+)
 from kalshi_pipeline.stream.stats import EngineStats
 from kalshi_pipeline.warehouse import WarehouseBusyError
 from kalshi_pipeline.warehouse.books import ENGINE_BITS
@@ -73,7 +81,6 @@ from kalshi_pipeline.warehouse.owner import Owner
 
 log = logging.getLogger(__name__)
 
-TICKER_PREFIX = b'{"type":"ticker"'
 DELTA_PREFIX = b'{"type":"orderbook_delta"'
 WS_FRAME = int(Kind.WS_FRAME)
 MAX_ERROR_ROWS_PER_BATCH = 200
@@ -108,43 +115,6 @@ def out_of_memory(exc: BaseException) -> bool:
     )
 
 
-def series_of(event_ticker: str | None) -> str | None:
-    """Kalshi's event tickers start with their series ticker (KXBTCD-25JUL2117 → KXBTCD)."""
-    return event_ticker.split("-", 1)[0] if event_ticker else None
-
-
-class PageMeta(msgspec.Struct):
-    pass_id: int
-    page: int
-    purpose: str = "poll"
-
-
-class PassFigures(msgspec.Struct):
-    pass_id: int
-    purpose: str
-    started_ns: int
-    finished_ns: int
-    pages: int
-    requests: int
-    retries: int
-    response_bytes: int
-
-
-class TradesPageMeta(msgspec.Struct):
-    """The meta line of a backfill's `GET /markets/trades` page (`Kind.TRADES_PAGE`).
-
-    A backfill asks for the trades of [since_ms, until_ms] (of `tickers`, or every market when
-    None) in one or more attempts; `last` marks the final page of the attempt that finished."""
-
-    backfill_id: str
-    attempt: int
-    page: int
-    since_ms: int
-    until_ms: int
-    tickers: list[str] | None = None
-    last: bool = False
-
-
 @dataclass
 class _BackfillCount:
     attempt: int = 0
@@ -162,11 +132,6 @@ _PASS = msgspec.json.Decoder(PassFigures)
 _EVENT = msgspec.json.Decoder(FeedEventPayload)
 _TRADES_META = msgspec.json.Decoder(TradesPageMeta)
 MAX_BACKFILLS_REMEMBERED = 1_000
-
-
-def iso_ms(ms: int) -> str:
-    """`2026-11-27T23:01:02.345Z`: a feed event's way of writing a time."""
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms // 1000)) + f".{ms % 1000:03d}Z"
 
 
 def _latencies(

@@ -59,6 +59,7 @@ from kalshi_pipeline.kalshi.websocket import KalshiWebSocket
 from kalshi_pipeline.stream.config import StreamConfig
 from kalshi_pipeline.stream.events import FeedEvents
 from kalshi_pipeline.stream.landing import Kind, LandingLog, Source
+from kalshi_pipeline.stream.pages import TICKER_PREFIX, series_of
 from kalshi_pipeline.stream.sequence import (
     DELTA_PREFIX,
     SEQUENCED,
@@ -70,7 +71,6 @@ from kalshi_pipeline.stream.sequence import (
     Sequencer,
 )
 from kalshi_pipeline.stream.stats import EngineStats
-from kalshi_pipeline.stream.writer import TICKER_PREFIX, series_of
 
 log = logging.getLogger(__name__)
 TICKER = "ticker"

@@ -16,10 +16,11 @@ import struct
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import duckdb
 from filelock import FileLock
 
 if TYPE_CHECKING:
+    import duckdb
+
     from kalshi_pipeline.warehouse.client import Client
 
 DEFAULT_PATH = Path("data/kalshi.duckdb")
@@ -86,6 +87,8 @@ def check_storage_version(path: Path) -> None:
         return  # not a DuckDB file at all: DuckDB's own error says so
     created_by = library.split(b"\0", 1)[0].decode("ascii", "replace") or "an unknown version"
     if version > STORAGE_VERSION or created_by.startswith("v2."):
+        import duckdb
+
         moved = path.with_name(path.stem + ".v2" + path.suffix)
         raise WarehouseVersionError(
             f"the database {path} was written by DuckDB {created_by} (storage version {version}), "
@@ -104,6 +107,8 @@ def open_file(
 ) -> duckdb.DuckDBPyConnection:
     """Open the file (read-write unless `read_only`); a foreign holder (a DuckDB shell) is
     reported by name at once, with the holder's pid when DuckDB gives it."""
+    import duckdb  # here, not at the top: the stream's receiving process never opens a file
+
     check_storage_version(path)
     try:
         return duckdb.connect(str(path), read_only=read_only, config=config or {})

@@ -13,12 +13,15 @@ import secrets
 import socket
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import duckdb
 import msgspec
 
 from kalshi_pipeline.warehouse.connection import WarehouseError, sibling
 from kalshi_pipeline.warehouse.identity import engine_pid
+
+if TYPE_CHECKING:
+    import duckdb
 
 PORT_SETTING = "KALSHI_WAREHOUSE_PORT"
 # Clear of the simulator (8700) and Dagster's UI (3000).
@@ -79,6 +82,8 @@ def _write_private(path: Path, data: bytes) -> None:
 def serve(con: duckdb.DuckDBPyConnection, database: Path, port: int) -> Endpoint:
     """Start serving `con`'s database on 127.0.0.1:`port` with a fresh token; write the token
     and endpoint files. The extensions must be loaded into `con` already."""
+    import duckdb  # only the owner serves: the stream's receiving process never loads it
+
     taken = WarehouseServerError(
         f"cannot serve the warehouse on 127.0.0.1:{port}: the port is taken (or not allowed); "
         f"stop the program using it, or set {PORT_SETTING} to a free port"
@@ -110,6 +115,8 @@ def serve(con: duckdb.DuckDBPyConnection, database: Path, port: int) -> Endpoint
 
 def stop(con: duckdb.DuckDBPyConnection, database: Path) -> None:
     """Remove the endpoint first (new clients stop coming), then stop the server."""
+    import duckdb
+
     remove_endpoint(database)
     with contextlib.suppress(duckdb.Error):
         con.execute("CALL quack_stop()")

@@ -15,8 +15,9 @@ import msgspec
 import pytest
 
 from kalshi_pipeline.stream.landing import HEADER, Kind, LandingLog, Source, list_segments
+from kalshi_pipeline.stream.pages import PageMeta
 from kalshi_pipeline.stream.stats import EngineStats
-from kalshi_pipeline.stream.writer import PageMeta, Writer
+from kalshi_pipeline.stream.writer import Writer
 from kalshi_pipeline.warehouse.owner import Owner
 from kalshi_pipeline_tests.helpers import query
 

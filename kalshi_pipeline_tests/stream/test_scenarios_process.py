@@ -133,9 +133,10 @@ def test_plain_duckdb_on_the_live_file_is_refused_and_the_stream_never_waits(
 
 
 def test_the_stream_process_keeps_pandas_out(sim_factory, tmp_path):
-    """DuckDB and pyarrow would import pandas (~30 MB) on first use; `kalshi-pipeline stream`
-    never hands them a pandas object, so its process keeps pandas out (`stream/lean.py`) and
-    still stores everything, through Arrow."""
+    """DuckDB and pyarrow would import pandas (~30 MB) on first use; the store process never
+    hands them a pandas object, so it keeps pandas out (`stream/lean.py`) and still stores
+    everything, through Arrow; the engine's own process, which only receives, loads none of
+    DuckDB, Arrow or pandas."""
     sim = sim_factory(markets=200, rate=300)
     db = tmp_path / "data" / "k.duckdb"
     env = dict(os.environ, KALSHI_REST_URL=sim.rest_url, KALSHI_WS_URL=sim.ws_url)
@@ -143,13 +144,17 @@ def test_the_stream_process_keeps_pandas_out(sim_factory, tmp_path):
     proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True)
     try:
         wait_for_ticks(db, 300, "ticks stored by the stream")
-        maps = {m.path for m in psutil.Process(proc.pid).memory_maps()}
+        engine = psutil.Process(proc.pid)
+        (store,) = engine.children()
+        maps = {m.path for m in store.memory_maps()}
+        engine_maps = {m.path for m in engine.memory_maps()}
     finally:
         proc.send_signal(signal.SIGTERM)
         _out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
     assert any("/pyarrow/" in p for p in maps)  # the batches did go through Arrow
     assert not [p for p in maps if "/pandas/" in p]
+    assert not [p for p in engine_maps if any(n in p for n in ("/pandas/", "/pyarrow/", "duckdb"))]
 
 
 def test_a_lean_process_puts_arrow_on_the_system_allocator_and_still_stores(tmp_path):

@@ -22,9 +22,10 @@ from kalshi_pipeline.kalshi.websocket import KalshiWebSocket
 from kalshi_pipeline.stream.backfill import CLOSED, PER_MARKET_QUERIES, TradeBackfill
 from kalshi_pipeline.stream.events import FeedEvents
 from kalshi_pipeline.stream.landing import Kind, LandingLog, Source
+from kalshi_pipeline.stream.pages import TradesPageMeta, iso_ms
 from kalshi_pipeline.stream.replay import replay
 from kalshi_pipeline.stream.stats import EngineStats
-from kalshi_pipeline.stream.writer import TradesPageMeta, Writer, iso_ms
+from kalshi_pipeline.stream.writer import Writer
 from kalshi_pipeline.warehouse.owner import Owner
 from kalshi_pipeline_tests.helpers import query, wait_for
 
