@@ -142,7 +142,7 @@ class Engine:
             with contextlib.suppress(WarehouseBusyError):
                 self.writer.open(timeout_s=2.0)
         except BaseException:
-            self.writer.kill()
+            self.writer.close()
             self.landing.close()
             raise
         if not self.writer.is_open:

@@ -62,6 +62,7 @@ WRITER_FIELDS = (
 )
 START_TIMEOUT_S = 60.0  # the child's imports, on a loaded machine
 CLOSE_GRACE_S = 30.0  # the owner's close is bounded at 15 s (warehouse/owner.py), then this
+DRAIN_GRACE_S = 5.0  # a drain stops between batches at its deadline: one batch may overrun it
 
 
 class StoreProcessError(RuntimeError):
@@ -125,6 +126,7 @@ class StoreProcess:
                 [sys.executable, "-m", "kalshi_pipeline.stream.store", str(theirs.fileno())],
                 pass_fds=[theirs.fileno()],
                 stdin=subprocess.DEVNULL,
+                stdout=2,  # the engine's stdout may be a protocol (the bench's runner)
             )
         finally:
             theirs.close()
@@ -145,26 +147,27 @@ class StoreProcess:
         return int(self._request("load", None) or 0)
 
     def drain(self, deadline_s: float) -> bool:
+        """Load what is left within `deadline_s`; True when nothing is. False, with a warning,
+        when the store process is gone or does not answer in time (the stop goes on)."""
         self.landing.sync()  # the engine has stopped receiving: everything reaches the file
-        return bool(self._request("drain", deadline_s, timeout_s=deadline_s + CLOSE_GRACE_S))
+        try:
+            return bool(self._request("drain", deadline_s, timeout_s=deadline_s + DRAIN_GRACE_S))
+        except StoreProcessError as exc:
+            log.warning("%s", exc)
+            return False
 
     def close(self) -> None:
         """Close the warehouse and end the process; a process that does not end is killed."""
-        if self._closed or self._proc is None:
+        if self._proc is None:
             return
         try:
-            with contextlib.suppress(StoreProcessError):
-                self._request("close", None, timeout_s=CLOSE_GRACE_S)
+            if not self._closed:
+                with contextlib.suppress(StoreProcessError):
+                    self._request("close", None, timeout_s=CLOSE_GRACE_S)
         finally:
             self._closed = True
             self.is_open = False
             self._end()
-
-    def kill(self) -> None:
-        """End the process at once (a start that failed)."""
-        self._closed = True
-        self.is_open = False
-        self._end(grace_s=0.0)
 
     def _end(self, grace_s: float = 10.0) -> None:
         if self._conn is not None:
@@ -183,32 +186,46 @@ class StoreProcess:
     # ------------------------------------------------------------------ the pipe
 
     def _request(self, op: str, arg: Any, timeout_s: float | None = None) -> Any:
-        with self._lock:
-            conn, proc = self._conn, self._proc
-            if conn is None or proc is None or self._closed:
-                if op in ("load", "drain"):
-                    return 0  # closed or dead (said once): later cycles do nothing
-                raise StoreProcessError("the store process is not running")
-            try:
-                if op != "ready":
-                    conn.send((op, arg))
-                end = None if timeout_s is None else time.monotonic() + timeout_s
-                while not conn.poll(1.0):
-                    if proc.poll() is not None:
-                        raise EOFError
-                    if end is not None and time.monotonic() > end:
-                        self._closed = True
-                        proc.kill()
-                        raise StoreProcessError(
-                            f"the store process (pid {proc.pid}) did not answer {op!r} "
-                            f"within {timeout_s:.0f}s: killed"
-                        )
-                status, result, update = conn.recv()
-            except (EOFError, OSError):
-                self._closed = True
-                self.is_open = False
-                raise StoreProcessError(self._died(proc.wait(timeout=10))) from None
-            self._apply(update)
+        # A stopping engine's drain or close waits for the write loop's request in flight, but
+        # not forever: a store process hung in it is killed (its end then fails that request).
+        if not self._lock.acquire(timeout=-1 if timeout_s is None else timeout_s):
+            self._closed = True
+            if self._proc is not None:
+                self._proc.kill()
+            raise StoreProcessError(
+                f"the store process (pid {self.pid}) was still busy after {timeout_s:.0f}s: killed"
+            )
+        try:
+            return self._exchange(op, arg, timeout_s)
+        finally:
+            self._lock.release()
+
+    def _exchange(self, op: str, arg: Any, timeout_s: float | None) -> Any:
+        conn, proc = self._conn, self._proc
+        if conn is None or proc is None or self._closed:
+            if op in ("load", "drain"):
+                return 0  # closed or dead (said once): later cycles do nothing
+            raise StoreProcessError("the store process is not running")
+        try:
+            if op != "ready":
+                conn.send((op, arg))
+            end = None if timeout_s is None else time.monotonic() + timeout_s
+            while not conn.poll(1.0):
+                if proc.poll() is not None:
+                    raise EOFError
+                if end is not None and time.monotonic() > end:
+                    self._closed = True
+                    proc.kill()
+                    raise StoreProcessError(
+                        f"the store process (pid {proc.pid}) did not answer {op!r} "
+                        f"within {timeout_s:.0f}s: killed"
+                    )
+            status, result, update = conn.recv()
+        except (EOFError, OSError):
+            self._closed = True
+            self.is_open = False
+            raise StoreProcessError(self._died(proc.wait(timeout=10))) from None
+        self._apply(update)
         if status == "error":
             raise result
         return result
@@ -348,10 +365,14 @@ def serve(conn: Connection) -> None:
                     result = None
                 else:
                     raise ValueError(f"unknown request {op!r}")
+                reply: tuple[str, Any, dict[str, Any]] = ("ok", result, update())
             except BaseException as exc:  # the engine decides: it raises it where it asked
-                conn.send(("error", _picklable(exc), update()))
-                continue
-            conn.send(("ok", result, update()))
+                reply = ("error", _picklable(exc), update())
+            try:
+                conn.send(reply)
+            except OSError:
+                log.info("the engine is gone: closing the warehouse")
+                return
             if op == "close":
                 return
     finally:

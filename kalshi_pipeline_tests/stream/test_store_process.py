@@ -147,3 +147,32 @@ def test_an_error_in_the_store_process_reaches_the_user_as_the_owner_said_it(sim
     assert f"127.0.0.1:{port}: the port is taken" in err and "KALSHI_WAREHOUSE_PORT" in err
     for child in children if isinstance(children, list) else []:
         child.wait(timeout=30)  # gone with the failed start
+
+
+def test_a_store_process_that_hangs_is_killed_by_the_stop_and_nothing_is_lost(
+    sim_factory, tmp_path
+):
+    """A store process that stops answering (here: SIGSTOP) does not hold the stream's stop
+    forever: it is killed once the stop's drain is overdue, the stop says so, and the next start
+    stores every frame the log holds, once."""
+    sim = sim_factory(markets=300, rate=300)
+    db = tmp_path / "k.duckdb"
+    stream = _stream(sim, db)
+    try:
+        wait_for_ticks(db, 300)
+        store = _store_process(stream)
+        store.suspend()
+        wait_for(lambda: store.status() == psutil.STATUS_STOPPED, timeout=30, what="stopped")
+        stream.send_signal(signal.SIGTERM)
+        _out, err = stream.communicate(timeout=120)
+    finally:
+        if stream.poll() is None:
+            stream.kill()
+    assert "was still busy" in err and "killed" in err, err
+    store.wait(timeout=30)
+    logged = landing_ticker_frames(landing_folder(db))
+    again = _stream(sim, db, "--seconds", "5")
+    _out, err = again.communicate(timeout=90)
+    assert again.returncode == 0, err
+    stored = _stored_once(db)
+    assert logged <= {(s, o) for s, o, _n in stored}, "a logged frame was never stored"
