@@ -12,6 +12,9 @@ neither DuckDB nor Arrow; `kalshi-pipeline stream` and the bench's engines keep 
 too (`keep_pandas_out()`). The Dagster op does not: its process is Dagster's, and other code
 there may use pandas.
 
+The store process keeps numpy out too (about 12 MB): neither DuckDB nor pyarrow needs it (both
+work where it is not installed), and the writer hands them Arrow arrays built from Python lists.
+
 Arrow's buffers come from the system allocator instead of pyarrow's default (mimalloc), which
 keeps freed segments for reuse: every batch builds a few MB of Arrow arrays, and with mimalloc
 the stream's peak RSS at the 50,000 ticks/s firehose was 7-9 MB higher (quick bench runs, 229 ->
@@ -26,32 +29,42 @@ from typing import Any
 
 
 class PandasKeptOut(ImportError):
-    """An import of pandas in a process that keeps it out."""
+    """An import of a package (pandas, numpy) in a process that keeps it out."""
 
 
-class _NoPandas(importlib.abc.MetaPathFinder):
+class _KeptOut(importlib.abc.MetaPathFinder):
+    def __init__(self, name: str) -> None:
+        self.name = name
+
     def find_spec(self, fullname: str, path: Any, target: Any = None) -> None:
-        if fullname == "pandas" or fullname.startswith("pandas."):
+        if fullname == self.name or fullname.startswith(self.name + "."):
             raise PandasKeptOut(
-                "pandas is kept out of this streaming process to save memory "
+                f"{self.name} is kept out of this streaming process to save memory "
                 "(kalshi_pipeline.stream.lean); query the warehouse from another process"
             )
         return None
 
 
-def keep_pandas_out() -> bool:
-    """Block importing pandas in this process from now on; False (nothing done) when it is
-    imported already."""
-    if "pandas" in sys.modules:
+def keep_out(name: str) -> bool:
+    """Block importing the package `name` in this process from now on; False (nothing done)
+    when it is imported already."""
+    if name in sys.modules:
         return False
-    if not any(isinstance(f, _NoPandas) for f in sys.meta_path):
-        sys.meta_path.insert(0, _NoPandas())
+    if not any(isinstance(f, _KeptOut) and f.name == name for f in sys.meta_path):
+        sys.meta_path.insert(0, _KeptOut(name))
     return True
 
 
+def keep_pandas_out() -> bool:
+    """Block importing pandas in this process from now on (see `keep_out`)."""
+    return keep_out("pandas")
+
+
 def lean() -> None:
-    """Start of a process that only stores: pandas kept out, Arrow on the system allocator."""
+    """Start of a process that only stores: pandas and numpy kept out, Arrow on the system
+    allocator."""
     keep_pandas_out()
+    keep_out("numpy")
     import pyarrow as pa
 
     pa.set_memory_pool(pa.system_memory_pool())

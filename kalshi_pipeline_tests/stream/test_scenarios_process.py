@@ -153,7 +153,7 @@ def test_the_stream_process_keeps_pandas_out(sim_factory, tmp_path):
         _out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
     assert any("/pyarrow/" in p for p in maps)  # the batches did go through Arrow
-    assert not [p for p in maps if "/pandas/" in p]
+    assert not [p for p in maps if "/pandas/" in p or "/numpy" in p]
     assert not [p for p in engine_maps if any(n in p for n in ("/pandas/", "/pyarrow/", "duckdb"))]
 
 
@@ -176,6 +176,33 @@ def test_a_lean_process_puts_arrow_on_the_system_allocator_and_still_stores(tmp_
     assert before != "system" and after == "system" and allocated == "True"
     assert int(total) == sum(range(100_000))
     assert run.returncode == 1 and "pandas is kept out" in run.stderr
+
+
+def test_a_lean_process_stores_arrow_into_duckdb_without_numpy(tmp_path):
+    """`lean()` keeps numpy out of the store process: Arrow arrays of every type the writer
+    builds still go into DuckDB, parameters still bind, and an import of numpy says why."""
+    script = (
+        "from kalshi_pipeline.stream.lean import lean\n"
+        "lean()\n"
+        "import datetime, decimal, sys, duckdb, pyarrow as pa, pyarrow.compute as pc\n"
+        "t = pa.table({'n': pa.array([1, None, 3], pa.int64()),\n"
+        "              's': pa.array(['a', 'b', None]),\n"
+        "              'd': pa.array(['0.5600', '1.0000', None]),\n"
+        "              'b': pa.array([True, False, None]),\n"
+        "              'ts': pa.array([1_700_000_000_000_000, None, 2], pa.timestamp('us'))})\n"
+        "con = duckdb.connect()\n"
+        "con.execute('CREATE TABLE x (n BIGINT, s VARCHAR, d DECIMAL(10,4), b BOOLEAN, '\n"
+        "            'ts TIMESTAMP)')\n"
+        "con.execute('INSERT INTO x SELECT n, s, d::DECIMAL(10,4), b, ts FROM t')\n"
+        "rows = con.execute('SELECT * FROM x WHERE n >= ? ORDER BY n', [1]).fetchall()\n"
+        "assert rows[0][2] == decimal.Decimal('0.5600') and len(rows) == 2, rows\n"
+        "assert pc.sum(t['n']).as_py() == 4\n"
+        "print('numpy' in sys.modules, flush=True)\n"
+        "import numpy\n"
+    )
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert run.stdout.split() == ["False"], run.stderr
+    assert run.returncode == 1 and "numpy is kept out" in run.stderr
 
 
 def test_pandas_kept_out_fails_with_a_message_that_says_why(tmp_path):
