@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -168,7 +169,8 @@ def test_a_store_process_that_hangs_is_killed_by_the_stop_and_nothing_is_lost(
     finally:
         if stream.poll() is None:
             stream.kill()
-    assert "was still busy" in err and "killed" in err, err
+    # the stop's drain found the write loop's request in flight, or asked and got no answer
+    assert re.search(r"store process \(pid \d+\) (was still busy|did not answer).*: killed", err)
     store.wait(timeout=30)
     logged = landing_ticker_frames(landing_folder(db))
     again = _stream(sim, db, "--seconds", "5")
