@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -58,3 +61,19 @@ def landing_ticker_frames(landing: Path) -> set[tuple[int, int]]:
             if r.kind == Kind.WS_FRAME and r.payload.startswith(b'{"type":"ticker"'):
                 out.add((seg.segment_id, r.offset))
     return out
+
+
+def stream_process(
+    sim: Any,
+    db: Path,
+    *flags: str,
+    ws_url: str | None = None,
+    env: dict[str, str] | None = None,
+    **popen: Any,
+) -> subprocess.Popen[str]:
+    """`kalshi-pipeline stream --database db <flags>` against `sim`, in a process of its own
+    (stderr captured as text)."""
+    environ = dict(os.environ, KALSHI_REST_URL=sim.rest_url, KALSHI_WS_URL=ws_url or sim.ws_url)
+    environ.update(env or {})
+    cmd = [sys.executable, "-m", "kalshi_pipeline.cli", "stream", "--database", str(db), *flags]
+    return subprocess.Popen(cmd, env=environ, stderr=subprocess.PIPE, text=True, **popen)

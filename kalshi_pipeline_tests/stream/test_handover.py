@@ -5,10 +5,8 @@ is in DuckDB and the simulator's ledger, never by timing."""
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -26,20 +24,13 @@ from kalshi_pipeline_tests.helpers import (
     wait_for,
 )
 from kalshi_pipeline_tests.stream.conftest import config_for
-from kalshi_pipeline_tests.stream.support import settle_and_compare
+from kalshi_pipeline_tests.stream.support import settle_and_compare, stream_process
 
 pytestmark = pytest.mark.timeout(300)
 
 
 def _stream(sim: Any, db: Path, *extra: str, ws_url: str | None = None) -> subprocess.Popen[str]:
-    env = dict(os.environ, KALSHI_REST_URL=sim.rest_url, KALSHI_WS_URL=ws_url or sim.ws_url)
-    cmd = [sys.executable, "-m", "kalshi_pipeline.cli", "stream", "--database", str(db)]
-    return subprocess.Popen(
-        [*cmd, "--quiet", "--flush-interval-ms", "100", *extra],
-        env=env,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    return stream_process(sim, db, "--quiet", "--flush-interval-ms", "100", *extra, ws_url=ws_url)
 
 
 def _count(db: Path) -> int:

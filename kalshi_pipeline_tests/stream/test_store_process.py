@@ -11,7 +11,6 @@ import re
 import signal
 import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import psutil
@@ -21,22 +20,13 @@ from kalshi_pipeline.warehouse import server
 from kalshi_pipeline.warehouse.owner import Owner
 from kalshi_pipeline.warehouse.paths import landing_folder
 from kalshi_pipeline_tests.helpers import query, wait_for, wait_for_ticks
-from kalshi_pipeline_tests.stream.support import landing_ticker_frames
+from kalshi_pipeline_tests.stream.support import landing_ticker_frames, stream_process
 
 pytestmark = pytest.mark.timeout(240)
 
 
-def _stream(sim, db: Path, *extra: str, env_extra=None, **popen) -> subprocess.Popen[str]:
-    env = dict(os.environ, KALSHI_REST_URL=sim.rest_url, KALSHI_WS_URL=sim.ws_url)
-    env.update(env_extra or {})
-    cmd = [sys.executable, "-m", "kalshi_pipeline.cli", "stream", "--database", str(db)]
-    return subprocess.Popen(
-        [*cmd, "--mode", "websocket", "--quiet", *extra],
-        env=env,
-        stderr=subprocess.PIPE,
-        text=True,
-        **popen,
-    )
+def _stream(sim, db: Path, *extra: str, **kwargs) -> subprocess.Popen[str]:
+    return stream_process(sim, db, "--mode", "websocket", "--quiet", *extra, **kwargs)
 
 
 def _store_process(stream: subprocess.Popen[str]) -> psutil.Process:
@@ -60,6 +50,15 @@ def _stored_once(db: Path) -> list[tuple[int, int, int]]:
     )
     assert all(n == 1 for _s, _o, n in rows), "a frame was stored twice"
     return rows
+
+
+def _restart_stores_every_logged_frame_once(sim, db: Path) -> None:
+    logged = landing_ticker_frames(landing_folder(db))
+    again = _stream(sim, db, "--seconds", "5")
+    _out, err = again.communicate(timeout=90)
+    assert again.returncode == 0, err
+    stored = _stored_once(db)
+    assert logged <= {(s, o) for s, o, _n in stored}, "a logged frame was never stored"
 
 
 def test_the_store_process_stands_for_its_engine_and_ends_with_it(sim_factory, tmp_path):
@@ -97,12 +96,7 @@ def test_a_killed_store_process_ends_the_stream_and_the_next_start_loses_nothing
             stream.kill()
     assert stream.returncode != 0
     assert "store process" in err and "killed by signal 9" in err, err
-    logged = landing_ticker_frames(landing_folder(db))
-    again = _stream(sim, db, "--seconds", "5")
-    _out, err = again.communicate(timeout=90)
-    assert again.returncode == 0, err
-    stored = _stored_once(db)
-    assert logged <= {(s, o) for s, o, _n in stored}, "a logged frame was never stored"
+    _restart_stores_every_logged_frame_once(sim, db)
 
 
 def test_ctrl_c_to_the_whole_group_stops_cleanly_with_everything_stored(sim_factory, tmp_path):
@@ -135,7 +129,7 @@ def test_an_error_in_the_store_process_reaches_the_user_as_the_owner_said_it(sim
         held.bind(("127.0.0.1", 0))
         held.listen()
         port = held.getsockname()[1]
-        stream = _stream(sim, db, env_extra={"KALSHI_WAREHOUSE_PORT": str(port)})
+        stream = _stream(sim, db, env={"KALSHI_WAREHOUSE_PORT": str(port)})
         children: list[psutil.Process] = []
         with contextlib.suppress(psutil.NoSuchProcess):
             children = wait_for(
@@ -172,9 +166,4 @@ def test_a_store_process_that_hangs_is_killed_by_the_stop_and_nothing_is_lost(
     # the stop's drain found the write loop's request in flight, or asked and got no answer
     assert re.search(r"store process \(pid \d+\) (was still busy|did not answer).*: killed", err)
     store.wait(timeout=30)
-    logged = landing_ticker_frames(landing_folder(db))
-    again = _stream(sim, db, "--seconds", "5")
-    _out, err = again.communicate(timeout=90)
-    assert again.returncode == 0, err
-    stored = _stored_once(db)
-    assert logged <= {(s, o) for s, o, _n in stored}, "a logged frame was never stored"
+    _restart_stores_every_logged_frame_once(sim, db)
