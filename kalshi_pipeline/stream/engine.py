@@ -134,8 +134,9 @@ class Engine:
             batch_rows=cfg.flush_rows,
             retention_s=cfg.retention_s,
             keep_landing=cfg.keep_landing,
-        ).start()
+        )
         try:
+            self.writer.start()
             # Own the file now, so a taken port or an unreadable file fails the start; while
             # another engine still owns it (a handover) the writer keeps trying, and the log
             # grows meanwhile.
