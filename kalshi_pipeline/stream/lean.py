@@ -28,7 +28,7 @@ import sys
 from typing import Any
 
 
-class PandasKeptOut(ImportError):
+class PackageKeptOut(ImportError):
     """An import of a package (pandas, numpy) in a process that keeps it out."""
 
 
@@ -38,7 +38,7 @@ class _KeptOut(importlib.abc.MetaPathFinder):
 
     def find_spec(self, fullname: str, path: Any, target: Any = None) -> None:
         if fullname == self.name or fullname.startswith(self.name + "."):
-            raise PandasKeptOut(
+            raise PackageKeptOut(
                 f"{self.name} is kept out of this streaming process to save memory "
                 "(kalshi_pipeline.stream.lean); query the warehouse from another process"
             )

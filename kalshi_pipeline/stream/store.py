@@ -190,6 +190,7 @@ class StoreProcess:
         # not forever: a store process hung in it is killed (its end then fails that request).
         if not self._lock.acquire(timeout=-1 if timeout_s is None else timeout_s):
             self._closed = True
+            self.is_open = False
             if self._proc is not None:
                 self._proc.kill()
             raise StoreProcessError(
