@@ -15,6 +15,11 @@ there may use pandas.
 The store process keeps numpy out too (about 12 MB): neither DuckDB nor pyarrow needs it (both
 work where it is not installed), and the writer hands them Arrow arrays built from Python lists.
 
+And `pyarrow.dataset` (about 17 MB, with the Parquet, S3, Acero and Substrait libraries it loads):
+DuckDB imports it the first time it scans an Arrow table, only to ask whether the object is a
+dataset; where the import fails it scans the table as it would anyway (a table, a record batch,
+a reader: checked by the tests).
+
 Arrow's buffers come from the system allocator instead of pyarrow's default (mimalloc), which
 keeps freed segments for reuse: every batch builds a few MB of Arrow arrays, and with mimalloc
 the stream's peak RSS at the 50,000 ticks/s firehose was 7-9 MB higher (quick bench runs, 229 ->
@@ -29,7 +34,7 @@ from typing import Any
 
 
 class PackageKeptOut(ImportError):
-    """An import of a package (pandas, numpy) in a process that keeps it out."""
+    """An import of a package (pandas, numpy, pyarrow.dataset) in a process that keeps it out."""
 
 
 class _KeptOut(importlib.abc.MetaPathFinder):
@@ -61,10 +66,11 @@ def keep_pandas_out() -> bool:
 
 
 def lean() -> None:
-    """Start of a process that only stores: pandas and numpy kept out, Arrow on the system
-    allocator."""
+    """Start of a process that only stores: pandas, numpy and pyarrow.dataset kept out, Arrow
+    on the system allocator."""
     keep_pandas_out()
     keep_out("numpy")
+    keep_out("pyarrow.dataset")
     import pyarrow as pa
 
     pa.set_memory_pool(pa.system_memory_pool())

@@ -154,6 +154,8 @@ def test_the_stream_process_keeps_pandas_out(sim_factory, tmp_path):
     assert proc.returncode == 0, err
     assert any("/pyarrow/" in p for p in maps)  # the batches did go through Arrow
     assert not [p for p in maps if "/pandas/" in p or "/numpy" in p]
+    # nor pyarrow.dataset, which would bring Parquet and S3 with it
+    assert not [p for p in maps if "/pyarrow/_dataset" in p or "libarrow_s3" in p]
     assert not [p for p in engine_maps if any(n in p for n in ("/pandas/", "/pyarrow/", "duckdb"))]
 
 
@@ -179,8 +181,10 @@ def test_a_lean_process_puts_arrow_on_the_system_allocator_and_still_stores(tmp_
 
 
 def test_a_lean_process_stores_arrow_into_duckdb_without_numpy(tmp_path):
-    """`lean()` keeps numpy out of the store process: Arrow arrays of every type the writer
-    builds still go into DuckDB, parameters still bind, and an import of numpy says why."""
+    """`lean()` keeps numpy and pyarrow.dataset out of the store process: Arrow arrays of every
+    type the writer builds still go into DuckDB (as a table, a record batch or a reader; DuckDB
+    would import pyarrow.dataset to scan them), parameters still bind, and an import of numpy
+    says why."""
     script = (
         "from kalshi_pipeline.stream.lean import lean\n"
         "lean()\n"
@@ -197,11 +201,18 @@ def test_a_lean_process_stores_arrow_into_duckdb_without_numpy(tmp_path):
         "rows = con.execute('SELECT * FROM x WHERE n >= ? ORDER BY n', [1]).fetchall()\n"
         "assert rows[0][2] == decimal.Decimal('0.5600') and len(rows) == 2, rows\n"
         "assert pc.sum(t['n']).as_py() == 4\n"
-        "print('numpy' in sys.modules, flush=True)\n"
+        "b, r = t.to_batches()[0], t.to_reader()\n"
+        "assert con.execute('SELECT count(*) FROM b').fetchone() == (3,)\n"
+        "assert con.execute('SELECT sum(n) FROM r').fetchone() == (4,)\n"
+        "try:\n"
+        "    import pyarrow.dataset\n"
+        "except ImportError as exc:\n"
+        "    assert 'pyarrow.dataset is kept out' in str(exc), exc\n"
+        "print('numpy' in sys.modules, 'pyarrow.dataset' in sys.modules, flush=True)\n"
         "import numpy\n"
     )
     run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
-    assert run.stdout.split() == ["False"], run.stderr
+    assert run.stdout.split() == ["False", "False"], run.stderr
     assert run.returncode == 1 and "numpy is kept out" in run.stderr
 
 
