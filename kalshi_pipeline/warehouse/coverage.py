@@ -628,7 +628,7 @@ def read_events(con: duckdb.DuckDBPyConnection, since: datetime) -> list[Event]:
 
 
 def _last_record(con: duckdb.DuckDBPyConnection) -> Callable[[datetime, datetime], datetime | None]:
-    have = _has_table(con, "ticks") and _has_table(con, "poll_passes")
+    have = _has_table(con, "ticks_stored") and _has_table(con, "poll_passes")
 
     def last(since: datetime, before: datetime) -> datetime | None:
         if not have:

@@ -170,7 +170,7 @@ WIRE_DELTA_SCHEMA = pa.schema(
     ]
 )
 _WIRE_TICKS_SQL = (
-    "INSERT INTO ticks BY NAME SELECT * EXCLUDE ("
+    "INSERT INTO ticks_stored BY NAME SELECT * EXCLUDE ("
     + ", ".join(f.name for f in _TICK_DECIMALS)
     + "), 'websocket' AS source, "
     + ", ".join(_cast(f.name, f.type) for f in _TICK_DECIMALS)
@@ -268,7 +268,9 @@ def commit(con: duckdb.DuckDBPyConnection, batch: Batch) -> None:
             _kp_ticks = pa.Table.from_pydict(batch.cols, schema=TICK_SCHEMA)
             if batch.overlap:
                 _kp_ticks = _without_duplicates(con, _kp_ticks, batch)
-            con.execute("INSERT INTO ticks BY NAME SELECT *, now() AS stored_at FROM _kp_ticks")
+            con.execute(
+                "INSERT INTO ticks_stored BY NAME SELECT *, now() AS stored_at FROM _kp_ticks"
+            )
         # replacement scans of local names, as for the ticks (no register/unregister statements)
         if batch.snapshots["market_ticker"]:
             _kp_snapshots = pa.Table.from_pydict(batch.snapshots, schema=SNAPSHOT_SCHEMA)

@@ -88,7 +88,12 @@ def measure_storage(
     default), measured as `scratch_bytes` does, in the order they were stored."""
     with con.held():
         return scratch_bytes(
-            con, "ticks", columns, where, params, "received_at, landing_segment, landing_offset"
+            con,
+            "ticks_stored",
+            columns,
+            where,
+            params,
+            "received_at, landing_segment, landing_offset",
         )
 
 

@@ -262,21 +262,24 @@ def test_checks_fail_naming_rows_on_data_made_bad(filled: dict[str, Any], tmp_pa
     db = tmp_path / "bad.duckdb"
     db.write_bytes(filled["db"].read_bytes())
     with Warehouse(db).connect() as con:
-        con.execute("""INSERT INTO ticks (market_ticker, source, exchange_ts, received_at,
+        con.execute("""INSERT INTO ticks_stored (market_ticker, source, exchange_ts, received_at,
                        stored_at, price, yes_bid, yes_ask, yes_bid_size, yes_ask_size,
                        last_trade_size, volume, open_interest, landing_segment, landing_offset)
                        SELECT 'KXBAD-1', source, exchange_ts, received_at,
                        stored_at, 1.5, 0.9, 0.2, yes_bid_size, yes_ask_size, last_trade_size,
                        volume, open_interest, landing_segment, landing_offset + 1000000000
                        FROM ticks LIMIT 1""")
-        con.execute("INSERT INTO ticks SELECT * FROM ticks WHERE source = 'websocket' LIMIT 1")
+        con.execute(
+            "INSERT INTO ticks_stored BY NAME SELECT * FROM ticks WHERE source = 'websocket' "
+            "LIMIT 1"
+        )
         con.execute("""INSERT INTO markets (market_ticker, event_ticker, series_ticker, title,
                        yes_sub_title, status, open_time, close_time, result, updated_at,
                        updated_by) VALUES ('KXMISSING-1', 'KXMISSING', 'KXMISSING',
                        't', 's', 'active', now() - INTERVAL 1 HOUR, now() + INTERVAL 1 HOUR,
                        NULL, now(), 'http')""")
     with Warehouse(db).connect() as con:
-        con.execute("UPDATE ticks SET received_at = received_at - INTERVAL 2 HOUR")
+        con.execute("UPDATE ticks_stored SET received_at = received_at - INTERVAL 2 HOUR")
     result = dg.materialize(
         [raw_ticks, *reports_defs.defs.assets[:1], *reports_defs.defs.asset_checks],
         resources={"warehouse": WarehouseResource(path=str(db))},

@@ -30,7 +30,7 @@ def _tick(con: Any, ticker: str, source: str, price: str, received: datetime, **
     exchange_ts = kw.get("exchange_ts")
     offset = int(received.timestamp() * 1000) % 2_000_000_000
     con.execute(
-        """INSERT INTO ticks BY NAME SELECT ? AS market_ticker, ? AS source,
+        """INSERT INTO ticks_stored BY NAME SELECT ? AS market_ticker, ? AS source,
                   ?::TIMESTAMPTZ AS exchange_ts, ?::TIMESTAMPTZ AS received_at,
                   ?::TIMESTAMPTZ AS stored_at, ?::DECIMAL(10,4) AS price,
                   0.1 AS yes_bid, 0.9 AS yes_ask, 1 AS yes_bid_size, 1 AS yes_ask_size,

@@ -37,8 +37,16 @@ def test_migrations_are_idempotent_and_versioned(tmp_path: Path) -> None:
     with wh.connect(read_only=True) as con:
         versions = con.execute("SELECT version FROM schema_version ORDER BY version").fetchall()
         tables = {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
+        views = {r[0] for r in con.execute("SELECT view_name FROM duckdb_views()").fetchall()}
+        types = dict(
+            con.execute("SELECT column_name, column_type FROM (DESCRIBE ticks)").fetchall()
+        )
     assert versions == [(v,) for v in range(1, SCHEMA_VERSION + 1)]
-    assert {"ticks", "markets", "feed_events", "poll_passes", "landing_positions"} <= tables
+    assert {"ticks_stored", "markets", "feed_events", "poll_passes", "landing_positions"} <= tables
+    assert {"ticks", "book_deltas"} <= views
+    # what analysts read: prices as exact decimals, whatever the storage
+    assert {types[c] for c in ("price", "yes_bid", "yes_ask")} == {"DECIMAL(10,4)"}
+    assert types["volume"] == "DECIMAL(18,2)" and types["received_at"] == "TIMESTAMP WITH TIME ZONE"
 
 
 def test_a_foreign_holder_is_reported_at_once_with_what_to_use_instead(tmp_path: Path) -> None:
@@ -237,3 +245,49 @@ def test_a_version_1_database_gains_the_october_2026_columns_keeping_its_rows(
     assert tick == [("KX-1", Decimal("0.5000"), None)]
     assert market == [("KX-1", None, None, None)]
     assert "exchange_index" in event_cols
+
+
+def test_a_version_4_database_keeps_every_tick_price_exactly_in_the_narrower_storage(
+    tmp_path: Path,
+) -> None:
+    """Version 5 stores the three prices as DOUBLE (ALP compresses them to whole cents' bits);
+    the `ticks` view gives them back as DECIMAL(10,4): every stored price, sub-penny and extreme
+    ones included, reads back as it was, and new ticks go in as before."""
+    import duckdb
+
+    from kalshi_pipeline.warehouse.schema import MIGRATIONS
+
+    path = tmp_path / "v4.duckdb"
+    con = duckdb.connect(str(path))
+    con.execute(
+        "CREATE TABLE schema_version (version INTEGER PRIMARY KEY, description VARCHAR, "
+        "applied_at TIMESTAMPTZ)"
+    )
+    for version, description, statements in MIGRATIONS[:4]:
+        for sql in statements:
+            con.execute(sql)
+        con.execute("INSERT INTO schema_version VALUES (?, ?, now())", [version, description])
+    prices = ["0.0001", "0.0100", "0.1234", "0.5600", "0.9999", "1.0000", "999999.9999"]
+    for n, p in enumerate(prices):
+        con.execute(
+            "INSERT INTO ticks (market_ticker, source, received_at, stored_at, price, yes_bid, "
+            "yes_ask, volume, landing_segment, landing_offset) "
+            "VALUES ('KX-1', 'websocket', now(), now(), ?, ?, ?, 12.34, 1, ?)",
+            [Decimal(p), Decimal(p), Decimal(p), n],
+        )
+    con.close()
+
+    assert Warehouse(path).migrate() == SCHEMA_VERSION
+    with Warehouse(path).connect() as con:
+        con.execute(
+            "INSERT INTO ticks_stored BY NAME SELECT 'KX-2' AS market_ticker, 'http' AS source, "
+            "now() AS received_at, now() AS stored_at, 0.4321::DECIMAL(10,4) AS price, "
+            "1 AS landing_segment, 0 AS landing_offset"
+        )
+        old = con.execute(
+            "SELECT price, yes_bid, yes_ask, volume FROM ticks WHERE market_ticker = 'KX-1' "
+            "ORDER BY landing_offset"
+        ).fetchall()
+        new = con.execute("SELECT price FROM ticks WHERE market_ticker = 'KX-2'").fetchall()
+    assert old == [(Decimal(p), Decimal(p), Decimal(p), Decimal("12.34")) for p in prices]
+    assert new == [(Decimal("0.4321"),)]

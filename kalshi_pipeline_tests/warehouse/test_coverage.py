@@ -33,7 +33,7 @@ def write(db: Path, events: list[tuple[float, str, str, str]], ticks: list[float
             )
         for n, s in enumerate(ticks):
             con.execute(
-                "INSERT INTO ticks (market_ticker, source, received_at, stored_at, "
+                "INSERT INTO ticks_stored (market_ticker, source, received_at, stored_at, "
                 "landing_segment, landing_offset) VALUES ('KX-1', 'websocket', ?, ?, 1, ?)",
                 [at(s), at(s), n],
             )
