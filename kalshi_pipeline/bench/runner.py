@@ -117,7 +117,7 @@ def run(spec: dict[str, Any]) -> int:
                 **status(engine.stats, "stopped"),
                 "drained": drained,
                 "ended": reason,
-                "summary": engine.summary(),
+                "summary": engine.summary(fresh=True),
             }
         )
         print(f"stream ended: {reason}", file=sys.stderr)

@@ -14,7 +14,7 @@ import contextlib
 import itertools
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence, Sized
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +22,8 @@ import msgspec
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+from websockets.frames import Frame as WireFrame
+from websockets.frames import Opcode
 
 from kalshi_pipeline.kalshi.auth import Signer
 from kalshi_pipeline.kalshi.errors import (
@@ -78,14 +80,65 @@ class CommandTimeoutError(KalshiWebSocketError):
     """A command got no answer in time (the connection may be fine)."""
 
 
+_WHOLE = (Opcode.TEXT, Opcode.BINARY)
+
+
+def _frames_waiting(ws: ClientConnection) -> bool:
+    """Whether websockets holds frames not yet read (where it cannot be told, False: the
+    consumer is then told it caught up after every frame)."""
+    return bool(ws.queued) if isinstance(ws, _CountingConnection) and ws.can_direct else False
+
+
 class _CountingConnection(ClientConnection):
-    """Counts the bytes that arrive on the socket: with compression, what the wire carried."""
+    """Counts the bytes that arrive on the socket: with compression, what the wire carried.
+
+    And while `KalshiWebSocket.deliver` hands frames to a sink, `direct` takes each whole data
+    frame as websockets parses it, in the same callback: no queue, no wake-up of the reading
+    task, no second turn of the event loop per frame (at 200 frames a second those turns were
+    most of the receiving thread's CPU: an epoll_wait costs about 20 us on this kind of machine).
+    Only when websockets' own queue is empty, so that the frames keep their order; a fragmented
+    message, pings and pongs, and the end of the connection take websockets' own way."""
 
     wire_bytes = 0
+    direct: Callable[[bytes], None] | None = None
+    caught_up: Callable[[], None] | None = None  # after a read whose frames all went `direct`
+    _taken = False
+
+    @property
+    def queued(self) -> Sized:
+        """websockets' own queue of frames not yet read (the asyncio `Assembler`'s, websockets
+        14 to 17); where a version keeps it elsewhere, `can_direct` is False and every frame
+        takes websockets' own way."""
+        return self.recv_messages.frames.queue  # type: ignore[no-any-return]
+
+    @property
+    def can_direct(self) -> bool:
+        try:
+            return isinstance(self.queued, Sized)
+        except AttributeError:
+            return False
 
     def data_received(self, data: bytes) -> None:
         self.wire_bytes += len(data)
+        self._taken = False
         super().data_received(data)
+        if self._taken and self.caught_up is not None and not self.queued:
+            self.caught_up()
+
+    def process_event(self, event: Any) -> None:
+        direct = self.direct
+        if (
+            direct is not None
+            and isinstance(event, WireFrame)
+            and event.fin
+            and event.opcode in _WHOLE
+            and not self.queued
+        ):
+            data = event.data
+            self._taken = True
+            direct(data if type(data) is bytes else bytes(data))
+            return
+        super().process_event(event)
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,8 +203,9 @@ class KalshiWebSocket:
         self._end: KalshiWebSocketError | None = None
         self._reader_blocked = False
         self._reader_done = False
-        # `deliver`'s sink: frames are handed to it in the reader's task, not queued
+        # `deliver`'s sink: frames are handed to it as they are parsed, not queued
         self._sink: Callable[[bytes, int], None] | None = None
+        self._caught_up: Callable[[], None] | None = None
         self._delivered: asyncio.Future[None] | None = None
 
     # ------------------------------------------------------------------ life
@@ -276,14 +330,20 @@ class KalshiWebSocket:
             except FrameDecodeError as exc:
                 yield exc
 
-    async def deliver(self, sink: Callable[[bytes, int], None]) -> None:
+    async def deliver(
+        self,
+        sink: Callable[[bytes, int], None],
+        caught_up: Callable[[], None] | None = None,
+    ) -> None:
         """Hand every frame (its bytes and receive time, epoch ns) to `sink`, in order, until the
-        connection ends; then raise its end, as `recv` does, or what `sink` raised.
+        connection ends; then raise its end, as `recv` does, or what `sink` raised. `caught_up`
+        is called whenever every frame read so far has been handed over (after each read of the
+        socket, at most; a failure there counts as the sink's).
 
-        The frames are handed over in the reader's own task as they are read: no queue and no
-        task switch per frame (at the firehose's rates, `recv`'s queue was a tenth of the
-        receiving thread's time). `sink` must not block; command answers still reach their
-        callers, as with `recv`."""
+        The frames are handed over as they are parsed, in websockets' own callback (or the
+        reader's task, for frames read before): no queue and no task switch per frame (at the
+        firehose's rates, `recv`'s queue was a tenth of the receiving thread's time). `sink`
+        must not block; command answers still reach their callers, as with `recv`."""
         self._delivered = asyncio.get_running_loop().create_future()
         while not self._queue.empty():  # read before we were asked, in order
             item = self._queue.get_nowait()
@@ -292,6 +352,8 @@ class KalshiWebSocket:
                 raise item.error
             try:
                 sink(item.data, item.received_ns)
+                if caught_up is not None and self._queue.empty():
+                    caught_up()
             except Exception:
                 # as when it fails in the reader: the reading stops, the end says why
                 self._end = self._end or ConnectionClosedError(_SINK_FAILED)
@@ -301,10 +363,68 @@ class KalshiWebSocket:
         if self._reader_done and self._end is not None:
             raise self._end
         self._sink = sink
+        self._caught_up = caught_up
+        ws = self._ws if isinstance(self._ws, _CountingConnection) and self._ws.can_direct else None
+        if ws is not None:
+            ws.direct = self._direct
+            ws.caught_up = self._direct_caught_up if caught_up is not None else None
         try:
             await self._delivered
         finally:
             self._sink = None
+            self._caught_up = None
+            if ws is not None:
+                ws.direct = None
+                ws.caught_up = None
+
+    def _direct_caught_up(self) -> None:
+        caught_up = self._caught_up
+        if caught_up is None:
+            return
+        try:
+            caught_up()
+        except Exception as exc:  # as the sink's own failure
+            if self._delivered is not None and not self._delivered.done():
+                self._delivered.set_exception(exc)
+            self._stop_reading(ConnectionClosedError(_SINK_FAILED))
+
+    def _direct(self, data: bytes) -> None:
+        """One whole frame from websockets' parser (`_CountingConnection.direct`), handled as
+        `_read` handles a frame; a failure ends the reading as it would there."""
+        now = time.time_ns()
+        self.last_activity = time.monotonic()
+        self.frames_received += 1
+        self.bytes_received += len(data)
+        try:
+            if not data.startswith(_DATA_PREFIXES):
+                self._route(data)
+        except Exception as exc:  # a bug in routing must not hang the consumer
+            self._stop_reading(
+                ConnectionClosedError(f"WebSocket reader failed: {type(exc).__name__}: {exc}")
+            )
+            return
+        sink = self._sink
+        if sink is None:  # the delivery ended in this very turn of the loop: queue it
+            self._queue.put_nowait(Frame(data, now))
+            return
+        try:
+            sink(data, now)
+        except Exception as exc:  # the consumer's failure, raised by `deliver`
+            if self._delivered is not None and not self._delivered.done():
+                self._delivered.set_exception(exc)
+            self._stop_reading(ConnectionClosedError(_SINK_FAILED))
+
+    def _stop_reading(self, error: KalshiWebSocketError) -> None:
+        """End the reading from outside the reader's task: no frame is handed on after this one,
+        and the reader ends with `error`, as if it had failed itself."""
+        self._sink = None
+        self._caught_up = None
+        if isinstance(self._ws, _CountingConnection):
+            self._ws.direct = None
+            self._ws.caught_up = None
+        self._end = self._end or error
+        if self._tasks:
+            self._tasks[0].cancel()  # the reader: it finishes with `_end`
 
     def _finish(self, error: KalshiWebSocketError) -> None:
         if self._end is None:
@@ -335,6 +455,9 @@ class KalshiWebSocket:
                 if sink is not None:
                     try:
                         sink(data, now)
+                        caught_up = self._caught_up
+                        if caught_up is not None and not _frames_waiting(ws):
+                            caught_up()
                     except Exception as exc:  # the consumer's failure, raised by `deliver`
                         if self._delivered is not None and not self._delivered.done():
                             self._delivered.set_exception(exc)

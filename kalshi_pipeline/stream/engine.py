@@ -420,8 +420,9 @@ class Engine:
             )
         return drained
 
-    def summary(self) -> dict[str, Any]:
-        return self.stats.snapshot()
+    def summary(self, fresh: bool = False) -> dict[str, Any]:
+        """The stats now (`EngineStats.snapshot`; `fresh`: latency percentiles as of now)."""
+        return self.stats.snapshot(fresh)
 
 
 def _no_backfill(since_ms: int, until_ms: int, tickers: list[str] | None) -> None:
@@ -467,4 +468,4 @@ def run_engine(
         drained = engine.stop(reason=reason)
     # drained: nothing this engine received waits on it (stored, or left to the engine that
     # took over, which loads the shared landing log)
-    return {**engine.summary(), "ended": reason, "drained": drained}
+    return {**engine.summary(fresh=True), "ended": reason, "drained": drained}

@@ -557,8 +557,20 @@ class WebSocketFeed:
             flushed = loop.time()
             self.landing.flush()
 
-        def take(data: bytes, received_ns: int) -> None:
+        def caught_up() -> None:
+            # every frame read so far is taken: hand the buffer to the OS (a killed process then
+            # loses nothing it logged), at most once per FLUSH_GAP_S: at the firehose's rates the
+            # reader catches up after every read of the socket, and a write(2) each time was a
+            # tenth of its time
             nonlocal later
+            if later is None:
+                wait = flushed + FLUSH_GAP_S - loop.time()
+                if wait <= 0:
+                    flush()
+                else:
+                    later = loop.call_later(wait, flush)
+
+        def take(data: bytes, received_ns: int) -> None:
             append(Kind.WS_FRAME, Source.WEBSOCKET, data, received_ns)
             stats.ws_frames += 1
             stats.ws_bytes += len(data)
@@ -574,15 +586,8 @@ class WebSocketFeed:
                     self._control(ws, data)
                 if seq.found:
                     self._act(ws)
-            # once the frames read so far are taken (a callback runs after the reader waits
-            # again), hand the buffer to the OS (a killed process then loses nothing it logged),
-            # at most once per FLUSH_GAP_S: at the firehose's rates the reader catches up after
-            # every read of the socket, and a write(2) each time was a tenth of its time
-            if later is None:
-                wait = flushed + FLUSH_GAP_S - loop.time()
-                later = loop.call_soon(flush) if wait <= 0 else loop.call_later(wait, flush)
 
-        await ws.deliver(take)
+        await ws.deliver(take, caught_up)
 
     def _spawn(self, coro: object, what: str) -> asyncio.Task[None]:
         async def guarded() -> None:

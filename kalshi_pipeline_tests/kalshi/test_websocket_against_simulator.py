@@ -493,10 +493,14 @@ def test_deliver_hands_on_every_frame_in_order_then_raises_the_end(
     assert len(ticks) == record["ticker_frames_sent"]
 
 
+@pytest.mark.parametrize("fails", ["sink", "caught_up"])
 @pytest.mark.parametrize("queued_first", [True, False], ids=["queued", "read"])
 def test_deliver_raises_what_its_sink_raised_and_the_reader_stops(
-    settings: KalshiSettings, queued_first: bool
+    settings: KalshiSettings, queued_first: bool, fails: str
 ) -> None:
+    """What the consumer raises, in the sink or in `caught_up` (where the stream hands its
+    landing log to the OS), ends the delivery with that error, and the reader stops."""
+
     async def scenario() -> None:
         async with connect(settings) as ws:
             await ws.subscribe(["ticker"])
@@ -509,12 +513,17 @@ def test_deliver_raises_what_its_sink_raised_and_the_reader_stops(
             def sink(data: bytes, received_ns: int) -> None:
                 nonlocal calls
                 calls += 1
-                if calls == 3:
+                if calls == 3 and fails == "sink":
+                    raise OSError(28, "No space left on device")
+
+            def caught_up() -> None:
+                if calls >= 3 and fails == "caught_up":
                     raise OSError(28, "No space left on device")
 
             with pytest.raises(OSError, match="No space left"):
-                await asyncio.wait_for(ws.deliver(sink), 20)
-            assert calls == 3
+                await asyncio.wait_for(ws.deliver(sink, caught_up), 20)
+            # the sink: not one frame after the failure; caught_up: at most those of its read
+            assert calls == 3 if fails == "sink" else calls >= 3
             # the reader stopped: what it had queued (if the sink failed on those), then the end
             _, end = await recv_until_end(ws, 10)
             assert isinstance(end, ConnectionClosedError), end
@@ -743,3 +752,37 @@ def test_hourly_markets_roll_over_with_lifecycle_messages_and_in_rest(
         interval=0.25,
         what="a market created during the test to be open in GET /markets",
     )
+
+
+def test_deliver_says_when_every_frame_read_so_far_was_taken(settings: KalshiSettings) -> None:
+    """`caught_up` (the stream then hands its landing log to the OS, so a killed process loses
+    nothing it logged) follows the frames it covers: each call comes after at least one frame,
+    and the last frame taken is followed by one, whether it came queued or as read."""
+
+    async def scenario() -> None:
+        async with connect(settings) as ws:
+            await ws.subscribe(["ticker"])
+            await asyncio.to_thread(
+                wait_for, lambda: ws.pending >= 5, timeout=10, what="five frames queued"
+            )
+            events: list[str] = []
+
+            def sink(data: bytes, received_ns: int) -> None:
+                events.append("frame")
+
+            def caught_up() -> None:
+                events.append("caught_up")
+
+            task = asyncio.create_task(ws.deliver(sink, caught_up))
+            await asyncio.to_thread(
+                wait_for, lambda: events.count("frame") >= 200, timeout=30, what="200 frames"
+            )
+            await ws.close()
+            with pytest.raises(ConnectionClosedError):
+                await task
+            assert events[-1] == "caught_up" and events[0] == "frame"
+            calls = [i for i, e in enumerate(events) if e == "caught_up"]
+            assert all(events[i - 1] == "frame" for i in calls)  # never twice for the same frames
+            assert len(calls) >= 2
+
+    run(scenario())

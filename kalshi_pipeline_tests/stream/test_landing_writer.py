@@ -482,3 +482,23 @@ def test_loaded_segments_are_removed_after_the_retention(tmp_path: Path) -> None
     gone.load_once()
     assert gone.cleanup() == len(closed)
     assert query(wh.path, "SELECT count(*) FROM ticks") == [(50,)]
+
+
+def test_the_status_works_latency_percentiles_out_again_only_every_few_seconds() -> None:
+    """Sorting the latencies kept is the dearest part of a status; the status asks every
+    second, so the percentiles are as of at most `percentiles_every_s` ago, and as of now when
+    asked `fresh` (the end of a run) or when none were known yet."""
+    stats = EngineStats(percentiles_every_s=3600.0)
+    assert stats.snapshot()["lag_p50_ms"] is None  # nothing yet
+    stats.record_latencies([10.0] * 98 + [500.0] * 2, [1.0] * 100)
+    first = stats.snapshot()  # the first latencies are shown at once
+    assert (first["lag_p50_ms"], first["lag_p99_ms"], first["store_p50_ms"]) == (10.0, 500.0, 1.0)
+    stats.record_latencies([40.0] * 300, [2.0] * 300)
+    assert stats.snapshot()["lag_p50_ms"] == 10.0  # within the interval: as before
+    fresh = stats.snapshot(fresh=True)
+    assert (fresh["lag_p50_ms"], fresh["store_p50_ms"]) == (40.0, 2.0)
+    every = EngineStats(percentiles_every_s=0.0)
+    every.record_latencies([5.0], [5.0])
+    assert every.snapshot()["lag_p99_ms"] == 5.0
+    every.record_latencies([7.0] * 10, [7.0] * 10)
+    assert every.snapshot()["lag_p50_ms"] == 7.0  # the interval passed: worked out again

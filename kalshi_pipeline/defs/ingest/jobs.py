@@ -319,7 +319,7 @@ def _stop(context: dg.OpExecutionContext, engine: Engine, reason: str) -> bool:
     except Exception as exc:
         context.log.error(f"stopping the engine failed: {type(exc).__name__}: {exc}")
         return False
-    summary = engine.summary()
+    summary = engine.summary(fresh=True)
     if engine.superseded:  # the engine that took over loads what this one received
         context.log.info(
             f"stream stopped ({reason}): {summary['ticks_stored']} ticks stored by this run; the "
@@ -431,7 +431,7 @@ def _stream_ticks(
         raise
     _stop(context, engine, engine.finished)
     context.log.info(f"run ends: {engine.finished}")
-    reporter.materialize(engine.summary())
+    reporter.materialize(engine.summary(fresh=True))
 
 
 def _interrupted(exc: BaseException) -> bool:
