@@ -314,7 +314,7 @@ class Writer:
         stats: EngineStats | None = None,
         *,
         landing: EventLog | None = None,
-        batch_rows: int = 5_000,  # the engine's flush_rows: larger batches hold more memory
+        batch_rows: int = 10_000,  # the engine's flush_rows (a backlog's batches)
         retention_s: float = 24 * 3600.0,
         keep_landing: bool = False,
         busy_timeout_s: float = 0.5,
