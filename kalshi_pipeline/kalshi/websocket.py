@@ -386,17 +386,13 @@ class KalshiWebSocket:
         try:
             caught_up()
         except Exception as exc:  # as the sink's own failure
-            if self._delivered is not None and not self._delivered.done():
-                self._delivered.set_exception(exc)
+            self._consumer_failed(exc)
             self._stop_reading(ConnectionClosedError(_SINK_FAILED))
 
     def _direct(self, data: bytes) -> None:
         """One whole frame from websockets' parser (`_CountingConnection.direct`), handled as
         `_read` handles a frame; a failure ends the reading as it would there."""
-        now = time.time_ns()
-        self.last_activity = time.monotonic()
-        self.frames_received += 1
-        self.bytes_received += len(data)
+        now = self._arrived(data)
         try:
             if not data.startswith(_DATA_PREFIXES):
                 self._route(data)
@@ -412,9 +408,20 @@ class KalshiWebSocket:
         try:
             sink(data, now)
         except Exception as exc:  # the consumer's failure, raised by `deliver`
-            if self._delivered is not None and not self._delivered.done():
-                self._delivered.set_exception(exc)
+            self._consumer_failed(exc)
             self._stop_reading(ConnectionClosedError(_SINK_FAILED))
+
+    def _arrived(self, data: bytes) -> int:
+        """Count a frame read (either way) as life; its receive time, epoch ns."""
+        self.last_activity = time.monotonic()
+        self.frames_received += 1
+        self.bytes_received += len(data)
+        return time.time_ns()
+
+    def _consumer_failed(self, exc: Exception) -> None:
+        """`deliver` raises what the sink or `caught_up` raised."""
+        if self._delivered is not None and not self._delivered.done():
+            self._delivered.set_exception(exc)
 
     def _stop_reading(self, error: KalshiWebSocketError) -> None:
         """End the reading from outside the reader's task: no frame is handed on after this one,
@@ -447,10 +454,7 @@ class KalshiWebSocket:
         try:
             while True:
                 data = await ws.recv(decode=False)
-                now = time.time_ns()
-                self.last_activity = time.monotonic()
-                self.frames_received += 1
-                self.bytes_received += len(data)
+                now = self._arrived(data)
                 if not data.startswith(_DATA_PREFIXES):
                     self._route(data)
                 sink = self._sink
@@ -461,8 +465,7 @@ class KalshiWebSocket:
                         if caught_up is not None and not _frames_waiting(ws):
                             caught_up()
                     except Exception as exc:  # the consumer's failure, raised by `deliver`
-                        if self._delivered is not None and not self._delivered.done():
-                            self._delivered.set_exception(exc)
+                        self._consumer_failed(exc)
                         self._sink = None
                         raise _SinkFailed from exc
                     continue
