@@ -186,6 +186,25 @@ def test_frames_of_other_sids_and_unreadable_frames_are_left_alone() -> None:
     assert s.number(1, 10) == AFTER_GAP
 
 
+def test_a_delta_of_a_value_no_size_can_take_is_passed_over_and_the_book_goes_on() -> None:
+    s = books_of_two()
+    seq = 3
+    for price, change in [
+        ("0.4500", "NaN"),
+        ("0.4500", "sNaN"),
+        ("0.4500", "Infinity"),
+        ("0.4500", "-Infinity"),
+        ("NaN", "1.00"),
+        ("Infinity", "1.00"),
+        ("0.4500", "1.0e"),
+    ]:
+        s.delta(delta(1, seq, "KXA", "yes", price, change))  # numbered: it does not break seq
+        seq += 1
+    s.delta(delta(1, seq, "KXA", "yes", "0.4500", "-4.00"))
+    assert s.found == []
+    assert s.books["KXA"].levels() == {("yes", D("0.45")): D(6), ("no", D("0.5")): D(3)}
+
+
 def test_a_subscription_the_exchange_ended_is_a_gap_until_its_markets_are_snapshotted_again() -> (
     None
 ):
