@@ -78,6 +78,13 @@ class _DeltaMsg(msgspec.Struct, gc=False):
     delta: int | None = None  # legacy: whole contracts
 
 
+def _unreadable(m: _DeltaMsg) -> str:
+    """What a delta the book cannot apply said (each value as received, cut short)."""
+    price = m.price_dollars if m.price_dollars is not None else m.price
+    size = m.delta_fp if m.delta_fp is not None else m.delta
+    return f"side {m.side[:20]!r}, price {str(price)[:40]!r}, size {str(size)[:40]!r}"
+
+
 class _DeltaFrame(msgspec.Struct, gc=False):
     msg: _DeltaMsg
     sid: int | None = None
@@ -413,28 +420,24 @@ class Sequencer:
             return
         if not book.valid:
             return
+        price = change = None
         try:
             if m.price_dollars is not None:
                 price = _price(m.price_dollars)
             elif m.price is not None:
                 price = Decimal(m.price) / CENTS
-            else:
-                return
             if m.delta_fp is not None:
                 change = Decimal(m.delta_fp)
             elif m.delta is not None:
                 change = Decimal(m.delta)
-            else:
-                return
-            if not change.is_finite():  # NaN or Infinity: a size cannot take it
-                return
         except _UNREADABLE:
-            return
-        if m.side == "yes":
-            side = book.yes
-        elif m.side == "no":
-            side = book.no
-        else:
+            pass
+        side = book.yes if m.side == "yes" else book.no if m.side == "no" else None
+        if side is None or price is None or change is None or not change.is_finite():
+            # the book cannot follow this change: it is unknown until a fresh snapshot
+            self._invalid(
+                ticker, sid, f"a delta the book cannot apply: {_unreadable(m)} (seq {seq})"
+            )
             return
         size = side.get(price, ZERO) + change
         if size > 0:

@@ -9,6 +9,8 @@ import json
 from decimal import Decimal
 from typing import Any
 
+import pytest
+
 from kalshi_pipeline.stream.sequence import (
     AFTER_GAP,
     IN_ORDER,
@@ -186,23 +188,40 @@ def test_frames_of_other_sids_and_unreadable_frames_are_left_alone() -> None:
     assert s.number(1, 10) == AFTER_GAP
 
 
-def test_a_delta_of_a_value_no_size_can_take_is_passed_over_and_the_book_goes_on() -> None:
+@pytest.mark.parametrize(
+    ("side", "price", "change"),
+    [
+        ("yes", "0.4500", "NaN"),
+        ("yes", "0.4500", "sNaN"),
+        ("yes", "0.4500", "Infinity"),
+        ("yes", "0.4500", "-Infinity"),
+        ("yes", "NaN", "1.00"),
+        ("yes", "Infinity", "1.00"),
+        ("yes", "0.4500", "1.0e"),
+        ("yes", "half", "1.00"),
+        ("maybe", "0.4500", "1.00"),
+    ],
+)
+def test_a_delta_the_book_cannot_apply_makes_it_invalid_until_a_fresh_snapshot(
+    side: str, price: str, change: str
+) -> None:
     s = books_of_two()
-    seq = 3
-    for price, change in [
-        ("0.4500", "NaN"),
-        ("0.4500", "sNaN"),
-        ("0.4500", "Infinity"),
-        ("0.4500", "-Infinity"),
-        ("NaN", "1.00"),
-        ("Infinity", "1.00"),
-        ("0.4500", "1.0e"),
-    ]:
-        s.delta(delta(1, seq, "KXA", "yes", price, change))  # numbered: it does not break seq
-        seq += 1
-    s.delta(delta(1, seq, "KXA", "yes", "0.4500", "-4.00"))
-    assert s.found == []
-    assert s.books["KXA"].levels() == {("yes", D("0.45")): D(6), ("no", D("0.5")): D(3)}
+    s.delta(delta(1, 3, "KXA", side, price, change))
+    assert s.found == [
+        BookInvalid(
+            "KXA",
+            1,
+            f"a delta the book cannot apply: side {side!r}, price {price!r}, size {change!r} "
+            "(seq 3)",
+        )
+    ]
+    assert not s.books["KXA"].valid and s.books["KXB"].valid
+    s.delta(delta(1, 4, "KXB", "no", "0.2000", "2.00"))  # the others go on; numbering too
+    assert s.books["KXB"].levels() == {("no", D("0.2")): D(3)}
+    s.snapshot(snapshot(1, 5, "KXA", [["0.4500", "7.00"]], []))
+    assert s.found[1:] == [BookResynced("orderbook_delta", 1, ("KXA",))]
+    s.delta(delta(1, 6, "KXA", "yes", "0.4500", "-4.00"))
+    assert s.books["KXA"].valid and s.books["KXA"].levels() == {("yes", D("0.45")): D(3)}
 
 
 def test_a_subscription_the_exchange_ended_is_a_gap_until_its_markets_are_snapshotted_again() -> (
