@@ -71,7 +71,7 @@ def _price(text: str) -> Decimal:
 # path makes two a frame)
 class _DeltaMsg(msgspec.Struct, gc=False):
     market_ticker: str
-    side: str
+    side: str | None = None  # missing: that book is invalid, and the frame still takes its seq
     price_dollars: str | None = None
     delta_fp: str | None = None
     price: int | None = None  # legacy: cents
@@ -82,7 +82,8 @@ def _unreadable(m: _DeltaMsg) -> str:
     """What a delta the book cannot apply said (each value as received, cut short)."""
     price = m.price_dollars if m.price_dollars is not None else m.price
     size = m.delta_fp if m.delta_fp is not None else m.delta
-    return f"side {m.side[:20]!r}, price {str(price)[:40]!r}, size {str(size)[:40]!r}"
+    side = m.side[:20] if m.side is not None else None
+    return f"side {side!r}, price {str(price)[:40]!r}, size {str(size)[:40]!r}"
 
 
 class _DeltaFrame(msgspec.Struct, gc=False):

@@ -224,6 +224,18 @@ def test_a_delta_the_book_cannot_apply_makes_it_invalid_until_a_fresh_snapshot(
     assert s.books["KXA"].valid and s.books["KXA"].levels() == {("yes", D("0.45")): D(3)}
 
 
+def test_a_delta_without_a_side_breaks_its_own_book_and_not_the_numbering() -> None:
+    s = books_of_two()
+    s.delta(frame("orderbook_delta", 1, 3, market_ticker="KXA", price_dollars="0.45", delta_fp="1"))
+    s.delta(delta(1, 4, "KXB", "no", "0.2000", "2.00"))
+    assert s.found == [
+        BookInvalid(
+            "KXA", 1, "a delta the book cannot apply: side None, price '0.45', size '1' (seq 3)"
+        )
+    ]
+    assert s.books["KXB"].valid and s.books["KXB"].levels() == {("no", D("0.2")): D(3)}
+
+
 def test_a_subscription_the_exchange_ended_is_a_gap_until_its_markets_are_snapshotted_again() -> (
     None
 ):
