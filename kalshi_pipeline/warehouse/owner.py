@@ -38,6 +38,14 @@ log = logging.getLogger(__name__)
 # 50-tick commit took 8.7 ms of CPU with threads=1 against 12.2 ms with 2).
 MEMORY_LIMIT = "1GB"
 THREADS = 1
+# DuckDB keeps the blocks it has written in its buffer pool until memory runs short against
+# `memory_limit`, so a stream that writes fast grows by what it wrote (at the 50,000 ticks/s
+# firehose, 20 MB in 20 s; at 200 ticks/s about 15 MB an hour, toward the 1 GB limit).
+# Lowering the limit for a moment is what makes DuckDB 1.5 evict them (down to the new limit,
+# so to next to nothing: what is pinned stays, and the lowering then fails, having evicted the
+# rest): `release_memory` does that, and only while no client is attached, since any query that
+# allocates meanwhile fails against the lowered limit.
+RELEASE_TO = "1MB"
 # How long closing the file may take before the owner stops waiting for it. DuckDB 1.5.5's Quack
 # server can hang in its destructor, joining a server thread that never ends (seen once under a
 # loaded test suite, right after a start); everything is checkpointed before, so what is left is
@@ -66,6 +74,11 @@ class Owner:
 
     def __repr__(self) -> str:
         return f"Owner({str(self.path)!r}, serving={self.endpoint is not None})"
+
+    @property
+    def wal_path(self) -> Path:
+        """DuckDB's write-ahead log beside the file (it shrinks when DuckDB checkpoints)."""
+        return self.path.with_name(self.path.name + ".wal")
 
     @property
     def is_open(self) -> bool:
@@ -117,6 +130,24 @@ class Owner:
         self._con = con
         log.info("warehouse %s owned by this process, serving on 127.0.0.1:%d", self.path, port)
         return con
+
+    def release_memory(self) -> bool:
+        """Evict the table blocks DuckDB keeps cached (see RELEASE_TO), unless a client is
+        attached or the file is not open; the memory limit is the configured one afterwards.
+        Returns whether it evicted. Call it from the thread that uses `connection()`."""
+        con = self._con
+        if con is None:
+            return False
+        row = con.execute("SELECT * FROM duckdb_connection_count()").fetchone()
+        if row is None or row[0] > 1:
+            return False  # a client's session: its queries must keep the whole limit
+        try:
+            con.execute(f"SET memory_limit = '{RELEASE_TO}'")
+        except duckdb.OutOfMemoryException:
+            pass  # what is pinned stays; what could be evicted was
+        finally:
+            con.execute(f"SET memory_limit = '{self.memory_limit}'")
+        return True
 
     def close(self) -> None:
         """Stop serving, remove the endpoint, checkpoint and close the file, release the lock."""

@@ -502,3 +502,28 @@ def test_the_status_works_latency_percentiles_out_again_only_every_few_seconds()
     assert every.snapshot()["lag_p99_ms"] == 5.0
     every.record_latencies([7.0] * 10, [7.0] * 10)
     assert every.snapshot()["lag_p50_ms"] == 7.0  # the interval passed: worked out again
+
+
+def test_the_writer_gives_back_what_duckdb_cached_once_it_has_checkpointed(
+    tmp_path: Path,
+) -> None:
+    """DuckDB keeps the blocks it writes cached up to its memory limit (1 GB): a stream that
+    writes fast grew by what it wrote. After each checkpoint the writer has them released."""
+    wh, landing_dir = make(tmp_path)
+    log = LandingLog(landing_dir)
+    for i in range(120_000):
+        log.append(Kind.WS_FRAME, Source.WEBSOCKET, frame(i))
+    log.sync()
+    owner = wh.owner()
+    con = owner.connection()
+    con.execute("SET checkpoint_threshold = '2MB'")  # checkpoints every few batches, not 16 MB
+    writer = Writer(owner, landing_dir)
+    assert writer.drain(120)
+    assert writer.stats.ticks_stored == 120_000
+    cached = con.execute("SELECT sum(memory_usage_bytes) FROM duckdb_memory()").fetchone()
+    size = con.execute("SELECT used_blocks * block_size FROM pragma_database_size()").fetchone()
+    assert cached is not None and size is not None
+    # without the releases every block written stays cached: at least the file's size
+    assert cached[0] < size[0] / 2
+    stored = con.execute("SELECT count(*), max(volume) FROM ticks").fetchone()
+    assert stored == (120_000, 119_999)

@@ -276,3 +276,85 @@ def test_an_owner_opened_in_one_thread_and_closed_in_another_lets_go_of_the_file
     )
     assert other.returncode == 0, other.stderr[-2000:]
     assert other.stdout.strip() == "0"
+
+
+def _duckdb_mb(con: duckdb.DuckDBPyConnection) -> float:
+    row = con.execute("SELECT sum(memory_usage_bytes) / 1e6 FROM duckdb_memory()").fetchone()
+    assert row is not None
+    return float(row[0])
+
+
+def test_the_owner_lets_go_of_the_blocks_it_wrote_unless_a_client_is_attached(
+    tmp_path: Path,
+) -> None:
+    """DuckDB keeps what it writes cached up to its memory limit: a stream that writes fast grew
+    by what it wrote. The owner releases it, but never under a client's queries."""
+    db = tmp_path / "kalshi.duckdb"
+    with Owner(db) as owner:
+        con = owner.connection()
+        limit = con.execute("SELECT current_setting('memory_limit')").fetchone()
+        for start in range(0, 1_000_000, 100_000):  # as the writer commits: batch by batch
+            con.execute(
+                "INSERT INTO ticks_stored (market_ticker, source, received_at, stored_at, "
+                "price, yes_bid_size, volume, open_interest, landing_segment, landing_offset) "
+                "SELECT 'KXM-' || (i % 2000), 'websocket', now() + to_microseconds(i), now(), "
+                "(i % 99 + 1) / 100, hash(i) % 100000 / 100, i / 7, hash(i + 1) % 20000000 / 100, "
+                "1, i::INTEGER FROM range(?, ?) t(i)",
+                [start, start + 100_000],
+            )
+        con.execute("CHECKPOINT")
+        written = _duckdb_mb(con)
+        assert written > 8  # what the test is about: the blocks it wrote, still cached
+
+        code = (
+            "import sys, time\nfrom kalshi_pipeline.warehouse import connect\n"
+            "with connect(sys.argv[1], timeout_s=30) as con:\n"
+            "    print(con.execute('SELECT count(*) FROM ticks').fetchone()[0], flush=True)\n"
+            "    sys.stdin.read()\n"
+        )
+        client = subprocess.Popen(
+            [sys.executable, "-c", code, str(db)],
+            cwd=REPO,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert client.stdout is not None
+            assert client.stdout.readline().strip() == "1000000"
+            assert owner.release_memory() is False  # a client is attached: nothing evicted
+            assert _duckdb_mb(con) >= written * 0.9
+        finally:
+            client.communicate("", timeout=60)
+        assert client.returncode == 0
+
+        wait_for(lambda: owner.release_memory(), timeout=60, what="the client's session to end")
+        assert _duckdb_mb(con) < written / 2
+        assert con.execute("SELECT current_setting('memory_limit')").fetchone() == limit
+        assert con.execute("SELECT count(*), sum(volume) FROM ticks").fetchone() == (
+            1_000_000,
+            con.execute("SELECT sum((i / 7)::DECIMAL(18,2)) FROM range(1000000) t(i)").fetchone()[
+                0
+            ],
+        )
+
+
+def test_when_duckdb_cannot_evict_down_to_the_release_size_the_limit_is_still_restored(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "kalshi.duckdb"
+    with Owner(db) as owner:
+        con = owner.connection()
+        limit = con.execute("SELECT current_setting('memory_limit')").fetchone()
+        # memory DuckDB can neither drop nor write out: a temporary table with nowhere to spill
+        con.execute("SET temp_directory = ''")
+        con.execute("CREATE TEMP TABLE pinned AS SELECT range AS i FROM range(3000000)")
+        with pytest.raises(duckdb.OutOfMemoryException):  # what release_memory meets inside
+            con.execute("SET memory_limit = '1MB'")
+        con.execute(f"SET memory_limit = '{owner.memory_limit}'")
+        assert owner.release_memory() is True  # it tried; the failure stays inside
+        assert con.execute("SELECT current_setting('memory_limit')").fetchone() == limit
+        assert con.execute("SELECT count(*), sum(i) FROM pinned").fetchone() == (
+            3_000_000,
+            3_000_000 * 2_999_999 // 2,
+        )
