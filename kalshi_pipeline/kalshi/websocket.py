@@ -386,8 +386,7 @@ class KalshiWebSocket:
         try:
             caught_up()
         except Exception as exc:  # as the sink's own failure
-            self._consumer_failed(exc)
-            self._stop_reading(ConnectionClosedError(_SINK_FAILED))
+            self._direct_failed(exc)
 
     def _direct(self, data: bytes) -> None:
         """One whole frame from websockets' parser (`_CountingConnection.direct`), handled as
@@ -408,8 +407,13 @@ class KalshiWebSocket:
         try:
             sink(data, now)
         except Exception as exc:  # the consumer's failure, raised by `deliver`
-            self._consumer_failed(exc)
-            self._stop_reading(ConnectionClosedError(_SINK_FAILED))
+            self._direct_failed(exc)
+
+    def _direct_failed(self, exc: Exception) -> None:
+        """The sink or `caught_up`, called from websockets' callback, raised: `deliver` raises
+        it and the reading ends."""
+        self._consumer_failed(exc)
+        self._stop_reading(ConnectionClosedError(_SINK_FAILED))
 
     def _arrived(self, data: bytes) -> int:
         """Count a frame read (either way) as life; its receive time, epoch ns."""

@@ -348,10 +348,6 @@ class Writer:
         self._engines = Engines()
         self._windows: list[Window] = []
         self.duplicates_dropped = 0  # ticks received by two engines at once, stored once
-        # DuckDB's WAL as last seen after a commit: when it shrinks, DuckDB has checkpointed
-        # (every 16 MB of WAL) and the blocks it wrote stay cached until released
-        self._wal_bytes = 0
-        self._release_due = False
         self._keyframes = KeyframeClock(keyframe_s)
         self._backfills: dict[str, _BackfillCount] = {}
         # the owned connection during a cycle (replay sets its own): a backfill page asks it
@@ -897,24 +893,8 @@ class Writer:
         if batch.feed_events:
             last = batch.feed_events[-1]
             self.stats.last_event = f"{last[1]} {last[2]}"
-        self._release_after_checkpoint()
+        self.owner.release_after_checkpoint()
         self.cleanup()
-
-    def _release_after_checkpoint(self) -> None:
-        """Release DuckDB's cached blocks (`Owner.release_memory`) once it has checkpointed: only
-        then are the rows in the file, so evicting frees them rather than writing them out to
-        temporary storage (evicting every 100,000 rows instead cost the writer a quarter of its
-        rate). At the 50,000 ticks/s firehose that is every few seconds, at 200 ticks/s every
-        few minutes; while a client is attached it waits."""
-        try:
-            wal = self.owner.wal_path.stat().st_size
-        except FileNotFoundError:
-            wal = 0
-        if wal < self._wal_bytes:
-            self._release_due = True
-        self._wal_bytes = wal
-        if self._release_due and self.owner.release_memory():
-            self._release_due = False
 
     def cleanup(self) -> int:
         """Closed segments fully loaded and older than the retention are removed, or with
